@@ -1,0 +1,149 @@
+"""`KernelSpec`: one fused unit of work as a compiler executes it.
+
+This is the contract between search spaces (which list the kernels of a candidate) and latency models (which
+time or predict them). It knows nothing of torch or TVM.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from hao.errors import ConfigError
+
+__all__ = ["KernelSpec", "OPS", "BITS", "KEY_COLUMNS"]
+
+#: Kernel kinds. ``conv2d`` is a dense (groups=1) convolution fused with BN and activation (1x1 included),
+#: ``dwconv2d`` a depthwise convolution (groups = channels) fused with BN and activation, ``dense`` a fully
+#: connected layer, ``avgpool`` a global average pool, ``add`` a residual element-wise add.
+OPS = ("conv2d", "dwconv2d", "dense", "avgpool", "add")
+#: Supported bit-widths; 32 means float32.
+BITS = (2, 3, 4, 5, 6, 7, 8, 32)
+#: Columns of a latency table that identify a kernel (see DESIGN §3).
+KEY_COLUMNS = ("op", "in_channels", "out_channels", "in_h", "in_w", "kernel", "stride", "groups", "batch",
+               "w_bits", "a_bits")
+
+
+@dataclass(frozen=True, order=True)
+class KernelSpec:
+    """A fused kernel: shapes, bit-widths and layout.
+
+    Convolutions use "same" padding (``kernel // 2``); the output size is ``ceil(in / stride)``.
+    ``w_bits``/``a_bits`` are 32 for float32 kernels. ``avgpool`` and ``add`` carry ``kernel=1, stride=1``
+    and ``w_bits = 32`` (no weights) with ``a_bits`` the activation precision.
+    """
+
+    op: str
+    in_channels: int
+    out_channels: int
+    in_h: int
+    in_w: int
+    kernel: int = 1
+    stride: int = 1
+    groups: int = 1
+    w_bits: int = 32
+    a_bits: int = 32
+    batch: int = 1
+    layout: str = "NHWC"
+
+    def __post_init__(self) -> None:
+        if self.op not in OPS:
+            raise ConfigError(f"KernelSpec.op must be one of {OPS}, got {self.op!r}.")
+        for name in ("in_channels", "out_channels", "in_h", "in_w", "kernel", "stride", "groups", "batch"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ConfigError(f"KernelSpec.{name} must be a positive int, got {v!r}.")
+        for name in ("w_bits", "a_bits"):
+            v = getattr(self, name)
+            if v not in BITS:
+                raise ConfigError(f"KernelSpec.{name} must be one of {BITS}, got {v!r}.")
+        if self.in_channels % self.groups or self.out_channels % self.groups:
+            raise ConfigError(
+                f"KernelSpec.groups={self.groups} must divide in_channels={self.in_channels} and "
+                f"out_channels={self.out_channels}.")
+
+    # ---- derived quantities -------------------------------------------------------------------------
+    @property
+    def out_h(self) -> int:
+        return -(-self.in_h // self.stride) if self.op in ("conv2d", "dwconv2d") else (
+            1 if self.op in ("avgpool", "dense") else self.in_h)
+
+    @property
+    def out_w(self) -> int:
+        return -(-self.in_w // self.stride) if self.op in ("conv2d", "dwconv2d") else (
+            1 if self.op in ("avgpool", "dense") else self.in_w)
+
+    @property
+    def macs(self) -> int:
+        """Multiply-accumulates (0 for pooling and adds)."""
+        if self.op in ("conv2d", "dwconv2d"):
+            return (self.batch * self.out_h * self.out_w * self.out_channels
+                    * (self.in_channels // self.groups) * self.kernel * self.kernel)
+        if self.op == "dense":
+            return self.batch * self.in_channels * self.out_channels
+        return 0
+
+    @property
+    def params(self) -> int:
+        """Weight count (no bias)."""
+        if self.op in ("conv2d", "dwconv2d"):
+            return self.out_channels * (self.in_channels // self.groups) * self.kernel * self.kernel
+        if self.op == "dense":
+            return self.in_channels * self.out_channels
+        return 0
+
+    @property
+    def elementwise_ops(self) -> int:
+        """Element operations of pooling / add kernels (reads of the input)."""
+        if self.op == "avgpool":
+            return self.batch * self.in_channels * self.in_h * self.in_w
+        if self.op == "add":
+            return self.batch * self.in_channels * self.in_h * self.in_w
+        return 0
+
+    @property
+    def bops(self) -> int:
+        """Bit operations, MACs x w_bits x a_bits (HAWQ-V3's BOPs)."""
+        return self.macs * self.w_bits * self.a_bits
+
+    @property
+    def weight_bytes(self) -> float:
+        return self.params * self.w_bits / 8.0
+
+    @property
+    def input_bytes(self) -> float:
+        n = self.batch * self.in_channels * self.in_h * self.in_w
+        return n * self.a_bits / 8.0 * (2 if self.op == "add" else 1)
+
+    @property
+    def output_bytes(self) -> float:
+        return self.batch * self.out_channels * self.out_h * self.out_w * (4.0 if self.a_bits == 32 else 1.0)
+
+    # ---- identity and serialisation ------------------------------------------------------------------
+    def key(self) -> tuple:
+        """The table key (DESIGN §3 ``KEY_COLUMNS``)."""
+        return tuple(getattr(self, c) for c in KEY_COLUMNS)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "KernelSpec":
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - fields
+        if unknown:
+            raise ConfigError(f"Unknown KernelSpec field(s) {sorted(unknown)}; valid fields: {sorted(fields)}.")
+        return cls(**{k: (int(v) if k not in ("op", "layout") else v) for k, v in d.items()})
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, s: str) -> "KernelSpec":
+        return cls.from_dict(json.loads(s))
+
+    def short(self) -> str:
+        """A compact readable string, e.g. ``conv2d_16x32_28x28_k3s1g1_w8a8``."""
+        return (f"{self.op}_{self.in_channels}x{self.out_channels}_{self.in_h}x{self.in_w}_k{self.kernel}"
+                f"s{self.stride}g{self.groups}_w{self.w_bits}a{self.a_bits}_b{self.batch}")

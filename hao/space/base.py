@@ -1,0 +1,447 @@
+"""The search-space extension point: decisions, additive units, candidates.
+
+A search space is a set of named integer *decisions* (kernel size, expansion, depth, bit-widths...). Every
+decision is either a *gate* (it switches units on and off, e.g. a stage's depth) or belongs to exactly one
+*unit* (a block, a layer, a tie group). Every cost hao knows — latency (a sum of kernels), size, BOPs and the
+Hessian proxy (a sum over layers) — is a sum over units of a term that depends only on that unit's local
+decisions (or on the unit being switched off). That is what lets the exact ILP solver and the vectorized
+scorer work on any space; spaces whose costs are not additive can still be searched with Optuna.
+
+Implementing a space (see ``search_spaces/*.py``): subclass :class:`SearchSpace`, set ``family``, and implement
+``decisions``, ``units``, ``unit_kernels``, ``unit_layers``, ``fixed_kernels``, ``fixed_layers``, ``supernet``
+and ``build``. The base class derives validation, exact size, sampling, encoding, JSON, kernels and
+perturbations from them. ``hao.testing.check_space`` is the conformance battery every registered space passes.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from hao.errors import CandidateError, ConfigError
+from hao.kernel import KernelSpec
+
+__all__ = ["Decision", "Gate", "Unit", "Candidate", "LayerPerturbation", "SearchSpace"]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One searchable integer choice. ``kind`` is informative: depth, kernel, expand, width, w_bits, a_bits, bits."""
+
+    name: str
+    options: tuple[int, ...]
+    kind: str = "other"
+
+    def __post_init__(self) -> None:
+        if not self.options:
+            raise ConfigError(f"Decision {self.name!r} needs at least one option, got {self.options!r}.")
+        if len(set(self.options)) != len(self.options):
+            raise ConfigError(f"Decision {self.name!r} has duplicate options {self.options!r}.")
+
+
+@dataclass(frozen=True)
+class Gate:
+    """A unit is active iff ``candidate[decision] in active_values``."""
+
+    decision: str
+    active_values: frozenset[int]
+
+
+@dataclass(frozen=True)
+class Unit:
+    """An additive unit: its cost depends only on ``decisions`` (and on being gated on/off)."""
+
+    name: str
+    decisions: tuple[str, ...]
+    gate: Gate | None = None
+
+
+@dataclass(frozen=True)
+class LayerPerturbation:
+    """What a candidate does to one weight layer of the space's supernet (DESIGN §4).
+
+    ``path`` is the module path in the supernet. The kept weights are ``W[:out_keep, :in_keep]`` restricted
+    to the centre ``kernel_keep x kernel_keep`` taps (``None`` = keep all along that axis), quantized to
+    ``w_bits`` (32 = float). ``removed`` means the whole layer is dropped (its block is skipped).
+    """
+
+    path: str
+    w_bits: int = 32
+    a_bits: int = 32
+    removed: bool = False
+    out_keep: int | None = None
+    in_keep: int | None = None
+    kernel_keep: int | None = None
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A point of a search space: one value per decision, in the space's decision order. Immutable.
+
+    ``Candidate.to_json()`` gives ``{"space": name, "choices": {decision: value, ...}}``.
+    """
+
+    space: str
+    choices: tuple[tuple[str, int], ...]
+
+    def __getitem__(self, name: str) -> int:
+        for k, v in self.choices:
+            if k == name:
+                return v
+        raise CandidateError(f"Candidate of space {self.space!r} has no decision {name!r}; "
+                             f"its decisions are {[k for k, _ in self.choices][:12]}...")
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.choices)
+
+    def replace(self, **changes: int) -> "Candidate":
+        d = self.as_dict()
+        for k, v in changes.items():
+            if k not in d:
+                raise CandidateError(f"Candidate.replace: unknown decision {k!r} for space {self.space!r}.")
+            d[k] = v
+        return Candidate(self.space, tuple(d.items()))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"space": self.space, "choices": dict(self.choices)}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, d: Any) -> "Candidate":
+        if not isinstance(d, dict):
+            raise CandidateError(f"A candidate must be a JSON object with keys 'space' and 'choices', "
+                                 f"got {type(d).__name__}.")
+        missing = {"space", "choices"} - set(d)
+        if missing:
+            raise CandidateError(f"Candidate JSON is missing key(s) {sorted(missing)}; expected "
+                                 "{'space': name, 'choices': {decision: int}}.")
+        extra = set(d) - {"space", "choices"}
+        if extra:
+            raise CandidateError(f"Candidate JSON has unknown key(s) {sorted(extra)}; expected only "
+                                 "'space' and 'choices'.")
+        if not isinstance(d["space"], str):
+            raise CandidateError(f"Candidate 'space' must be a string, got {d['space']!r}.")
+        ch = d["choices"]
+        if not isinstance(ch, dict):
+            raise CandidateError(f"Candidate 'choices' must be an object mapping decision names to ints, "
+                                 f"got {type(ch).__name__}.")
+        out = []
+        for k, v in ch.items():
+            if not isinstance(v, int) or isinstance(v, bool):
+                raise CandidateError(f"Candidate choice {k!r} must be an int, got {v!r}.")
+            out.append((str(k), int(v)))
+        return cls(d["space"], tuple(out))
+
+    @classmethod
+    def from_json(cls, s: str | bytes) -> "Candidate":
+        try:
+            d = json.loads(s)
+        except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as exc:
+            raise CandidateError(f"Candidate JSON is malformed ({exc}); expected "
+                                 "{\"space\": name, \"choices\": {decision: int}}.") from None
+        return cls.from_dict(d)
+
+
+class SearchSpace(ABC):
+    """Base class of every search space. See the module docstring for the contract.
+
+    Subclasses must call ``super().__init__(name)`` and may then call :meth:`_check_structure` (done lazily
+    on first use otherwise).
+    """
+
+    #: Family name shown by ``hao spaces`` (mbconv, resnet, quantize-only, ...).
+    family: str = "abstract"
+    #: (channels, height, width) of one input sample.
+    input_shape: tuple[int, int, int] = (3, 32, 32)
+    num_classes: int = 10
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._cache: dict[str, Any] = {}
+
+    # ---- what a subclass implements ------------------------------------------------------------------
+    @abstractmethod
+    def decisions(self) -> tuple[Decision, ...]:
+        """All decisions, in a fixed order (the order of ``Candidate.choices``)."""
+
+    @abstractmethod
+    def units(self) -> tuple[Unit, ...]:
+        """The additive units, in network order."""
+
+    @abstractmethod
+    def unit_kernels(self, unit: str, local: Mapping[str, int] | None) -> list[KernelSpec]:
+        """Kernels of ``unit`` under the local assignment (``None`` = gated off, usually ``[]``)."""
+
+    @abstractmethod
+    def unit_layers(self, unit: str, local: Mapping[str, int] | None) -> list[LayerPerturbation]:
+        """Weight layers of ``unit`` and what the local assignment does to them (``None`` = gated off)."""
+
+    @abstractmethod
+    def fixed_kernels(self) -> tuple[list[KernelSpec], list[KernelSpec]]:
+        """Kernels present in every candidate: (before the units, after the units)."""
+
+    @abstractmethod
+    def fixed_layers(self) -> list[LayerPerturbation]:
+        """Weight layers present in every candidate with fixed (pinned) bits."""
+
+    @abstractmethod
+    def supernet(self, seed: int = 0) -> "Any":
+        """A torch module holding the weights every candidate shares (a fresh seeded init)."""
+
+    @abstractmethod
+    def build(self, candidate: Candidate, supernet: Any = None, seed: int = 0) -> "Any":
+        """A standalone fake-quantized ``nn.Module`` for ``candidate``, weights taken from ``supernet``
+        (or from a fresh ``self.supernet(seed)``). Module paths match ``unit_layers`` paths."""
+
+    # ---- derived structure ---------------------------------------------------------------------------
+    def _structure(self) -> dict[str, Any]:
+        if "structure" in self._cache:
+            return self._cache["structure"]
+        decs = self.decisions()
+        by_name = {d.name: d for d in decs}
+        if len(by_name) != len(decs):
+            raise ConfigError(f"Space {self.name!r} has duplicate decision names.")
+        units = self.units()
+        owner: dict[str, str] = {}
+        gates: set[str] = set()
+        for u in units:
+            for dn in u.decisions:
+                if dn not in by_name:
+                    raise ConfigError(f"Space {self.name!r}: unit {u.name!r} uses unknown decision {dn!r}.")
+                if dn in owner:
+                    raise ConfigError(f"Space {self.name!r}: decision {dn!r} belongs to units {owner[dn]!r} "
+                                      f"and {u.name!r}; each decision must belong to one unit.")
+                owner[dn] = u.name
+            if u.gate is not None:
+                if u.gate.decision not in by_name:
+                    raise ConfigError(f"Space {self.name!r}: unit {u.name!r} is gated by unknown decision "
+                                      f"{u.gate.decision!r}.")
+                gates.add(u.gate.decision)
+        for g in gates:
+            if g in owner:
+                raise ConfigError(f"Space {self.name!r}: gate decision {g!r} may not also belong to a unit.")
+        orphan = [d.name for d in decs if d.name not in owner and d.name not in gates]
+        if orphan:
+            raise ConfigError(f"Space {self.name!r}: decisions {orphan} belong to no unit and gate nothing.")
+        s = {"decisions": decs, "by_name": by_name, "units": units, "units_by_name": {u.name: u for u in units},
+             "owner": owner, "gates": tuple(d.name for d in decs if d.name in gates),
+             "index": {d.name: i for i, d in enumerate(decs)}}
+        self._cache["structure"] = s
+        return s
+
+    @property
+    def decision_names(self) -> tuple[str, ...]:
+        return tuple(d.name for d in self._structure()["decisions"])
+
+    def gate_decisions(self) -> tuple[str, ...]:
+        return self._structure()["gates"]
+
+    def unit_is_active(self, unit: Unit, choices: Mapping[str, int]) -> bool:
+        return unit.gate is None or choices[unit.gate.decision] in unit.gate.active_values
+
+    def unit_options(self, unit: str | Unit) -> list[dict[str, int] | None]:
+        """Every local assignment of ``unit`` (the product of its decisions' options), then ``None`` (off)
+        if the unit is gated. Cached; indices into this list are the unit's option indices."""
+        u = unit if isinstance(unit, Unit) else self._structure()["units_by_name"][unit]
+        key = "opts:" + u.name
+        if key not in self._cache:
+            by = self._structure()["by_name"]
+            opts: list[dict[str, int] | None] = [
+                dict(zip(u.decisions, combo)) for combo in itertools.product(*(by[d].options for d in u.decisions))
+            ]
+            if u.gate is not None:
+                opts.append(None)
+            self._cache[key] = opts
+        return self._cache[key]
+
+    # ---- size -----------------------------------------------------------------------------------------
+    def size(self) -> int:
+        """Exact number of distinct candidates (Python int). Decisions of switched-off units do not count."""
+        st = self._structure()
+        total = 1
+        n_local = {u.name: int(np.prod([len(st["by_name"][d].options) for d in u.decisions], dtype=object))
+                   if u.decisions else 1 for u in st["units"]}
+        for u in st["units"]:
+            if u.gate is None:
+                total *= n_local[u.name]
+        for g in st["gates"]:
+            s = 0
+            for v in st["by_name"][g].options:
+                p = 1
+                for u in st["units"]:
+                    if u.gate is not None and u.gate.decision == g and v in u.gate.active_values:
+                        p *= n_local[u.name]
+                s += p
+            total *= s
+        return int(total)
+
+    def num_searchable_layers(self) -> int:
+        """Weight layers whose bits or shape a decision changes (max over the space)."""
+        n = 0
+        for u in self.units():
+            n += len(self.unit_layers(u.name, self.unit_options(u)[0]))
+        return n
+
+    # ---- candidates -----------------------------------------------------------------------------------
+    def make(self, choices: Mapping[str, int] | None = None, **kw: int) -> Candidate:
+        """Build a validated, canonical candidate from a (possibly partial) mapping; missing decisions take
+        their first option."""
+        d = {dec.name: dec.options[0] for dec in self._structure()["decisions"]}
+        given = dict(choices or {}) | kw
+        unknown = set(given) - set(d)
+        if unknown:
+            raise CandidateError(f"Unknown decision(s) {sorted(unknown)[:5]} for space {self.name!r}; "
+                                 f"valid names look like {list(d)[:6]}.")
+        d.update(given)
+        c = Candidate(self.name, tuple(d.items()))
+        self.validate(c)
+        return self.canonical(c)
+
+    def canonical(self, candidate: Candidate) -> Candidate:
+        """Set the decisions of switched-off units to their first option (so equal networks compare equal)."""
+        st = self._structure()
+        d = candidate.as_dict()
+        for u in st["units"]:
+            if not self.unit_is_active(u, d):
+                for dn in u.decisions:
+                    d[dn] = st["by_name"][dn].options[0]
+        return Candidate(candidate.space, tuple((n, d[n]) for n in self.decision_names))
+
+    def validate(self, candidate: Candidate) -> Candidate:
+        """Raise :class:`CandidateError` naming the bad field unless ``candidate`` belongs to this space."""
+        if not isinstance(candidate, Candidate):
+            raise CandidateError(f"Expected a hao Candidate, got {type(candidate).__name__}.")
+        if candidate.space != self.name:
+            raise CandidateError(f"Candidate belongs to space {candidate.space!r}, not {self.name!r}. "
+                                 f"Load it with hao.get_space({candidate.space!r}).")
+        st = self._structure()
+        names = [k for k, _ in candidate.choices]
+        if len(set(names)) != len(names):
+            raise CandidateError(f"Candidate for {self.name!r} repeats a decision name.")
+        expected = set(st["by_name"])
+        missing, extra = expected - set(names), set(names) - expected
+        if missing or extra:
+            raise CandidateError(
+                f"Candidate for {self.name!r} has {len(names)} decisions, the space has {len(expected)}: "
+                f"missing {sorted(missing)[:5]}{'...' if len(missing) > 5 else ''}, "
+                f"unexpected {sorted(extra)[:5]}{'...' if len(extra) > 5 else ''}.")
+        for k, v in candidate.choices:
+            dec = st["by_name"][k]
+            if v not in dec.options:
+                raise CandidateError(f"Candidate field {k!r} ({dec.kind}) = {v!r} is not allowed in space "
+                                     f"{self.name!r}; allowed values: {list(dec.options)}.")
+        return candidate
+
+    def candidate_from_json(self, s: str | bytes) -> Candidate:
+        c = Candidate.from_json(s)
+        self.validate(c)
+        return self.canonical(c)
+
+    def sample(self, rng: np.random.Generator) -> Candidate:
+        """A random canonical candidate (each decision uniform; ``rng`` is the only source of randomness)."""
+        if not isinstance(rng, np.random.Generator):
+            raise ConfigError(f"sample() needs a numpy Generator (np.random.default_rng(seed)), got {rng!r}.")
+        st = self._structure()
+        ch = tuple((d.name, int(d.options[rng.integers(len(d.options))])) for d in st["decisions"])
+        return self.canonical(Candidate(self.name, ch))
+
+    def enumerate(self, limit: int = 1_000_000) -> Iterator[Candidate]:
+        """Every distinct candidate (refuses spaces larger than ``limit``)."""
+        n = self.size()
+        if n > limit:
+            raise ConfigError(f"Space {self.name!r} has {n} candidates, more than limit={limit}; use a solver "
+                              "that samples (optuna, random) or raise the limit.")
+        st = self._structure()
+        gates = st["gates"]
+        for gvals in itertools.product(*(st["by_name"][g].options for g in gates)):
+            base = dict(zip(gates, gvals))
+            active = [u for u in st["units"] if self.unit_is_active(u, base)]
+            for combo in itertools.product(*(self.unit_options(u)[: len(self.unit_options(u)) -
+                                                                  (u.gate is not None)] for u in active)):
+                d = {dec.name: dec.options[0] for dec in st["decisions"]} | base
+                for local in combo:
+                    d.update(local)
+                yield Candidate(self.name, tuple((nm, d[nm]) for nm in self.decision_names))
+
+    def compose(self, gate_values: Mapping[str, int], unit_choice: Mapping[str, Mapping[str, int] | None]
+                ) -> Candidate:
+        """Assemble a candidate from gate values and per-unit local assignments (used by exact solvers)."""
+        d = dict(gate_values)
+        for local in unit_choice.values():
+            if local:
+                d.update(local)
+        return self.make(d)
+
+    # ---- derived per-candidate views -------------------------------------------------------------------
+    def _local(self, unit: Unit, d: Mapping[str, int]) -> dict[str, int] | None:
+        if not self.unit_is_active(unit, d):
+            return None
+        return {dn: d[dn] for dn in unit.decisions}
+
+    def unit_indices(self, candidates: Sequence[Candidate]) -> np.ndarray:
+        """(n_candidates, n_units) option indices into :meth:`unit_options` — the vectorized scorers' input."""
+        st = self._structure()
+        out = np.empty((len(candidates), len(st["units"])), dtype=np.int64)
+        lookups = []
+        for u in st["units"]:
+            lookups.append({None if o is None else tuple(o[d] for d in u.decisions): i
+                            for i, o in enumerate(self.unit_options(u))})
+        for r, c in enumerate(candidates):
+            d = c.as_dict()
+            for j, u in enumerate(st["units"]):
+                loc = self._local(u, d)
+                out[r, j] = lookups[j][None if loc is None else tuple(loc[x] for x in u.decisions)]
+        return out
+
+    def kernels(self, candidate: Candidate) -> list[KernelSpec]:
+        """The fused kernels the hardware executes for ``candidate``, in network order."""
+        self.validate(candidate)
+        d = candidate.as_dict()
+        pre, post = self.fixed_kernels()
+        out = list(pre)
+        for u in self._structure()["units"]:
+            out.extend(self.unit_kernels(u.name, self._local(u, d)))
+        return out + list(post)
+
+    def perturbations(self, candidate: Candidate) -> list[LayerPerturbation]:
+        """Per weight layer of the supernet: what ``candidate`` removes and how it quantizes (DESIGN §4)."""
+        self.validate(candidate)
+        d = candidate.as_dict()
+        out = list(self.fixed_layers())
+        for u in self._structure()["units"]:
+            out.extend(self.unit_layers(u.name, self._local(u, d)))
+        return out
+
+    def bit_config(self, candidate: Candidate) -> dict[str, dict[str, int]]:
+        """``{module path: {"w_bits": b, "a_bits": b}}`` for every layer present in ``candidate``."""
+        return {p.path: {"w_bits": p.w_bits, "a_bits": p.a_bits}
+                for p in self.perturbations(candidate) if not p.removed}
+
+    def encode(self, candidates: Sequence[Candidate]) -> np.ndarray:
+        """Feature matrix (n, n_decisions): each decision's value, 0 where its unit is switched off."""
+        st = self._structure()
+        X = np.zeros((len(candidates), len(st["decisions"])), dtype=np.float64)
+        units_of = st["owner"]
+        ubn = st["units_by_name"]
+        for r, c in enumerate(candidates):
+            d = c.as_dict()
+            for j, dec in enumerate(st["decisions"]):
+                u = units_of.get(dec.name)
+                if u is None or self.unit_is_active(ubn[u], d):
+                    X[r, j] = d[dec.name]
+        return X
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "family": self.family, "size": str(self.size()),
+                "decisions": len(self.decision_names), "units": len(self.units()),
+                "searchable_layers": self.num_searchable_layers(), "input_shape": list(self.input_shape)}
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r} family={self.family} size~{float(self.size()):.3g}>"
