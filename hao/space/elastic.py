@@ -1,0 +1,89 @@
+"""Weight-sharing building blocks for supernets: elastic convolutions and batch norms.
+
+An :class:`ElasticConv2d` holds the largest weight; a sub-network uses its first ``out`` filters, its first
+``in`` input channels and the centre ``k x k`` taps, fake-quantized at the requested bits. ``to_static`` cuts
+the slice out as a plain :class:`hao.quant.QConv2d` for a standalone sub-network.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hao.quant import ActQuant, QConv2d, QLinear, quantize_weight
+
+__all__ = ["ElasticConv2d", "ElasticBatchNorm2d", "centre_slice"]
+
+
+def centre_slice(max_k: int, k: int) -> slice:
+    start = (max_k - k) // 2
+    return slice(start, start + k)
+
+
+class ElasticConv2d(nn.Module):
+    """A convolution whose output channels, input channels and kernel size shrink at run time."""
+
+    def __init__(self, max_in: int, max_out: int, max_k: int, stride: int = 1, depthwise: bool = False) -> None:
+        super().__init__()
+        self.max_in, self.max_out, self.max_k = max_in, max_out, max_k
+        self.stride, self.depthwise = stride, depthwise
+        w = torch.empty(max_out, 1 if depthwise else max_in, max_k, max_k)
+        self.weight = nn.Parameter(w)
+        self.act_quant = ActQuant(32)
+        self.active_out, self.active_k, self.w_bits = max_out, max_k, 32
+
+    def reset_parameters(self, generator: torch.Generator) -> None:
+        fan_in = self.weight[0].numel()
+        with torch.no_grad():
+            self.weight.copy_(torch.randn(self.weight.shape, generator=generator) * (2.0 / fan_in) ** 0.5)
+
+    def set_active(self, out: int, k: int, w_bits: int, a_bits: int) -> None:
+        self.active_out, self.active_k, self.w_bits = out, k, w_bits
+        self.act_quant.bits = a_bits
+
+    def sliced_weight(self, in_c: int) -> torch.Tensor:
+        ks = centre_slice(self.max_k, self.active_k)
+        if self.depthwise:
+            return self.weight[: self.active_out, :, ks, ks]
+        return self.weight[: self.active_out, :in_c, ks, ks]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = quantize_weight(self.sliced_weight(x.shape[1]), self.w_bits)
+        groups = x.shape[1] if self.depthwise else 1
+        return F.conv2d(self.act_quant(x), w, None, self.stride, self.active_k // 2, 1, groups)
+
+    def to_static(self, in_c: int) -> QConv2d:
+        out = self.active_out
+        groups = out if self.depthwise else 1
+        conv = QConv2d(in_c, out, self.active_k, self.stride, self.active_k // 2, groups=groups, bias=False,
+                       w_bits=self.w_bits, a_bits=self.act_quant.bits)
+        with torch.no_grad():
+            conv.weight.copy_(self.sliced_weight(in_c))
+        return conv
+
+
+class ElasticBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm over the first ``C`` channels of its input (C read from the input)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = x.shape[1]
+        if c == self.num_features:
+            return super().forward(x)
+        use_batch = self.training or not self.track_running_stats
+        return F.batch_norm(x, None if use_batch else self.running_mean[:c],
+                            None if use_batch else self.running_var[:c], self.weight[:c], self.bias[:c],
+                            use_batch, self.momentum if self.momentum is not None else 0.1, self.eps)
+
+    def to_static(self, c: int) -> nn.BatchNorm2d:
+        bn = nn.BatchNorm2d(c, eps=self.eps, momentum=self.momentum)
+        with torch.no_grad():
+            bn.weight.copy_(self.weight[:c])
+            bn.bias.copy_(self.bias[:c])
+            bn.running_mean.copy_(self.running_mean[:c])
+            bn.running_var.copy_(self.running_var[:c])
+            bn.num_batches_tracked.copy_(self.num_batches_tracked)
+        return bn
+
+
+def static_linear(lin: nn.Linear, w_bits: int, a_bits: int) -> QLinear:
+    return QLinear.from_linear(lin, w_bits, a_bits)
