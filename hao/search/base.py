@@ -1,0 +1,256 @@
+"""The solver extension point: :class:`SearchProblem`, :class:`Solver` and the solver registry.
+
+A solver turns a :class:`SearchProblem` (a space, objectives, budgets) into a :class:`SearchResult`. hao ships
+``ilp`` (exact, additive objectives), ``optuna`` (NSGA-II / TPE, any objectives, persistent storage),
+``random`` and ``exhaustive``. Add one by subclassing :class:`Solver` and decorating it with
+:func:`register_solver`.
+"""
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from hao.errors import ConfigError
+from hao.search._index import IndexedSpace
+from hao.search.objectives import AdditiveObjective, Objective
+from hao.search.result import SearchResult
+from hao.space.base import Candidate, SearchSpace
+
+__all__ = ["SearchProblem", "Solver", "register_solver", "get_solver", "list_solvers", "BUDGET_ALIASES"]
+
+#: Short budget names accepted everywhere (``--budget latency=2`` means ``latency_ms``).
+BUDGET_ALIASES = {"latency": "latency_ms", "size": "size_mb", "bops": "bops_g", "model_size": "size_mb"}
+
+
+@dataclass
+class SearchProblem:
+    """What to search: a space, objectives (all minimised), budgets (upper bounds) and references.
+
+    Args:
+        space: the search space.
+        objectives: objectives to minimise; ``objectives[0]`` unless ``target`` says otherwise is the one the
+            ILP minimises (typically the accuracy proxy).
+        budgets: objective name -> upper bound (same unit as the objective). A budget is a constraint for every
+            solver (Optuna sees it as a constraint, the ILP as a row).
+        target: name of the objective a single-objective solver minimises; it is moved to the front.
+        references: label -> candidate, evaluated and drawn on plots (e.g. uniform 8-bit).
+    """
+
+    space: SearchSpace
+    objectives: Sequence[Objective]
+    budgets: Mapping[str, float] = field(default_factory=dict)
+    target: str | None = None
+    references: Mapping[str, Candidate] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.space, SearchSpace):
+            raise ConfigError(f"SearchProblem.space must be a SearchSpace, got {type(self.space).__name__}.")
+        objs = list(self.objectives)
+        if not objs:
+            raise ConfigError("SearchProblem needs at least one objective.")
+        names = [o.name for o in objs]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ConfigError(f"Objective names must be unique, got duplicates {dup}.")
+        for o in objs:
+            if not isinstance(o, Objective):
+                raise ConfigError(f"Objectives must be hao Objective instances, got {type(o).__name__}.")
+            if isinstance(o, AdditiveObjective) and o.space_name != self.space.name:
+                raise ConfigError(f"Objective {o.name!r} was built for space {o.space_name!r}, not "
+                                  f"{self.space.name!r}.")
+        target = self.target or names[0]
+        if target not in names:
+            raise ConfigError(f"target={target!r} is not an objective; objectives are {names}.")
+        objs.sort(key=lambda o: o.name != target)
+        self.objectives = tuple(objs)
+        self.target = target
+        self.budgets = normalize_budgets(self.budgets, objs)
+        self.references = dict(self.references)
+        self._index: IndexedSpace | None = None
+
+    @property
+    def names(self) -> list[str]:
+        return [o.name for o in self.objectives]
+
+    def objective(self, name: str) -> Objective:
+        for o in self.objectives:
+            if o.name == name:
+                return o
+        raise ConfigError(f"Unknown objective {name!r}; objectives are {self.names}.")
+
+    @property
+    def index(self) -> IndexedSpace:
+        if self._index is None:
+            self._index = IndexedSpace(self.space)
+        return self._index
+
+    @property
+    def all_additive(self) -> bool:
+        return all(o.additive for o in self.objectives)
+
+    def evaluate_indices(self, G: np.ndarray, U: np.ndarray,
+                         candidates: Sequence[Candidate] | None = None) -> np.ndarray:
+        """``(n, n_objectives)`` values; callables get candidates (built here if not given)."""
+        out = np.empty((U.shape[0], len(self.objectives)), dtype=np.float64)
+        for k, o in enumerate(self.objectives):
+            if isinstance(o, AdditiveObjective):
+                out[:, k] = o.evaluate_indices(U)
+            else:
+                if candidates is None:
+                    candidates = self.index.to_candidates(G, U)
+                out[:, k] = o.evaluate(candidates)
+        return out
+
+    def evaluate(self, candidates: Sequence[Candidate]) -> np.ndarray:
+        G, U = self.index.from_candidates(candidates)
+        return self.evaluate_indices(G, U, list(candidates))
+
+    def feasible(self, values: np.ndarray) -> np.ndarray:
+        ok = np.ones(values.shape[0], dtype=bool)
+        for name, b in self.budgets.items():
+            ok &= values[:, self.names.index(name)] <= b * (1 + 1e-9) + 1e-12
+        return ok
+
+    def reference_rows(self) -> dict[str, dict[str, Any]]:
+        out = {}
+        for label, cand in self.references.items():
+            vals = self.evaluate([cand])[0]
+            out[label] = {"config": cand.to_json(), **{n: float(v) for n, v in zip(self.names, vals)}}
+        return out
+
+    def result(self, G: np.ndarray, U: np.ndarray, values: np.ndarray, source: Sequence[str] | str,
+               meta: dict[str, Any], candidates: Sequence[Candidate] | None = None,
+               extra: Mapping[str, Sequence[Any]] | None = None, pareto_on: list[str] | None = None
+               ) -> SearchResult:
+        """Assemble a :class:`SearchResult` from index rows and their objective values."""
+        cands = list(candidates) if candidates is not None else self.index.to_candidates(G, U)
+        data: dict[str, Any] = {"config": [c.to_json() for c in cands]}
+        for k, n in enumerate(self.names):
+            data[n] = values[:, k] if len(cands) else np.zeros(0)
+        data["source"] = [source] * len(cands) if isinstance(source, str) else list(source)
+        for k, v in (extra or {}).items():
+            data[k] = list(v)
+        meta = {"space": self.space.name, "target": self.target, **meta}
+        return SearchResult(pd.DataFrame(data), self.names, units={o.name: o.unit for o in self.objectives},
+                            budgets=dict(self.budgets), pareto_on=pareto_on,
+                            references=self.reference_rows(), meta=meta)
+
+
+def normalize_budgets(budgets: Mapping[str, Any] | None, objectives: Sequence[Objective]) -> dict[str, float]:
+    """Resolve aliases, check names and values; raise a :class:`ConfigError` naming the bad budget and the
+    achievable range where a budget is negative, not a number, or below the cheapest candidate."""
+    names = [o.name for o in objectives]
+    out: dict[str, float] = {}
+    for raw, val in dict(budgets or {}).items():
+        name = raw if raw in names else BUDGET_ALIASES.get(raw, raw)
+        if name not in names:
+            raise ConfigError(f"Budget on unknown objective {raw!r}. Objectives in this search: {names} "
+                              f"(aliases: {BUDGET_ALIASES}).")
+        try:
+            v = float(val)
+        except (TypeError, ValueError):
+            raise ConfigError(f"Budget {raw}={val!r} is not a number; write e.g. {name}=2.5.") from None
+        if not math.isfinite(v):
+            raise ConfigError(f"Budget {raw}={val!r} must be a finite number.")
+        obj = objectives[names.index(name)]
+        if isinstance(obj, AdditiveObjective):
+            lo, hi = obj.bounds()
+            if v < 0 and lo >= 0:
+                raise ConfigError(f"Budget {name}={v:g} is negative; {name} ranges over [{lo:.6g}, {hi:.6g}] "
+                                  f"{obj.unit} in this space. Give a value of at least {lo:.6g}.")
+            if v < lo * (1 - 1e-12) - 1e-15:
+                raise ConfigError(f"Budget {name}={v:g} {obj.unit} is infeasible: the cheapest candidate of this "
+                                  f"space needs {lo:.6g} {obj.unit} (range [{lo:.6g}, {hi:.6g}]). Raise the budget "
+                                  f"to at least {lo:.6g}.")
+        elif v < 0:
+            raise ConfigError(f"Budget {name}={v:g} is negative; budgets are upper bounds on costs and must be "
+                              ">= 0.")
+        out[name] = v
+    return out
+
+
+class Solver(ABC):
+    """Base class of hao's solvers.
+
+    Contract (mirrors ``optuna.samplers.BaseSampler``):
+
+    * ``__init__`` only stores and validates parameters (unknown or out-of-range values raise
+      :class:`~hao.errors.ConfigError` naming the parameter, the value and the valid range). No work, no I/O.
+    * :meth:`solve` is called with a validated :class:`SearchProblem` and returns a :class:`SearchResult`
+      holding **every candidate the solver evaluated** (or, for ``exhaustive`` on large spaces, the ones it was
+      asked to keep), with all objectives. Budgets are constraints: infeasible rows may appear but are marked.
+    * Randomness comes only from ``seed`` (a ``numpy.random.Generator`` / the sampler's own seed); the global
+      RNGs of numpy, random and torch are never touched. Same seed + same problem = same result.
+    * Solvers with ``requires_additive = True`` accept only :class:`AdditiveObjective` and say so otherwise.
+    * ``solve`` may be called several times on one instance; instances are not shared between threads.
+    """
+
+    #: Registry name.
+    name: ClassVar[str] = "abstract"
+    #: Whether every objective must be additive.
+    requires_additive: ClassVar[bool] = False
+
+    def check_problem(self, problem: SearchProblem) -> None:
+        if not isinstance(problem, SearchProblem):
+            raise ConfigError(f"{type(self).__name__}.solve needs a SearchProblem, got {type(problem).__name__}.")
+        if self.requires_additive and not problem.all_additive:
+            bad = [o.name for o in problem.objectives if not o.additive]
+            raise ConfigError(f"Solver {self.name!r} needs additive objectives, but {bad} are not; use "
+                              "solver='optuna' or 'random' for non-additive objectives.")
+
+    @abstractmethod
+    def solve(self, problem: SearchProblem, *, progress: bool = False) -> SearchResult:
+        """Search ``problem`` and return every evaluated candidate as a :class:`SearchResult`."""
+
+    def __repr__(self) -> str:
+        params = {k: v for k, v in vars(self).items() if not k.startswith("_")}
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in params.items())})"
+
+
+_SOLVERS: dict[str, type[Solver]] = {}
+
+
+def register_solver(name: str) -> Callable[[type[Solver]], type[Solver]]:
+    """Class decorator registering a :class:`Solver` subclass under ``name``."""
+    def deco(cls: type[Solver]) -> type[Solver]:
+        if not (isinstance(cls, type) and issubclass(cls, Solver)):
+            raise ConfigError(f"register_solver({name!r}) decorates Solver subclasses, got {cls!r}.")
+        if name in _SOLVERS and _SOLVERS[name] is not cls:
+            raise ConfigError(f"A solver named {name!r} is already registered ({_SOLVERS[name].__name__}).")
+        cls.name = name
+        _SOLVERS[name] = cls
+        return cls
+    return deco
+
+
+def list_solvers() -> list[str]:
+    _load_builtin()
+    return sorted(_SOLVERS)
+
+
+def get_solver(name: str | Solver, **params: Any) -> Solver:
+    """Create the solver ``name`` with ``params`` (or return a :class:`Solver` instance unchanged)."""
+    if isinstance(name, Solver):
+        if params:
+            raise ConfigError(f"Got a solver instance and extra parameters {sorted(params)}; pass either.")
+        return name
+    _load_builtin()
+    if name not in _SOLVERS:
+        raise ConfigError(f"Unknown solver {name!r}. Valid solvers: {', '.join(sorted(_SOLVERS))}.")
+    cls = _SOLVERS[name]
+    try:
+        return cls(**params)
+    except TypeError as exc:
+        raise ConfigError(f"Bad parameters {sorted(params)} for solver {name!r}: {exc}.") from None
+
+
+def _load_builtin() -> None:
+    import hao.search.baselines  # noqa: F401
+    import hao.search.ilp  # noqa: F401
+    import hao.search.optuna_solver  # noqa: F401

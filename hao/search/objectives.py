@@ -1,0 +1,259 @@
+"""Objectives a solver minimises or budgets: additive (vectorized, ILP-ready) or arbitrary callables.
+
+Every cost hao knows is additive over the units of a search space (DESIGN §1, ``hao/space/base.py``): it is a
+constant plus, for every unit, a value that depends only on the unit's option index. An
+:class:`AdditiveObjective` stores exactly that: one cost vector per unit, indexed like
+``space.unit_options(unit)`` (the last entry of a gated unit is its cost when switched off, usually 0). Scoring
+``n`` candidates is one gather and one sum over an ``(n, n_units)`` index array, which is what lets the random
+solver score >10^5 candidates per second and the ILP solver read its coefficients directly.
+
+A :class:`CallableObjective` wraps anything else (a measured latency, a learned accuracy correction): a function
+of a list of candidates. Only the sampling solvers (optuna, random, exhaustive) accept it.
+
+Builders:
+
+* :meth:`AdditiveObjective.from_unit_fn` — ``fn(unit_name, local_assignment_or_None) -> float``;
+* :func:`kernel_objective` — any per-kernel cost ``cost(list[KernelSpec]) -> array`` summed over a candidate's
+  kernels (one batched call for the whole space);
+* :func:`size_objective` (weights, MB), :func:`bops_objective` (GBOPs), :func:`macs_objective`;
+* :func:`latency_objective` — a ``LatencyPredictor`` (or any object with ``predict(kernels)``);
+* :func:`proxy_objective` — an ``AccuracyProxy`` (or any ``fn(unit, local)``).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from hao.errors import ConfigError
+from hao.kernel import KernelSpec
+from hao.space.base import Candidate, SearchSpace
+
+__all__ = ["Objective", "AdditiveObjective", "CallableObjective", "kernel_objective", "size_objective",
+           "bops_objective", "macs_objective", "latency_objective", "proxy_objective"]
+
+
+class Objective:
+    """Base class: a named quantity to minimise (or to keep under a budget).
+
+    Subclasses implement :meth:`evaluate` (candidates -> float array). ``name`` is the column name in results
+    and the key of budgets (e.g. ``latency_ms``); ``unit`` is a human-readable unit for axis labels.
+    """
+
+    name: str
+    unit: str = ""
+    additive: bool = False
+
+    def evaluate(self, candidates: Sequence[Candidate]) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def label(self) -> str:
+        return f"{self.name} [{self.unit}]" if self.unit else self.name
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+
+
+class AdditiveObjective(Objective):
+    """``value(candidate) = constant + sum_j tables[j][option index of unit j]``.
+
+    Args:
+        space: the search space whose units index the tables.
+        name: column / budget name, e.g. ``"latency_ms"``.
+        tables: one 1-D array per unit of ``space`` (in ``space.units()`` order), of length
+            ``len(space.unit_options(unit))``.
+        constant: cost present in every candidate (fixed kernels, pinned layers, per-network overhead).
+        unit: unit label for plots.
+    """
+
+    additive = True
+
+    def __init__(self, space: SearchSpace, name: str, tables: Sequence[np.ndarray], constant: float = 0.0,
+                 unit: str = "") -> None:
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"Objective name must be a non-empty string, got {name!r}.")
+        units = space.units()
+        if len(tables) != len(units):
+            raise ConfigError(f"Objective {name!r} has {len(tables)} unit tables, space {space.name!r} has "
+                              f"{len(units)} units.")
+        self.space_name = space.name
+        self.name = name
+        self.unit = unit
+        self.constant = float(constant)
+        self.tables = []
+        for u, t in zip(units, tables):
+            arr = np.asarray(t, dtype=np.float64).reshape(-1)
+            n_opt = len(space.unit_options(u))
+            if arr.shape[0] != n_opt:
+                raise ConfigError(f"Objective {name!r}: unit {u.name!r} has {n_opt} options, its table has "
+                                  f"{arr.shape[0]} values.")
+            if not np.all(np.isfinite(arr)):
+                bad = int(np.flatnonzero(~np.isfinite(arr))[0])
+                raise ConfigError(f"Objective {name!r}: unit {u.name!r} option {bad} has a non-finite cost "
+                                  f"{arr[bad]!r}; every option needs a finite cost.")
+            self.tables.append(arr)
+        if not np.isfinite(self.constant):
+            raise ConfigError(f"Objective {name!r}: constant must be finite, got {constant!r}.")
+        width = max((t.shape[0] for t in self.tables), default=1)
+        self._dense = np.zeros((len(self.tables), width), dtype=np.float64)
+        for j, t in enumerate(self.tables):
+            self._dense[j, : t.shape[0]] = t
+        self._flat = self._dense.ravel()
+        self._offsets = np.arange(len(self.tables), dtype=np.int64) * width
+        self._space = space
+
+    # ---- builders -------------------------------------------------------------------------------------
+    @classmethod
+    def from_unit_fn(cls, space: SearchSpace, name: str,
+                     fn: Callable[[str, Mapping[str, int] | None], float], constant: float = 0.0,
+                     unit: str = "") -> "AdditiveObjective":
+        """Build the tables by calling ``fn(unit_name, local)`` for every option (``None`` = gated off)."""
+        tables = [np.array([float(fn(u.name, loc)) for loc in space.unit_options(u)]) for u in space.units()]
+        return cls(space, name, tables, constant, unit)
+
+    # ---- scoring --------------------------------------------------------------------------------------
+    def evaluate_indices(self, unit_idx: np.ndarray) -> np.ndarray:
+        """Vectorized score of an ``(n, n_units)`` array of option indices."""
+        U = np.asarray(unit_idx, dtype=np.int64)
+        if U.ndim != 2 or U.shape[1] != len(self.tables):
+            raise ConfigError(f"unit_idx must have shape (n, {len(self.tables)}), got {U.shape}.")
+        return self.constant + self._flat[U + self._offsets].sum(axis=1)
+
+    def evaluate(self, candidates: Sequence[Candidate]) -> np.ndarray:
+        return self.evaluate_indices(self._space.unit_indices(list(candidates)))
+
+    def bounds(self) -> tuple[float, float]:
+        """Exact (min, max) over the space: gates are independent, units given gate values are too."""
+        from hao.search._index import IndexedSpace
+        ix = IndexedSpace(self._space)
+        lo = hi = self.constant
+        for j, t in enumerate(self.tables):
+            if not ix.gated[j]:
+                lo += float(t.min())
+                hi += float(t.max())
+        for gi in range(ix.n_gates):
+            los, his = [], []
+            for vi in range(len(ix.gate_values[gi])):
+                a = b = 0.0
+                for j in np.flatnonzero(ix.gate_of == gi):
+                    t = self.tables[j]
+                    if ix.active[j][vi]:
+                        a += float(t[: ix.n_on[j]].min())
+                        b += float(t[: ix.n_on[j]].max())
+                    else:
+                        a += float(t[ix.off_index[j]])
+                        b += float(t[ix.off_index[j]])
+                los.append(a)
+                his.append(b)
+            lo += min(los)
+            hi += max(his)
+        return lo, hi
+
+    def scaled(self, factor: float, name: str | None = None, unit: str | None = None) -> "AdditiveObjective":
+        return AdditiveObjective(self._space, name or self.name, [t * factor for t in self.tables],
+                                 self.constant * factor, self.unit if unit is None else unit)
+
+
+class CallableObjective(Objective):
+    """Any objective: ``fn(list[Candidate]) -> array of floats`` (called in batches by the solvers)."""
+
+    def __init__(self, name: str, fn: Callable[[Sequence[Candidate]], Any], unit: str = "") -> None:
+        if not callable(fn):
+            raise ConfigError(f"CallableObjective {name!r} needs a callable, got {type(fn).__name__}.")
+        self.name, self.fn, self.unit = name, fn, unit
+
+    def evaluate(self, candidates: Sequence[Candidate]) -> np.ndarray:
+        vals = np.asarray(self.fn(list(candidates)), dtype=np.float64).reshape(-1)
+        if vals.shape[0] != len(candidates):
+            raise ConfigError(f"Objective {self.name!r} returned {vals.shape[0]} values for "
+                              f"{len(candidates)} candidates.")
+        return vals
+
+
+# ---- kernel-based builders ------------------------------------------------------------------------------
+def kernel_objective(space: SearchSpace, name: str, cost: Callable[[list[KernelSpec]], Any],
+                     constant: float = 0.0, unit: str = "", include_fixed: bool = True) -> AdditiveObjective:
+    """Sum of a per-kernel cost over a candidate's kernels.
+
+    ``cost(kernels)`` must return one value per kernel; it is called once with the kernels of every option of
+    every unit (plus the fixed kernels), so a predictor pays its per-call overhead once.
+    """
+    slots: list[tuple[int, int]] = []
+    kernels: list[KernelSpec] = []
+    for j, u in enumerate(space.units()):
+        for o, loc in enumerate(space.unit_options(u)):
+            ks = space.unit_kernels(u.name, loc)
+            kernels.extend(ks)
+            slots.extend([(j, o)] * len(ks))
+    pre, post = space.fixed_kernels() if include_fixed else ([], [])
+    fixed = list(pre) + list(post)
+    allk = kernels + fixed
+    vals = np.asarray(cost(allk), dtype=np.float64).reshape(-1) if allk else np.zeros(0)
+    if vals.shape[0] != len(allk):
+        raise ConfigError(f"Kernel cost for objective {name!r} returned {vals.shape[0]} values for "
+                          f"{len(allk)} kernels; it must return one value per kernel.")
+    tables = [np.zeros(len(space.unit_options(u))) for u in space.units()]
+    if slots:
+        sl = np.asarray(slots, dtype=np.int64)
+        for j in range(len(tables)):
+            m = sl[:, 0] == j
+            if m.any():
+                tables[j] += np.bincount(sl[m, 1], weights=vals[: len(kernels)][m], minlength=tables[j].size)
+    const = float(constant) + float(vals[len(kernels):].sum())
+    return AdditiveObjective(space, name, tables, const, unit)
+
+
+def size_objective(space: SearchSpace, name: str = "size_mb") -> AdditiveObjective:
+    """Weight storage in MB (10^6 bytes) at each kernel's weight bits (32 = float32)."""
+    return kernel_objective(space, name, lambda ks: [k.weight_bytes / 1e6 for k in ks], unit="MB")
+
+
+def bops_objective(space: SearchSpace, name: str = "bops_g") -> AdditiveObjective:
+    """Bit operations (MACs x w_bits x a_bits), in units of 10^9."""
+    return kernel_objective(space, name, lambda ks: [k.bops / 1e9 for k in ks], unit="GBOPs")
+
+
+def macs_objective(space: SearchSpace, name: str = "macs_m") -> AdditiveObjective:
+    """Multiply-accumulates in millions."""
+    return kernel_objective(space, name, lambda ks: [k.macs / 1e6 for k in ks], unit="MMACs")
+
+
+def latency_objective(space: SearchSpace, predictor: Any, name: str = "latency_ms",
+                      overhead_ms: float | None = None) -> AdditiveObjective:
+    """Predicted latency in ms: Σ per-kernel predictions + the predictor's per-network overhead.
+
+    ``predictor`` is a fitted ``hao.latency.LatencyPredictor`` or any object with ``predict(kernels)`` returning
+    ms per kernel. The overhead is taken from ``overhead_ms`` if given, else from the predictor's
+    ``overhead_ms_`` attribute (0 if it has none).
+    """
+    if callable(getattr(predictor, "predict", None)):
+        fn = predictor.predict
+    elif callable(predictor):
+        fn = predictor
+    else:
+        raise ConfigError(f"latency_objective needs a predictor with predict(kernels) -> ms per kernel, got "
+                          f"{type(predictor).__name__}.")
+    if overhead_ms is None:
+        overhead_ms = float(getattr(predictor, "overhead_ms_", 0.0) or 0.0)
+    return kernel_objective(space, name, fn, constant=overhead_ms, unit="ms")
+
+
+def proxy_objective(space: SearchSpace, proxy: Any, name: str = "proxy") -> AdditiveObjective:
+    """The Hessian accuracy proxy ½ Σ Ω as an additive objective.
+
+    ``proxy`` is a ``hao.proxy.AccuracyProxy`` (its per-unit cost tables are used) or a function
+    ``fn(unit_name, local) -> float``.
+    """
+    if hasattr(proxy, "unit_tables"):
+        tables, const = proxy.unit_tables(space)
+        return AdditiveObjective(space, name, tables, const, unit="ΔL")
+    if hasattr(proxy, "unit_cost"):
+        return AdditiveObjective.from_unit_fn(space, name, proxy.unit_cost,
+                                              float(getattr(proxy, "constant", lambda: 0.0)()
+                                                    if callable(getattr(proxy, "constant", None)) else 0.0),
+                                              unit="ΔL")
+    if callable(proxy):
+        return AdditiveObjective.from_unit_fn(space, name, proxy, unit="ΔL")
+    raise ConfigError(f"proxy_objective needs an AccuracyProxy or fn(unit, local) -> float, got "
+                      f"{type(proxy).__name__}.")

@@ -1,0 +1,244 @@
+"""`SearchResult`: every evaluated candidate of a search as a pandas DataFrame, with its Pareto front.
+
+Columns of ``result.df``: ``config`` (the candidate's JSON, loadable with ``Candidate.from_json``), one column
+per objective (``proxy``, ``latency_ms``, ``size_mb``, ...), ``feasible`` (all budgets met), ``pareto``
+(non-dominated among the feasible rows on ``result.pareto_on``), and ``source`` (which solver step produced
+it: a budget, a trial number, ...).
+
+Plots follow Optuna's split: :func:`pareto_plot_info` builds a plain :class:`ParetoPlotInfo` (tested without
+pixels) and :func:`draw_pareto` renders it with matplotlib (imported lazily).
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from hao.errors import ConfigError
+from hao.pareto import non_dominated
+from hao.space.base import Candidate
+
+__all__ = ["SearchResult", "ParetoPlotInfo", "pareto_plot_info", "draw_pareto"]
+
+_RESULT_FILES = ("results.csv", "pareto.csv", "result.json")
+
+
+class SearchResult:
+    """The outcome of a search.
+
+    Args:
+        df: one row per evaluated candidate with at least ``config`` and the objective columns.
+        objectives: objective names, in order (the first is the one solvers minimise by default).
+        units: objective name -> unit label.
+        budgets: objective name -> upper bound used to mark rows ``feasible``.
+        pareto_on: objectives the Pareto flag is computed on (default: target + budgeted, or all).
+        references: label -> ``{"config": json, objective: value, ...}`` (e.g. uniform 8-bit) drawn on plots.
+        meta: free-form provenance (space, solver, seed, timings, storage URL ...).
+    """
+
+    def __init__(self, df: pd.DataFrame, objectives: list[str], *, units: dict[str, str] | None = None,
+                 budgets: dict[str, float] | None = None, pareto_on: list[str] | None = None,
+                 references: dict[str, dict[str, Any]] | None = None, meta: dict[str, Any] | None = None) -> None:
+        missing = [c for c in ["config", *objectives] if c not in df.columns]
+        if missing:
+            raise ConfigError(f"SearchResult needs columns {missing}; got {list(df.columns)}.")
+        self.objectives = list(objectives)
+        self.units = dict(units or {})
+        self.budgets = {k: float(v) for k, v in (budgets or {}).items()}
+        unknown = [k for k in self.budgets if k not in self.objectives]
+        if unknown:
+            raise ConfigError(f"Budgets on unknown objectives {unknown}; objectives are {self.objectives}.")
+        if pareto_on is None:
+            pareto_on = ([self.objectives[0], *[b for b in self.budgets if b != self.objectives[0]]]
+                         if self.budgets else list(self.objectives))
+        self.pareto_on = list(pareto_on)
+        self.references = dict(references or {})
+        self.meta = dict(meta or {})
+        df = df.reset_index(drop=True).copy()
+        if "source" not in df.columns:
+            df["source"] = ""
+        feas = np.ones(len(df), dtype=bool)
+        for k, b in self.budgets.items():
+            feas &= df[k].to_numpy(dtype=float) <= b * (1 + 1e-9) + 1e-12
+        df["feasible"] = feas
+        par = np.zeros(len(df), dtype=bool)
+        if feas.any():
+            F = df.loc[feas, self.pareto_on].to_numpy(dtype=float)
+            par[np.flatnonzero(feas)[non_dominated(F)]] = True
+        df["pareto"] = par
+        cols = ["config", *self.objectives, "feasible", "pareto", "source"]
+        self.df = df[cols + [c for c in df.columns if c not in cols]]
+
+    # ---- views ----------------------------------------------------------------------------------------
+    @property
+    def target(self) -> str:
+        return self.objectives[0]
+
+    def pareto(self) -> pd.DataFrame:
+        """The Pareto rows, de-duplicated by config and sorted by the first budgeted (or second) objective."""
+        p = self.df[self.df["pareto"]].drop_duplicates("config")
+        key = self.pareto_on[1] if len(self.pareto_on) > 1 else self.pareto_on[0]
+        return p.sort_values([key, self.target], kind="stable").reset_index(drop=True)
+
+    def candidates(self, pareto_only: bool = True) -> list[Candidate]:
+        rows = self.pareto() if pareto_only else self.df
+        return [Candidate.from_json(s) for s in rows["config"]]
+
+    def best(self, objective: str | None = None) -> pd.Series:
+        """The feasible row minimising ``objective`` (default: the target)."""
+        obj = objective or self.target
+        if obj not in self.objectives:
+            raise ConfigError(f"Unknown objective {obj!r}; objectives are {self.objectives}.")
+        feas = self.df[self.df["feasible"]]
+        if feas.empty:
+            raise ConfigError("No feasible candidate in this result; relax the budgets "
+                              f"{self.budgets} or run more trials.")
+        return feas.loc[feas[obj].idxmin()]
+
+    def __len__(self) -> int:
+        return len(self.df)
+
+    def __repr__(self) -> str:
+        return (f"<SearchResult {len(self.df)} rows, {int(self.df['pareto'].sum())} Pareto, objectives="
+                f"{self.objectives}, budgets={self.budgets}>")
+
+    # ---- persistence ----------------------------------------------------------------------------------
+    def save(self, folder: str | Path) -> Path:
+        """Write ``results.csv`` (every row), ``pareto.csv`` and ``result.json`` (metadata) into ``folder``."""
+        out = Path(folder)
+        out.mkdir(parents=True, exist_ok=True)
+        self.df.to_csv(out / "results.csv.tmp", index=False)
+        self.pareto().to_csv(out / "pareto.csv.tmp", index=False)
+        meta = {"objectives": self.objectives, "units": self.units, "budgets": self.budgets,
+                "pareto_on": self.pareto_on, "references": self.references, "meta": _jsonable(self.meta)}
+        (out / "result.json.tmp").write_text(json.dumps(meta, indent=2, sort_keys=True))
+        for name in _RESULT_FILES:  # rename last, so a crash never leaves half a result
+            (out / f"{name}.tmp").replace(out / name)
+        return out
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "SearchResult":
+        """Read a folder written by :meth:`save` (CSV + JSON only; nothing is unpickled)."""
+        p = Path(folder)
+        for name in ("results.csv", "result.json"):
+            if not (p / name).is_file():
+                raise ConfigError(f"{p / name} does not exist; point at a folder written by SearchResult.save.")
+        try:
+            meta = json.loads((p / "result.json").read_text())
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{p / 'result.json'} is not valid JSON ({exc}).") from None
+        df = pd.read_csv(p / "results.csv")
+        df = df.drop(columns=[c for c in ("feasible", "pareto") if c in df.columns])
+        df["source"] = df["source"].fillna("").astype(str)
+        return cls(df, meta["objectives"], units=meta.get("units"), budgets=meta.get("budgets"),
+                   pareto_on=meta.get("pareto_on"), references=meta.get("references"), meta=meta.get("meta"))
+
+    # ---- plotting -------------------------------------------------------------------------------------
+    def plot(self, path: str | Path | None = None, x: str | None = None, y: str | None = None) -> Any:
+        """Draw the front (line), dominated/infeasible points and references; save to ``path`` if given.
+        Returns the matplotlib figure."""
+        return draw_pareto(pareto_plot_info(self, x=x, y=y), path)
+
+
+def _jsonable(o: Any) -> Any:
+    if isinstance(o, dict):
+        return {str(k): _jsonable(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_jsonable(v) for v in o]
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, float) and not math.isfinite(o):
+        return str(o)
+    if isinstance(o, (str, int, float, bool)) or o is None:
+        return o
+    return str(o)
+
+
+@dataclass
+class ParetoPlotInfo:
+    """What a Pareto plot shows, independent of the drawing library."""
+
+    x: str
+    y: str
+    x_label: str
+    y_label: str
+    front: np.ndarray                # (k, 2) Pareto points on (x, y), sorted by x
+    dominated: np.ndarray            # (m, 2) feasible, not on the 2-D front
+    infeasible: np.ndarray           # (q, 2) over budget
+    references: list[tuple[str, float, float]] = field(default_factory=list)
+    budget_x: float | None = None
+    title: str = ""
+
+
+def pareto_plot_info(result: SearchResult, x: str | None = None, y: str | None = None) -> ParetoPlotInfo:
+    """Split the rows of ``result`` into the 2-D front on ``(x, y)``, dominated and infeasible points."""
+    y = y or result.target
+    if x is None:
+        others = [o for o in (list(result.budgets) + result.objectives) if o != y]
+        if not others:
+            raise ConfigError("A Pareto plot needs two objectives; this result has only "
+                              f"{result.objectives}.")
+        x = others[0]
+    for name in (x, y):
+        if name not in result.objectives:
+            raise ConfigError(f"Cannot plot {name!r}: objectives are {result.objectives}.")
+    df = result.df
+    feas = df["feasible"].to_numpy()
+    XY = df[[x, y]].to_numpy(dtype=float)
+    F = XY[feas]
+    mask = non_dominated(F) if len(F) else np.zeros(0, dtype=bool)
+    front = np.unique(F[mask], axis=0) if len(F) else np.zeros((0, 2))
+    front = front[np.argsort(front[:, 0], kind="stable")] if len(front) else front.reshape(0, 2)
+    refs = []
+    for label, r in result.references.items():
+        if x in r and y in r:
+            refs.append((label, float(r[x]), float(r[y])))
+    lab = lambda n: f"{n} [{result.units[n]}]" if result.units.get(n) else n  # noqa: E731
+    return ParetoPlotInfo(x=x, y=y, x_label=lab(x), y_label=lab(y), front=front,
+                          dominated=F[~mask] if len(F) else np.zeros((0, 2)), infeasible=XY[~feas],
+                          references=refs, budget_x=result.budgets.get(x),
+                          title=str(result.meta.get("title", result.meta.get("space", ""))))
+
+
+def draw_pareto(info: ParetoPlotInfo, path: str | Path | None = None, ax: Any = None) -> Any:
+    """Render a :class:`ParetoPlotInfo` with matplotlib (Agg backend when saving)."""
+    from hao._imports import lazy_import
+    mpl = lazy_import("matplotlib")
+    if path is not None and ax is None:
+        mpl.use("Agg", force=False)
+    plt = lazy_import("matplotlib.pyplot")
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    else:
+        fig = ax.figure
+    if len(info.infeasible):
+        ax.scatter(info.infeasible[:, 0], info.infeasible[:, 1], s=6, c="0.85", label="over budget")
+    if len(info.dominated):
+        ax.scatter(info.dominated[:, 0], info.dominated[:, 1], s=8, c="0.55", alpha=0.6, label="dominated")
+    if len(info.front):
+        ax.step(info.front[:, 0], info.front[:, 1], where="post", c="C0", lw=1.2)
+        ax.scatter(info.front[:, 0], info.front[:, 1], s=22, c="C0", zorder=3, label="Pareto front")
+    markers = "*^sDvP"
+    for i, (label, rx, ry) in enumerate(info.references):
+        ax.scatter([rx], [ry], marker=markers[i % len(markers)], s=90, c=f"C{(i + 1) % 10}", zorder=4,
+                   edgecolors="k", label=label)
+    if info.budget_x is not None:
+        ax.axvline(info.budget_x, c="C3", ls="--", lw=1, label=f"budget {info.x} = {info.budget_x:g}")
+    ax.set_xlabel(info.x_label)
+    ax.set_ylabel(info.y_label)
+    if info.title:
+        ax.set_title(info.title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    if path is not None:
+        fig.tight_layout()
+        fig.savefig(str(path), dpi=120)
+        plt.close(fig)
+    return fig
