@@ -227,7 +227,7 @@ class SearchSpace(ABC):
         for g in gates:
             if g in owner:
                 raise ConfigError(f"Space {self.name!r}: gate decision {g!r} may not also belong to a unit.")
-        orphan = [d.name for d in decs if d.name not in owner and d.name not in gates]
+        orphan = [d.name for d in decs if d.name not in owner and d.name not in gates and len(d.options) > 1]
         if orphan:
             raise ConfigError(f"Space {self.name!r}: decisions {orphan} belong to no unit and gate nothing.")
         s = {"decisions": decs, "by_name": by_name, "units": units, "units_by_name": {u.name: u for u in units},

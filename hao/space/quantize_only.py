@@ -64,6 +64,8 @@ class QuantizeOnlySpace(SearchSpace):
         self.layer_paths = [n for n, m in self._model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
         if not self.layer_paths:
             raise ConfigError("The model has no nn.Conv2d or nn.Linear layer to quantize.")
+        last = self._model.get_submodule(self.layer_paths[-1])
+        self.num_classes = last.out_features if isinstance(last, nn.Linear) else last.out_channels
         valid = set(self.layer_paths)
         pins = dict(pinned or {})
         if pin_first_last:
@@ -98,7 +100,13 @@ class QuantizeOnlySpace(SearchSpace):
             if p not in pins:
                 groups.setdefault(find(p), []).append(p)
         self.groups = sorted((sorted(g, key=order.get) for g in groups.values()), key=lambda g: order[g[0]])
-        self._shapes = self._trace_shapes()
+        self._shapes_cache: dict[str, tuple[int, int]] | None = None
+
+    @property
+    def _shapes(self) -> dict[str, tuple[int, int]]:
+        if self._shapes_cache is None:
+            self._shapes_cache = self._trace_shapes()
+        return self._shapes_cache
 
     @torch.no_grad()
     def _trace_shapes(self) -> dict[str, tuple[int, int]]:

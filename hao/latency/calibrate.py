@@ -1,0 +1,288 @@
+"""``hao calibrate``: measure a space's kernels on a backend and append them to a hardware table.
+
+Guarantees (issue 3 and issue 7):
+
+* **Coverage**: :func:`space_kernels` enumerates every kernel any candidate of the space can contain (each
+  additive unit's every local option plus the fixed stem/head), not a random sample; each distinct shape is
+  measured at float32 and int8 and at every sub-8-bit pair the space produces (those run the int8 kernel and
+  are flagged). ``limit`` keeps a seeded subset that covers all shapes first.
+* **No half rows**: a row is appended with one ``write()`` on an ``O_APPEND`` descriptor and fsynced; a kill
+  between rows leaves a valid table; a kill inside the write (power loss) leaves an unterminated last line,
+  which the next run removes (and :func:`~hao.latency.table.read_table_csv` refuses to load until then).
+  ``meta.json`` is replaced atomically.
+* **Resume**: keys already in ``table.csv`` (or in ``failed.csv``, unless ``retry_failed``) are skipped.
+* **Failures are data**: a kernel that fails to build, tune or match its reference is appended to
+  ``failed.csv`` with the reason, and the run goes on.
+"""
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import io
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from hao.errors import ConfigError
+from hao.kernel import KEY_COLUMNS, KernelSpec
+from hao.latency.backend import LatencyBackend, Measurement, kernel_precision, replace_bits
+from hao.latency.table import TABLE_COLUMNS, atomic_write_text, models_root
+
+__all__ = ["space_kernels", "plan_kernels", "calibrate", "CalibrationResult", "append_row", "repair_tail",
+           "FAILED_COLUMNS"]
+
+FAILED_COLUMNS = tuple(KEY_COLUMNS) + ("impl", "reason", "measured_at")
+
+
+def space_kernels(space: Any) -> list[KernelSpec]:
+    """Every distinct kernel that some candidate of ``space`` contains, sorted."""
+    seen: set[KernelSpec] = set()
+    pre, post = space.fixed_kernels()
+    seen.update(pre)
+    seen.update(post)
+    for u in space.units():
+        for local in space.unit_options(u):
+            if local is None:
+                continue
+            seen.update(space.unit_kernels(u.name, local))
+    return sorted(seen)
+
+
+def _shape_key(k: KernelSpec) -> tuple:
+    return k.key()[:9] + (k.layout,)
+
+
+def plan_kernels(kernels: Iterable[KernelSpec], *, precisions: Sequence[tuple[int, int]] = ((32, 32), (8, 8)),
+                 include_space_bits: bool = True, limit: int | None = None, seed: int = 0) -> list[KernelSpec]:
+    """The measurement plan: each distinct shape at every pair in ``precisions`` (float32 and int8 by default)
+    plus, if ``include_space_bits``, the bit pairs the kernels themselves use. Ordered so that the tuned
+    kernels (fp32, int8) of every shape come before the cheap mapped sub-8-bit rows (they reuse the int8
+    schedule). ``limit`` keeps the first ``limit`` kernels of a seeded shuffle of shapes."""
+    by_shape: dict[tuple, set[tuple[int, int]]] = {}
+    proto: dict[tuple, KernelSpec] = {}
+    for k in kernels:
+        s = _shape_key(k)
+        proto.setdefault(s, k)
+        bits = by_shape.setdefault(s, set())
+        if include_space_bits:
+            bits.add((k.w_bits, k.a_bits))
+    shapes = sorted(by_shape)
+    rng = np.random.default_rng(seed)
+    order = list(rng.permutation(len(shapes))) if limit is not None else list(range(len(shapes)))
+    tuned: list[KernelSpec] = []
+    mapped: list[KernelSpec] = []
+    for i in order:
+        s = shapes[i]
+        seen: set[KernelSpec] = set()
+        for w, a in precisions:
+            k = replace_bits(proto[s], w, a)
+            if k not in seen:
+                seen.add(k)
+                tuned.append(k)
+        for w, a in sorted(by_shape[s]):
+            k = replace_bits(proto[s], w, a)
+            if k not in seen:
+                seen.add(k)
+                (tuned if kernel_precision(k) in ("fp32", "int8") else mapped).append(k)
+    plan = tuned + mapped
+    return plan[:limit] if limit is not None else plan
+
+
+# ---- atomic row I/O -----------------------------------------------------------------------------------------
+def _csv_line(values: Sequence[Any]) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow(["" if v is None else v for v in values])
+    return buf.getvalue()
+
+
+def repair_tail(path: Path) -> int:
+    """Remove an unterminated last line (an interrupted write). Returns the number of bytes removed."""
+    if not path.is_file():
+        return 0
+    with open(path, "rb+") as fh:
+        data = fh.read()
+        if not data or data.endswith(b"\n"):
+            return 0
+        cut = data.rfind(b"\n") + 1
+        fh.truncate(cut)
+        fh.flush()
+        os.fsync(fh.fileno())
+        return len(data) - cut
+
+
+def _ensure_header(path: Path, columns: Sequence[str]) -> list[str]:
+    if path.is_file() and path.stat().st_size > 0:
+        with open(path, newline="") as fh:
+            header = next(csv.reader(fh))
+        return header
+    atomic_write_text(path, _csv_line(columns))
+    return list(columns)
+
+
+def append_row(path: Path, header: Sequence[str], row: dict[str, Any]) -> None:
+    """Append one row with a single ``write()`` on an ``O_APPEND`` descriptor, then fsync."""
+    line = _csv_line([_fmt(row.get(c)) for c in header]).encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    try:
+        n = os.write(fd, line)
+        if n != len(line):  # pragma: no cover - regular files write fully or raise
+            raise OSError(f"short write to {path}: {n} of {len(line)} bytes")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fmt(v: Any) -> Any:
+    if isinstance(v, float):
+        if v != v:  # NaN
+            return ""
+        return f"{v:.6g}"
+    if isinstance(v, (bool, np.bool_)):
+        return int(v)
+    return v
+
+
+def _read_keys(path: Path) -> set[tuple]:
+    if not path.is_file():
+        return set()
+    keys = set()
+    with open(path, newline="") as fh:
+        rd = csv.DictReader(fh)
+        for r in rd:
+            try:
+                keys.add(tuple(r[c] if c == "op" else int(float(r[c])) for c in KEY_COLUMNS))
+            except (KeyError, TypeError, ValueError):
+                continue
+    return keys
+
+
+class CalibrationResult(dict):
+    """Counts and paths of a calibration run (a dict, JSON-able)."""
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def calibrate(hardware: str, kernels: Sequence[KernelSpec], backend: LatencyBackend, *,
+              root: str | os.PathLike | None = None, retry_failed: bool = False, progress: bool = True,
+              space_name: str | None = None, command: str | None = None,
+              max_kernels: int | None = None) -> CalibrationResult:
+    """Measure ``kernels`` (in order) that ``latency_models/<hardware>/`` does not have yet and append them.
+
+    ``backend`` is opened and closed here. Returns counts: measured, failed, skipped, wall seconds.
+    """
+    if not hardware or any(c in hardware for c in "/\\") or hardware.startswith("."):
+        raise ConfigError(f"--hardware must be a folder name without slashes, got {hardware!r}.")
+    folder = Path(root if root is not None else models_root()) / hardware
+    folder.mkdir(parents=True, exist_ok=True)
+    table_p, failed_p, meta_p = folder / "table.csv", folder / "failed.csv", folder / "meta.json"
+    repaired = repair_tail(table_p) + repair_tail(failed_p)
+    header = _ensure_header(table_p, TABLE_COLUMNS)
+    missing_cols = [c for c in KEY_COLUMNS + ("latency_ms", "std_ms", "repeats") if c not in header]
+    if missing_cols:
+        raise ConfigError(f"{table_p}: existing header lacks {missing_cols}; it was not written by hao. Move it "
+                          "away or choose another --hardware name.")
+    fheader = _ensure_header(failed_p, FAILED_COLUMNS)
+    done = _read_keys(table_p)
+    failed_before = _read_keys(failed_p)
+    todo = [k for k in kernels if k.key() not in done and (retry_failed or k.key() not in failed_before)]
+    if max_kernels is not None:
+        todo = todo[:max_kernels]
+    skipped = len(kernels) - len(todo)
+    n_ok = n_fail = 0
+    t0 = time.perf_counter()
+    meta = _load_meta(meta_p)
+    backend.open()
+    try:
+        desc = backend.describe()
+        run_info = {"started_at": _now(), "space": space_name, "command": command, "planned": len(kernels),
+                    "to_measure": len(todo), "skipped_existing": skipped, "repaired_bytes": repaired}
+        _write_meta(meta_p, meta, hardware, desc, run_info, folder)
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(todo), desc=f"calibrate {hardware}", unit="kernel", dynamic_ncols=True)
+        for k in todo:
+            m = backend.measure(k)
+            if m.ok:
+                row = m.as_row()
+                row["layout"] = m.extra.get("layout", k.layout)
+                row["measured_at"] = _now()
+                append_row(table_p, header, row)
+                n_ok += 1
+            else:
+                append_row(failed_p, fheader, {**k.to_dict(), "impl": m.impl, "reason": m.reason[:500],
+                                               "measured_at": _now()})
+                n_fail += 1
+            if bar is not None:
+                bar.set_postfix_str(f"{k.short()[:38]} {'%.4g ms' % m.latency_ms if m.ok else 'FAILED'}")
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+    finally:
+        backend.close()
+        wall = time.perf_counter() - t0
+        run_info.update(finished_at=_now(), measured=n_ok, failed=n_fail, wall_s=round(wall, 1),
+                        wall_s_per_kernel=round(wall / max(1, n_ok + n_fail), 2))
+        meta = _load_meta(meta_p)
+        _write_meta(meta_p, meta, hardware, None, run_info, folder, final=True)
+    return CalibrationResult(hardware=hardware, folder=str(folder), measured=n_ok, failed=n_fail,
+                             skipped=skipped, wall_s=round(wall, 1))
+
+
+def _load_meta(p: Path) -> dict[str, Any]:
+    if p.is_file():
+        try:
+            m = json.loads(p.read_text())
+            if isinstance(m, dict):
+                return m
+        except json.JSONDecodeError:
+            pass
+    return {}
+
+
+def _write_meta(p: Path, meta: dict[str, Any], hardware: str, desc: dict[str, Any] | None,
+                run_info: dict[str, Any], folder: Path, final: bool = False) -> None:
+    meta = dict(meta)
+    meta.setdefault("hardware", hardware)
+    meta["units"] = {"latency_ms": "milliseconds per call (batch as in the row)", "std_ms": "milliseconds",
+                     "energy_mj": "not measured"}
+    if desc is not None:
+        meta.update({k: v for k, v in desc.items()})
+        meta["source"] = ("measured with `hao calibrate` (this repository)" if not desc.get("synthetic")
+                          else "SYNTHETIC roofline rows (not a measurement)")
+    meta.setdefault("source", "measured with `hao calibrate`")
+    runs = list(meta.get("calibration_runs", []))
+    if final and runs and runs[-1].get("started_at") == run_info.get("started_at"):
+        runs[-1] = run_info
+    else:
+        runs.append(run_info)
+    meta["calibration_runs"] = runs
+    # counts from the files themselves
+    rows = _read_rows(folder / "table.csv")
+    meta["rows"] = len(rows)
+    meta["failed_rows"] = max(0, sum(1 for _ in open(folder / "failed.csv")) - 1) if (
+        folder / "failed.csv").is_file() else 0
+    meta["supported_bits"] = sorted({f"w{r['w_bits']}a{r['a_bits']}" for r in rows})
+    impls: dict[str, int] = {}
+    for r in rows:
+        impls[r.get("impl", "")] = impls.get(r.get("impl", ""), 0) + 1
+    meta["rows_by_impl"] = impls
+    meta.setdefault("sub8_policy", "Bit-widths below 8 run the int8 kernel (impl=int8-mapped*): this CPU has no "
+                    "faster path below 8 bits in TVM 0.27 (native int4 buffers gave wrong results, emulated "
+                    "int4 was slower than int8), so sub-8-bit rows report what the hardware really does: "
+                    "int8 speed. Bits save memory here, not time.")
+    atomic_write_text(p, json.dumps(meta, indent=2, default=str) + "\n")
+
+
+def _read_rows(p: Path) -> list[dict[str, str]]:
+    if not p.is_file():
+        return []
+    with open(p, newline="") as fh:
+        return list(csv.DictReader(fh))

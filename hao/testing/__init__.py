@@ -1,0 +1,4 @@
+"""Conformance batteries for hao's extension points (in the spirit of optuna.testing)."""
+from hao.testing.spaces import (brute_force_size, check_space, count_module_macs, invalid_candidates)
+
+__all__ = ["brute_force_size", "check_space", "count_module_macs", "invalid_candidates"]

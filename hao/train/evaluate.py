@@ -1,0 +1,110 @@
+"""Sub-network preparation and evaluation: BatchNorm recalibration, activation calibration, accuracy.
+
+Every function restores the model's train/eval mode (and BatchNorm momenta) afterwards.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hao.errors import ConfigError
+from hao.quant import calibrate_activations
+
+__all__ = ["recalibrate_bn", "evaluate", "evaluate_full", "EvalResult", "prepare_subnet"]
+
+
+def _inputs(batch) -> torch.Tensor:
+    return batch[0] if isinstance(batch, (tuple, list)) else batch
+
+
+@contextlib.contextmanager
+def _mode(model: nn.Module, training: bool) -> Iterator[None]:
+    modes = {m: m.training for m in model.modules()}
+    model.train(training)
+    try:
+        yield
+    finally:
+        for m, t in modes.items():
+            m.training = t
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, batches: Iterable, *, max_batches: int | None = None) -> int:
+    """Reset every BatchNorm's running statistics and re-estimate them on ``batches`` (exact average).
+
+    ``batches`` yields inputs or ``(inputs, labels)``. Uses cumulative averaging (momentum=None) so the result
+    does not depend on batch order; the model's mode and each BN's momentum are restored. Returns the number of
+    images used. Raises :class:`ConfigError` if ``batches`` is empty.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [bn.momentum for bn in bns]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None
+    seen = 0
+    try:
+        with _mode(model, True):
+            for i, b in enumerate(batches):
+                if max_batches is not None and i >= max_batches:
+                    break
+                x = _inputs(b)
+                model(x)
+                seen += int(x.shape[0])
+    finally:
+        for bn, mom in zip(bns, momenta):
+            bn.momentum = mom
+    if seen == 0 and bns:
+        raise ConfigError("recalibrate_bn got no batches; pass a non-empty iterable of inputs or (inputs, labels).")
+    return seen
+
+
+def prepare_subnet(model: nn.Module, batches: list) -> nn.Module:
+    """Make a freshly built fake-quant sub-network ready for evaluation: BN statistics → activation ranges →
+    BN statistics again (the second pass sees the calibrated activation quantizers). ``batches`` is a list
+    (it is iterated three times)."""
+    if not isinstance(batches, (list, tuple)) or not batches:
+        raise ConfigError(f"prepare_subnet needs a non-empty list of batches, got {type(batches).__name__}.")
+    recalibrate_bn(model, batches)
+    calibrate_activations(model, batches, max_batches=len(batches))
+    recalibrate_bn(model, batches)
+    return model
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Top-1 accuracy with its binomial standard error, mean cross-entropy loss, and the example count."""
+
+    accuracy: float
+    accuracy_se: float
+    loss: float
+    n: int
+
+
+@torch.no_grad()
+def evaluate_full(model: nn.Module, loader: Iterable) -> EvalResult:
+    """Accuracy (± binomial standard error) and mean loss of ``model`` in eval mode over ``(x, y)`` batches."""
+    correct, total, loss_sum = 0, 0, 0.0
+    with _mode(model, False):
+        for b in loader:
+            if not isinstance(b, (tuple, list)) or len(b) < 2:
+                raise ConfigError("evaluate needs a loader of (inputs, labels) batches.")
+            x, y = b[0], b[1]
+            out = model(x)
+            loss_sum += float(F.cross_entropy(out, y, reduction="sum"))
+            correct += int((out.argmax(1) == y).sum())
+            total += int(y.shape[0])
+    if total == 0:
+        raise ConfigError("evaluate got an empty loader.")
+    acc = correct / total
+    return EvalResult(acc, math.sqrt(max(acc * (1 - acc), 1e-12) / total), loss_sum / total, total)
+
+
+def evaluate(model: nn.Module, loader: Iterable) -> float:
+    """Top-1 accuracy in [0, 1] of ``model`` (eval mode, restored afterwards) on ``(x, y)`` batches."""
+    return evaluate_full(model, loader).accuracy

@@ -1,0 +1,15 @@
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("HAO_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not (SHARED_DATA / "README.md").exists():
+        pytest.skip(f"reference data folder {SHARED_DATA} is absent (set HAO_SHARED_DATA to the folder that holds "
+                    "hawq_v3_ilp.json, apq_bitfusion_lut.json and haq_mobilenetv2_latency.npy)")
+    return SHARED_DATA
