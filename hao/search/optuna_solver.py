@@ -96,12 +96,30 @@ def open_storage(url: str | None, heartbeat_interval: int = 5, grace_period: int
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs or None,
-                                              heartbeat_interval=heartbeat_interval, grace_period=grace_period)
+            storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs or None,
+                                                 heartbeat_interval=heartbeat_interval, grace_period=grace_period)
+        if scheme == "sqlite":
+            _sqlite_wal(storage.engine)
+        return storage
     except Exception as exc:  # sqlalchemy raises many types; report one clear error
         raise ConfigError(f"Could not open storage {_redact(url)!r}: {type(exc).__name__}: "
                           f"{str(exc).splitlines()[0] if str(exc) else ''}. Check that the database server is "
                           "running and the URL's user, password, host, port and database are right.") from None
+
+
+def _sqlite_wal(engine: Any) -> None:
+    """WAL journal + synchronous=NORMAL: a commit costs ~0.1 ms instead of an fsync, and a killed process
+    still loses nothing it committed (only an OS crash could drop the last transactions)."""
+    from sqlalchemy import event
+
+    def on_connect(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    event.listen(engine, "connect", on_connect)
+    engine.dispose()
 
 
 def _problem_signature(problem: SearchProblem, sampler: str, seed: int) -> dict[str, Any]:
@@ -158,6 +176,15 @@ class OptunaSolver(Solver):
         sig = json.dumps(_problem_signature(problem, self.sampler, self.seed), sort_keys=True)
         return f"hao-{problem.space.name}-{self.sampler}-s{self.seed}-{hashlib.sha1(sig.encode()).hexdigest()[:8]}"
 
+    def _storage_object(self) -> Any:
+        # one storage per process (a forked worker opens its own connection pool)
+        key = (os.getpid(), self.storage)
+        cache = getattr(self, "_storage_cache", None)
+        if cache is None or cache[0] != key:
+            cache = (key, open_storage(self.storage, self.heartbeat_interval, self.grace_period))
+            self._storage_cache = cache
+        return cache[1]
+
     def _make_sampler(self, problem: SearchProblem, seed: int) -> Any:
         optuna = lazy_import("optuna")
         cons = (lambda ft: ft.user_attrs.get("constraints", [0.0])) if problem.budgets else None
@@ -173,7 +200,7 @@ class OptunaSolver(Solver):
 
     def _open(self, problem: SearchProblem, sampler: Any | None = None) -> Any:
         optuna = lazy_import("optuna")
-        storage = open_storage(self.storage, self.heartbeat_interval, self.grace_period)
+        storage = self._storage_object()
         name = self.study_name or self.default_study_name(problem)
         directions = ["minimize"] * len(problem.names)
         with warnings.catch_warnings():
@@ -195,6 +222,7 @@ class OptunaSolver(Solver):
         budgets = [(problem.names.index(b), v) for b, v in problem.budgets.items()]
         n_trials = self.n_trials
         TS = optuna.trial.TrialState
+        by = problem.space._structure()["by_name"]
 
         def objective(trial: Any) -> Sequence[float]:
             if not isinstance(trial.storage, optuna.storages.InMemoryStorage):
@@ -213,7 +241,6 @@ class OptunaSolver(Solver):
                 if ix.gated[j] and not ix.active[j][G[0, ix.gate_of[j]]]:
                     U[0, j] = ix.off_index[j]
                     continue
-                by = problem.space._structure()["by_name"]
                 local = {dn: trial.suggest_categorical(dn, list(by[dn].options)) for dn in u.decisions}
                 U[0, j] = ix.local_index(j, local)
             cand = ix.to_candidates(G, U)[0]
@@ -240,8 +267,6 @@ class OptunaSolver(Solver):
         if progress:
             from tqdm.auto import tqdm
             bar = tqdm(total=self.n_trials, initial=done0, desc=f"optuna {self.sampler}", leave=False)
-        prev_level = optuna.logging.get_verbosity()
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -267,7 +292,6 @@ class OptunaSolver(Solver):
                         continue
                     study.optimize(objective, n_trials=1)
         finally:
-            optuna.logging.set_verbosity(prev_level)
             if bar is not None:
                 bar.close()
 
@@ -275,10 +299,18 @@ class OptunaSolver(Solver):
     def solve(self, problem: SearchProblem, *, progress: bool = False) -> SearchResult:
         self.check_problem(problem)
         optuna = lazy_import("optuna")
+        prev_level = optuna.logging.get_verbosity()
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        try:
+            return self._solve(problem, progress)
+        finally:
+            optuna.logging.set_verbosity(prev_level)
+
+    def _solve(self, problem: SearchProblem, progress: bool) -> SearchResult:
         t0 = time.perf_counter()
         if self.storage is None:
             self.storage = DEFAULT_STORAGE
-        open_storage(self.storage, self.heartbeat_interval, self.grace_period)  # fail early on a bad URL
+        self._storage_object()  # fail early on a bad URL
         if self.n_workers == 1:
             self._run_worker(problem, 0, progress)
         else:

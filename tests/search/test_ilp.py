@@ -1,0 +1,103 @@
+"""The ILP solver against exhaustive enumeration on random instances with ties, pins and gates."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hao.errors import ConfigError
+from hao.pareto import pareto_front
+from hao.search.base import SearchProblem
+from hao.search.baselines import ExhaustiveSolver
+from hao.search.ilp import CompiledILP, ILPSolver, InfeasibleError
+from tests.search._instances import random_instance
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_ilp_equals_exhaustive_under_budgets(seed: int) -> None:
+    problem, info = random_instance(seed, n_costs=2, ints=(seed % 3 == 0))
+    ex = ExhaustiveSolver(keep="all").solve(problem)
+    assert len(ex.df) == problem.space.size()
+    V = ex.df[problem.names].to_numpy()
+    model = CompiledILP(problem, ["cost1", "cost2"])
+    rng = np.random.default_rng(seed)
+    for _ in range(6):
+        b = {"cost1": float(np.quantile(V[:, 1], rng.random())), "cost2": float(np.quantile(V[:, 2], rng.random()))}
+        if rng.random() < 0.3:
+            b.pop("cost2")
+        lim = np.array([b.get("cost1", np.inf), b.get("cost2", np.inf)])
+        feas = np.all(V[:, 1:] <= lim + 1e-12, axis=1)
+        if not feas.any():
+            with pytest.raises(InfeasibleError):
+                model.solve(b)
+            continue
+        G, U = model.solve(b)
+        got = problem.evaluate_indices(G[None], U[None])[0]
+        assert got[0] == pytest.approx(V[feas, 0].min(), abs=1e-9)
+        assert np.all(got[1:] <= lim + 1e-12)
+        # the tie-break returns a Pareto-optimal answer: nothing feasible is as good and cheaper
+        better = feas & (V[:, 0] <= got[0] + 1e-9) & np.all(V[:, 1:] <= got[1:] + 1e-12, axis=1) & \
+            np.any(V[:, 1:] < got[1:] - 1e-9, axis=1)
+        assert not better.any()
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_exact_front_equals_exhaustive_front(seed: int) -> None:
+    problem, _ = random_instance(1000 + seed, n_costs=1, ints=(seed % 2 == 0))
+    truth = pareto_front(ExhaustiveSolver(keep="all").solve(problem).df[["proxy", "cost1"]].to_numpy())
+    res = ILPSolver(exact_front=True).solve(problem)
+    got = pareto_front(res.df[["proxy", "cost1"]].to_numpy())
+    assert got.shape == truth.shape
+    np.testing.assert_allclose(got, truth, rtol=1e-9, atol=1e-9)
+    assert res.df["pareto"].all()
+
+
+def test_option_reduction_is_exact() -> None:
+    for seed in range(10):
+        problem, _ = random_instance(2000 + seed, n_costs=1)
+        full, red = CompiledILP(problem, ["cost1"], reduce=False), CompiledILP(problem, ["cost1"])
+        assert red.n_var <= full.n_var
+        lo, hi = problem.objective("cost1").bounds()
+        for b in np.linspace(lo, hi, 5):
+            v1 = problem.evaluate_indices(*[x[None] for x in full.solve({"cost1": b})])[0, 0]
+            v2 = problem.evaluate_indices(*[x[None] for x in red.solve({"cost1": b})])[0, 0]
+            assert v1 == pytest.approx(v2, abs=1e-9)
+
+
+def test_sweep_respects_budget_and_gives_front_points() -> None:
+    problem, _ = random_instance(7, n_costs=2)
+    lo, hi = problem.objective("cost1").bounds()
+    budget = lo + 0.6 * (hi - lo)
+    p2 = SearchProblem(problem.space, problem.objectives, budgets={"cost1": budget})
+    res = ILPSolver(n_points=5).solve(p2)
+    assert (res.df["cost1"] <= budget + 1e-12).all()
+    assert res.df["feasible"].all() and res.df["pareto"].any()
+    assert res.meta["solver"] == "ilp"
+
+
+def test_budget_errors_name_value_and_range() -> None:
+    problem, _ = random_instance(3, n_costs=1)
+    lo, hi = problem.objective("cost1").bounds()
+    with pytest.raises(ConfigError, match="negative"):
+        SearchProblem(problem.space, problem.objectives, budgets={"cost1": -1.0})
+    with pytest.raises(ConfigError, match=r"infeasible.*at least"):
+        SearchProblem(problem.space, problem.objectives, budgets={"cost1": lo * 0.5 if lo > 0 else lo - 1})
+    with pytest.raises(ConfigError, match="unknown objective 'nope'"):
+        SearchProblem(problem.space, problem.objectives, budgets={"nope": 1.0})
+    with pytest.raises(ConfigError, match="not a number"):
+        SearchProblem(problem.space, problem.objectives, budgets={"cost1": "fast"})
+    with pytest.raises(ConfigError, match="n_points"):
+        ILPSolver(n_points=0)
+    with pytest.raises(ConfigError, match="non-target objective"):
+        ILPSolver(sweep="proxy").solve(problem)
+
+
+def test_jointly_infeasible_budgets_raise() -> None:
+    # two costs that pull in opposite directions: each budget alone is feasible, together they are not
+    from hao.search.objectives import AdditiveObjective
+    from hao.search.tabular import TabularSpace
+    from hao.space import Decision, Unit
+    sp = TabularSpace("opp", [Decision("a", (0, 1))], [Unit("u", ("a",))])
+    objs = [AdditiveObjective(sp, "proxy", [np.array([0.0, 0.0])]),
+            AdditiveObjective(sp, "c1", [np.array([1.0, 2.0])]), AdditiveObjective(sp, "c2", [np.array([2.0, 1.0])])]
+    with pytest.raises(InfeasibleError, match="relax"):
+        ILPSolver().solve(SearchProblem(sp, objs, budgets={"c1": 1.5, "c2": 1.5}))
