@@ -14,3 +14,13 @@ def mbconv_fmnist(**kw) -> MBConvSpace:
                 description="MBConv supernet for 32x32x3 inputs, same choices as mbconv-fmnist")
 def mbconv_cifar(**kw) -> MBConvSpace:
     return MBConvSpace("mbconv-cifar", **({"input_shape": (3, 32, 32)} | kw))
+
+
+@register_space("mbconv-apq224", family="mbconv",
+                description="OFA/APQ-style MobileNet space at 224x224x3 (ImageNet): depth {2,3,4} x6 stages, "
+                            "k {3,5,7}, ratio {4,6}, W/A {4,6,8}; maps onto the APQ BitFusion table")
+def mbconv_apq224(**kw) -> MBConvSpace:
+    cfg = dict(input_shape=(3, 224, 224), num_classes=1000, stem_channels=16, stem_stride=2,
+               stages=((24, 2), (40, 2), (80, 2), (96, 1), (192, 2), (320, 1)), depths=(2, 3, 4),
+               kernel_sizes=(3, 5, 7), ratios=(4, 6), w_bits=(4, 6, 8), a_bits=(4, 6, 8), head_channels=1280)
+    return MBConvSpace("mbconv-apq224", **(cfg | kw))

@@ -21,3 +21,13 @@ def quant_resnet50(bits=(4, 8), seed: int = 0, **kw) -> QuantizeOnlySpace:
     model = resnet50(seed=seed)
     return QuantizeOnlySpace("quant-resnet50", model, kw.pop("input_shape", (3, 224, 224)), bits=bits,
                              ties=kw.pop("ties", downsample_ties(model)), **kw)
+
+
+@register_space("quant-mobilenetv2", family="quantize-only",
+                description="MobileNetV2 (224x224, HAQ layout): 51 searchable layers, W and A bits in 2..8 each, "
+                            "first/last pinned at 8; maps onto the HAQ latency table")
+def quant_mobilenetv2(bits=(2, 3, 4, 5, 6, 7, 8), a_bits=(2, 3, 4, 5, 6, 7, 8), seed: int = 0, **kw
+                      ) -> QuantizeOnlySpace:
+    from hao.models import mobilenet_v2
+    return QuantizeOnlySpace("quant-mobilenetv2", mobilenet_v2(seed=seed), kw.pop("input_shape", (3, 224, 224)),
+                             bits=bits, a_bits=a_bits, **kw)

@@ -71,7 +71,8 @@ class MBConvSupernet(MBConvNet):
     def __init__(self, space: "MBConvSpace", seed: int = 0) -> None:
         g = torch.Generator().manual_seed(seed)
         cin = space.input_shape[0]
-        stem = ConvBNAct(ElasticConv2d(cin, space.stem_channels, 3), ElasticBatchNorm2d(space.stem_channels))
+        stem = ConvBNAct(ElasticConv2d(cin, space.stem_channels, 3, space.stem_stride),
+                         ElasticBatchNorm2d(space.stem_channels))
         stages = nn.ModuleList()
         c = space.stem_channels
         for s, (cout, stride) in enumerate(space.stages):
@@ -168,13 +169,16 @@ class MBConvSpace(SearchSpace):
                  stem_channels: int = 16, stages: Sequence[Sequence[int]] = ((32, 2), (48, 2), (64, 1), (96, 2)),
                  depths: Sequence[int] = (2, 3, 4), kernel_sizes: Sequence[int] = (3, 5, 7),
                  ratios: Sequence[int] = (3, 4, 6), w_bits: Sequence[int] = (2, 4, 8),
-                 a_bits: Sequence[int] = (4, 8), head_channels: int = 256) -> None:
+                 a_bits: Sequence[int] = (4, 8), head_channels: int = 256, stem_stride: int = 1) -> None:
         super().__init__(name)
         if len(input_shape) != 3 or any(int(v) < 1 for v in input_shape):
             raise ConfigError(f"input_shape must be (channels, height, width) of positive ints, got {input_shape!r}.")
         self.input_shape = tuple(int(v) for v in input_shape)
         self.num_classes = int(num_classes)
         self.stem_channels, self.head_channels = int(stem_channels), int(head_channels)
+        if stem_stride not in (1, 2):
+            raise ConfigError(f"stem_stride must be 1 or 2, got {stem_stride!r}.")
+        self.stem_stride = int(stem_stride)
         if not stages:
             raise ConfigError("stages must list at least one (out_channels, stride) pair, got ().")
         self.stages = tuple((int(c), int(s)) for c, s in stages)
@@ -197,7 +201,7 @@ class MBConvSpace(SearchSpace):
             check_bits(b, "a_bits option")
         # per block: (in_channels, out_channels, stride, in_hw, out_hw)
         self._blocks: dict[tuple[int, int], tuple[int, int, int, tuple[int, int], tuple[int, int]]] = {}
-        h, w = self.input_shape[1:]
+        h, w = (-(-v // self.stem_stride) for v in self.input_shape[1:])
         c = self.stem_channels
         for s, (cout, stride) in enumerate(self.stages):
             for b in range(self.max_depth):
@@ -303,7 +307,7 @@ class MBConvSpace(SearchSpace):
         c, h, w = self.input_shape
         fh, fw = self._final_hw
         last = self.stages[-1][0]
-        pre = [KernelSpec("conv2d", c, self.stem_channels, h, w, 3, 1, 1, PIN_BITS, PIN_BITS)]
+        pre = [KernelSpec("conv2d", c, self.stem_channels, h, w, 3, self.stem_stride, 1, PIN_BITS, PIN_BITS)]
         post = [KernelSpec("conv2d", last, self.head_channels, fh, fw, 1, 1, 1, PIN_BITS, PIN_BITS),
                 KernelSpec("avgpool", self.head_channels, self.head_channels, fh, fw, 1, 1, 1, 32, PIN_BITS),
                 KernelSpec("dense", self.head_channels, self.num_classes, 1, 1, 1, 1, 1, PIN_BITS, PIN_BITS)]
