@@ -286,8 +286,9 @@ class ILPSolver(Solver):
                 raise ConfigError(f"sweep={self.sweep!r} must name a non-target objective; choose from "
                                   f"{[n for n in problem.names if n != problem.target]}.")
             return name
-        if problem.budgets:
-            return next(iter(problem.budgets))
+        budgeted = [b for b in problem.budgets if b != problem.target]
+        if budgeted:
+            return budgeted[0]
         others = [n for n in problem.names if n != problem.target]
         return others[0] if others else None
 

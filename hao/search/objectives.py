@@ -189,10 +189,18 @@ def kernel_objective(space: SearchSpace, name: str, cost: Callable[[list[KernelS
     pre, post = space.fixed_kernels() if include_fixed else ([], [])
     fixed = list(pre) + list(post)
     allk = kernels + fixed
-    vals = np.asarray(cost(allk), dtype=np.float64).reshape(-1) if allk else np.zeros(0)
-    if vals.shape[0] != len(allk):
-        raise ConfigError(f"Kernel cost for objective {name!r} returned {vals.shape[0]} values for "
-                          f"{len(allk)} kernels; it must return one value per kernel.")
+    # many options share kernels (the expand conv does not depend on the depthwise bits): cost each once
+    uniq: dict[KernelSpec, int] = {}
+    inv = np.fromiter((uniq.setdefault(k, len(uniq)) for k in allk), dtype=np.int64, count=len(allk))
+    ukernels = list(uniq)
+    uvals = np.asarray(cost(ukernels), dtype=np.float64).reshape(-1) if ukernels else np.zeros(0)
+    if uvals.shape[0] != len(ukernels):
+        raise ConfigError(f"Kernel cost for objective {name!r} returned {uvals.shape[0]} values for "
+                          f"{len(ukernels)} kernels; it must return one value per kernel.")
+    if not np.all(np.isfinite(uvals)):
+        bad = ukernels[int(np.flatnonzero(~np.isfinite(uvals))[0])]
+        raise ConfigError(f"Kernel cost for objective {name!r} is not finite for {bad}.")
+    vals = uvals[inv]
     tables = [np.zeros(len(space.unit_options(u))) for u in space.units()]
     if slots:
         sl = np.asarray(slots, dtype=np.int64)
@@ -236,23 +244,33 @@ def latency_objective(space: SearchSpace, predictor: Any, name: str = "latency_m
                           f"{type(predictor).__name__}.")
     if overhead_ms is None:
         overhead_ms = float(getattr(predictor, "overhead_ms_", 0.0) or 0.0)
-    return kernel_objective(space, name, fn, constant=overhead_ms, unit="ms")
+    per_kernel = float(getattr(predictor, "overhead_per_kernel_ms_", 0.0) or 0.0)
+    try:  # a hao LatencyPredictor uses measured rows where the table has them (as network_latency does)
+        import inspect
+        measured = "prefer_measured" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        measured = False
+
+    def cost(ks: list[KernelSpec]) -> np.ndarray:
+        out = np.asarray(fn(ks, prefer_measured=True) if measured else fn(ks), dtype=np.float64)
+        return out + per_kernel
+
+    return kernel_objective(space, name, cost, constant=overhead_ms, unit="ms")
 
 
-def proxy_objective(space: SearchSpace, proxy: Any, name: str = "proxy") -> AdditiveObjective:
-    """The Hessian accuracy proxy ½ Σ Ω as an additive objective.
+def proxy_objective(space: SearchSpace, proxy: Any, name: str = "proxy") -> Objective:
+    """The accuracy proxy as an objective.
 
-    ``proxy`` is a ``hao.proxy.AccuracyProxy`` (its per-unit cost tables are used) or a function
-    ``fn(unit_name, local) -> float``.
+    ``proxy`` is an additive ``hao.proxy`` proxy (``is_additive``: its ``unit_costs()`` and ``constant`` become
+    an :class:`AdditiveObjective`), any other ``BaseAccuracyProxy`` (its ``score`` becomes a
+    :class:`CallableObjective`, for Optuna) or a function ``fn(unit_name, local) -> float``.
     """
-    if hasattr(proxy, "unit_tables"):
-        tables, const = proxy.unit_tables(space)
-        return AdditiveObjective(space, name, tables, const, unit="ΔL")
-    if hasattr(proxy, "unit_cost"):
-        return AdditiveObjective.from_unit_fn(space, name, proxy.unit_cost,
-                                              float(getattr(proxy, "constant", lambda: 0.0)()
-                                                    if callable(getattr(proxy, "constant", None)) else 0.0),
-                                              unit="ΔL")
+    if getattr(proxy, "is_additive", False) and hasattr(proxy, "unit_costs"):
+        if getattr(proxy, "space", space).name != space.name:
+            raise ConfigError(f"The proxy was built for space {proxy.space.name!r}, not {space.name!r}.")
+        return AdditiveObjective(space, name, proxy.unit_costs(), float(proxy.constant), unit="ΔL")
+    if callable(getattr(proxy, "score", None)):
+        return CallableObjective(name, proxy.score, unit="ΔL")  # type: ignore[return-value]
     if callable(proxy):
         return AdditiveObjective.from_unit_fn(space, name, proxy, unit="ΔL")
     raise ConfigError(f"proxy_objective needs an AccuracyProxy or fn(unit, local) -> float, got "

@@ -144,11 +144,15 @@ class OptunaSolver(Solver):
         heartbeat_interval, grace_period: seconds; a RUNNING trial whose heartbeat is older than
             ``grace_period`` is marked FAIL by a live worker (the trial of a killed worker).
         timeout: stop this worker after this many seconds (the study can be resumed).
+        worker_id: distinguishes the sampler seeds of workers started separately on one study (give each
+            ``hao search --storage postgresql://...`` process its own ``--worker-id``); ``n_workers`` local
+            processes get ``worker_id, worker_id + 1, ...``.
     """
 
     def __init__(self, sampler: str = "nsga2", n_trials: int = 200, seed: int = 0, storage: str | None = None,
                  study_name: str | None = None, n_workers: int = 1, population_size: int = 50,
-                 heartbeat_interval: int = 5, grace_period: int = 20, timeout: float | None = None) -> None:
+                 heartbeat_interval: int = 5, grace_period: int = 20, timeout: float | None = None,
+                 worker_id: int = 0) -> None:
         if sampler not in SAMPLERS:
             raise ConfigError(f"Unknown Optuna sampler {sampler!r}; valid samplers: {', '.join(SAMPLERS)}.")
         for name, v, low in (("n_trials", n_trials, 1), ("seed", seed, 0), ("n_workers", n_workers, 1),
@@ -170,6 +174,10 @@ class OptunaSolver(Solver):
         self.storage, self.study_name, self.n_workers = storage, study_name, int(n_workers)
         self.population_size = int(population_size)
         self.heartbeat_interval, self.grace_period, self.timeout = heartbeat_interval, grace_period, timeout
+        if not isinstance(worker_id, (int, np.integer)) or isinstance(worker_id, bool) or worker_id < 0:
+            raise ConfigError(f"The 'worker_id' parameter of OptunaSolver must be an int in the range [0, inf). "
+                              f"Got {worker_id!r} instead.")
+        self.worker_id = int(worker_id)
 
     # ---- study plumbing -------------------------------------------------------------------------------
     def default_study_name(self, problem: SearchProblem) -> str:
@@ -312,11 +320,11 @@ class OptunaSolver(Solver):
             self.storage = DEFAULT_STORAGE
         self._storage_object()  # fail early on a bad URL
         if self.n_workers == 1:
-            self._run_worker(problem, 0, progress)
+            self._run_worker(problem, self.worker_id, progress)
         else:
             ctx = multiprocessing.get_context("fork")
-            procs = [ctx.Process(target=self._run_worker, args=(problem, w, False), daemon=False)
-                     for w in range(self.n_workers)]
+            procs = [ctx.Process(target=self._run_worker, args=(problem, self.worker_id + w, False),
+                                 daemon=False) for w in range(self.n_workers)]
             for p in procs:
                 p.start()
             for p in procs:

@@ -1,0 +1,264 @@
+"""``hao search`` and ``hao export``: registered on the main parser by :func:`add_search_commands`.
+
+    hao search --space mbconv-fmnist --hardware cpu-rocketlake-2t --solver ilp --budget latency_ms=2 --out out/
+    hao search --space mbconv-fmnist --hardware H --solver optuna --trials 500 \\
+               --storage postgresql://user:pw@host/db --out out/        # start N times for N workers
+    hao search --demo --out out/          # the README's example: < 1 min, writes pareto.csv and pareto.png
+    hao export out/best.json --out model/ # PyTorch weights + bit config keyed by module path
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from hao.errors import CandidateError, ConfigError
+
+__all__ = ["add_search_commands", "cmd_search", "cmd_export", "run_demo", "parse_budgets", "DEMO_SPACE"]
+
+DEMO_SPACE = "mbconv-fmnist"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def parse_budgets(items: list[str] | None) -> dict[str, float]:
+    """``["latency_ms=2.5", "size_mb=1"]`` -> dict; errors name the bad item and the expected form."""
+    out: dict[str, float] = {}
+    for item in items or []:
+        for part in item.split(","):
+            if not part.strip():
+                continue
+            if "=" not in part:
+                raise ConfigError(f"--budget {part!r} must look like NAME=VALUE, e.g. latency_ms=2.5 "
+                                  "(names: latency_ms, size_mb, bops_g).")
+            k, v = part.split("=", 1)
+            try:
+                out[k.strip()] = float(v)
+            except ValueError:
+                raise ConfigError(f"--budget {part!r}: {v!r} is not a number; e.g. latency_ms=2.5.") from None
+    return out
+
+
+def add_search_commands(subparsers: Any) -> None:
+    """Register ``search`` and ``export`` on an ``argparse`` sub-parser collection (each sets ``func``)."""
+    p = subparsers.add_parser("search", help="search a space for Pareto-optimal candidates",
+                              description="Joint architecture + bit-width search. Writes results.csv, pareto.csv, "
+                                          "result.json and pareto.png into --out.")
+    p.add_argument("--space", help="registered space name (see `hao spaces`)")
+    p.add_argument("--hardware", help="latency table name under latency_models/ (adds latency_ms)")
+    p.add_argument("--solver", default="ilp", help="ilp (default), optuna, random or exhaustive")
+    p.add_argument("--budget", action="append", metavar="NAME=VALUE",
+                   help="upper bound, repeatable: latency_ms=2.5, size_mb=1.2, bops_g=3")
+    p.add_argument("--objectives", help="comma-separated: proxy,latency_ms,size_mb,bops_g,macs_m "
+                                        "(default: proxy[,latency_ms],size_mb,bops_g)")
+    p.add_argument("--checkpoint", help="folder with sensitivity.json (default checkpoints/<space>/)")
+    p.add_argument("--storage", help="Optuna storage URL (default sqlite:///OUT/study.db; postgresql://... for "
+                                     "many workers)")
+    p.add_argument("--trials", type=int, help="Optuna trials / random samples")
+    p.add_argument("--sampler", default="nsga2", help="optuna sampler: nsga2 (default), tpe, random")
+    p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    p.add_argument("--workers", type=int, default=1, help="Optuna worker processes on this machine")
+    p.add_argument("--worker-id", type=int, default=0, help="distinct id per separately started worker")
+    p.add_argument("--study-name", help="Optuna study name (default derived from the problem)")
+    p.add_argument("--points", type=int, default=16, help="ILP budgets in the sweep (default 16)")
+    p.add_argument("--exact-front", action="store_true", help="ILP: enumerate the whole exact front")
+    p.add_argument("--demo", action="store_true", help=f"the README example on {DEMO_SPACE} with the committed "
+                                                       "CPU table and sensitivities (< 1 min)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_search)
+
+    e = subparsers.add_parser("export", help="export a candidate as PyTorch weights + bit-config JSON",
+                              description="Extract a candidate's sub-network from the supernet. Writes "
+                                          "candidate.json, bit_config.json (keyed by module path), model_state.pt "
+                                          "(a state_dict; rebuild with space.build(candidate)) and, with --tvm, a "
+                                          "compiled library.")
+    e.add_argument("candidate", help="candidate JSON file (or a JSON string), e.g. a row's config column")
+    e.add_argument("--checkpoint", help="supernet checkpoint file or folder (default checkpoints/<space>/"
+                                        "supernet.pt; a fresh seeded supernet if absent and --allow-random-init)")
+    e.add_argument("--allow-random-init", action="store_true",
+                   help="export with freshly initialised weights when no checkpoint exists")
+    e.add_argument("--tvm", metavar="HARDWARE", help="also compile with TVM for this hardware's target")
+    e.add_argument("--out", required=True, help="output folder")
+    e.set_defaults(func=cmd_export)
+
+
+# ---- search ----------------------------------------------------------------------------------------------
+def _solver_params(args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    kw: dict[str, Any] = {}
+    if args.solver == "optuna":
+        kw.update(storage=args.storage or f"sqlite:///{out / 'study.db'}", n_workers=args.workers,
+                  sampler=args.sampler, worker_id=args.worker_id)
+        if args.study_name:
+            kw["study_name"] = args.study_name
+        if args.trials is not None:
+            kw["n_trials"] = args.trials
+    elif args.solver == "random":
+        if args.trials is not None:
+            kw["n_samples"] = args.trials
+    elif args.solver == "ilp":
+        kw.update(n_points=args.points, exact_front=args.exact_front)
+    if args.solver != "optuna" and (args.storage or args.workers != 1):
+        raise ConfigError(f"--storage/--workers apply to --solver optuna, not {args.solver!r}.")
+    return kw
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if args.demo:
+        return run_demo(out, progress=not args.no_progress)
+    if not args.space:
+        raise ConfigError("hao search needs --space NAME (see `hao spaces`) or --demo.")
+    from hao.search.api import make_problem
+    from hao.search.base import get_solver
+    params = _solver_params(args, out)
+    if args.solver in ("random", "optuna"):
+        params["seed"] = args.seed
+    solver = get_solver(args.solver, **params)  # bad solver names / parameters fail before any work
+    budgets = parse_budgets(args.budget)
+    objectives = [o.strip() for o in args.objectives.split(",")] if args.objectives else None
+    problem = make_problem(args.space, args.hardware, objectives=objectives, budgets=budgets,
+                           checkpoint=args.checkpoint)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    result = solver.solve(problem, progress=not args.no_progress)
+    result.meta.update(hardware=args.hardware, wall_s=time.perf_counter() - t0)
+    _write(result, out)
+    return 0
+
+
+def _write(result: Any, out: Path) -> None:
+    result.save(out)
+    if len(result.objectives) >= 2:
+        result.plot(out / "pareto.png")
+    best = result.pareto()
+    if len(best):
+        (out / "best.json").write_text(best.iloc[0]["config"] + "\n")
+    print(f"{len(result.df)} candidates evaluated, {int(result.df['pareto'].sum())} on the Pareto front; wrote "
+          f"{out / 'pareto.csv'}" + (f" and {out / 'pareto.png'}" if len(result.objectives) >= 2 else ""))
+
+
+def _demo_hardware() -> str:
+    root = REPO / "latency_models"
+    cands = sorted(p.name for p in root.glob("cpu-*") if (p / "table.csv").is_file()) if root.is_dir() else []
+    if not cands:
+        raise ConfigError(f"hao search --demo needs a committed CPU latency table latency_models/cpu-*/table.csv "
+                          f"under {root}, and none exists. Calibrate one with `hao calibrate` first.")
+    return cands[0]
+
+
+def run_demo(out: str | Path, progress: bool = True, n_points: int = 14, n_random: int = 3000) -> int:
+    """The README's example: exact ILP front of proxy vs latency on mbconv-fmnist with the committed CPU
+    table and sensitivities, plus a seeded random sample as the dominated cloud."""
+    from hao.proxy import default_checkpoint_dir
+    from hao.search.api import make_problem
+    from hao.search.baselines import RandomSolver
+    from hao.search.ilp import ILPSolver
+    from hao.search.result import SearchResult
+    t0 = time.perf_counter()
+    out = Path(out)
+    hardware = _demo_hardware()
+    ckpt = default_checkpoint_dir(DEMO_SPACE)
+    if not (ckpt / "sensitivity.json").is_file():
+        raise ConfigError(f"hao search --demo needs the committed sensitivities {ckpt / 'sensitivity.json'}, which "
+                          "do not exist yet. Compute them with `python experiments/train_supernet.py "
+                          f"--sensitivity-only --out {ckpt}`.")
+    problem = make_problem(DEMO_SPACE, hardware, objectives=["proxy", "latency_ms", "size_mb", "bops_g"],
+                           checkpoint=ckpt)
+    t_build = time.perf_counter() - t0
+    ilp = ILPSolver(sweep="latency_ms", n_points=n_points).solve(problem, progress=progress)
+    rnd = RandomSolver(n_samples=n_random, seed=0).solve(problem)
+    import pandas as pd
+    df = pd.concat([ilp.df, rnd.df], ignore_index=True).drop(columns=["feasible", "pareto"])
+    result = SearchResult(df, ilp.objectives, units=ilp.units, pareto_on=["proxy", "latency_ms"],
+                          references=ilp.references,
+                          meta={"space": DEMO_SPACE, "hardware": hardware, "solver": "ilp+random",
+                                "title": f"{DEMO_SPACE} on {hardware}", "build_s": t_build,
+                                "ilp_s": ilp.meta["solve_s"], "wall_s": time.perf_counter() - t0})
+    out.mkdir(parents=True, exist_ok=True)
+    result.save(out)
+    result.plot(out / "pareto.png", x="latency_ms", y="proxy")
+    print(f"demo: {DEMO_SPACE} on {hardware}: {int(result.df.pareto.sum())} Pareto candidates "
+          f"(ILP {ilp.meta['solve_s']:.1f}s, total {time.perf_counter() - t0:.1f}s); wrote {out / 'pareto.csv'} "
+          f"and {out / 'pareto.png'}")
+    return 0
+
+
+# ---- export ----------------------------------------------------------------------------------------------
+def _read_candidate(arg: str) -> Any:
+    from hao.space.base import Candidate
+    p = Path(arg)
+    text = p.read_text() if p.is_file() else arg
+    if not p.is_file() and not arg.lstrip().startswith("{"):
+        raise ConfigError(f"Candidate {arg!r} is neither an existing file nor a JSON object; pass a file written "
+                          "by `hao search` (best.json) or a row's config JSON.")
+    return Candidate.from_json(text)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from hao.space import get_space
+    cand = _read_candidate(args.candidate)
+    space = get_space(cand.space)
+    cand = space.canonical(space.validate(cand))
+    torch = __import__("torch")
+    ckpt = Path(args.checkpoint) if args.checkpoint else REPO / "checkpoints" / space.name / "supernet.pt"
+    if ckpt.is_dir():
+        ckpt = ckpt / "supernet.pt"
+    if ckpt.is_file():
+        from hao.train.supernet import load_supernet
+        supernet = load_supernet(space, ckpt)
+        source = str(ckpt)
+    elif args.allow_random_init:
+        supernet = space.supernet(0)
+        source = "fresh supernet (seed 0, untrained)"
+    else:
+        raise ConfigError(f"No supernet checkpoint at {str(ckpt)!r}; pass --checkpoint FILE, or "
+                          "--allow-random-init to export untrained weights.")
+    model = space.build(cand, supernet)
+    model.eval()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    bits = space.bit_config(cand)
+    (out / "candidate.json").write_text(json.dumps(cand.to_dict(), indent=2) + "\n")
+    (out / "bit_config.json").write_text(json.dumps(bits, indent=2) + "\n")
+    torch.save(model.state_dict(), out / "model_state.pt")
+    meta = {"space": space.name, "weights_from": source, "n_layers": len(bits),
+            "rebuild": "space = hao.get_space(candidate['space']); model = space.build(Candidate.from_dict(c)); "
+                       "model.load_state_dict(torch.load('model_state.pt', weights_only=True))"}
+    if args.tvm:
+        meta["tvm"] = _export_tvm(model, space, args.tvm, out)
+    (out / "export.json").write_text(json.dumps(meta, indent=2) + "\n")
+    print(f"exported {space.name} candidate ({len(bits)} quantized layers) to {out}")
+    return 0
+
+
+def _export_tvm(model: Any, space: Any, hardware: str, out: Path) -> str:
+    try:
+        from hao.latency import tvm_backend
+    except ImportError as exc:
+        raise ConfigError(f"--tvm needs hao.latency.tvm_backend ({exc}).") from None
+    fn = getattr(tvm_backend, "compile_module", None) or getattr(tvm_backend, "export_library", None)
+    if fn is None:
+        raise ConfigError("--tvm: hao.latency.tvm_backend offers no compile_module(model, input_shape, hardware, "
+                          "path) yet; export without --tvm.")
+    path = out / "model.so"
+    fn(model, (1, *space.input_shape), hardware, path)
+    return str(path)
+
+
+def main(argv: list[str] | None = None) -> int:  # pragma: no cover - `python -m hao.cli_search`
+    parser = argparse.ArgumentParser(prog="hao")
+    add_search_commands(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(argv)
+    from hao.errors import HaoError, MissingDependencyError
+    try:
+        return int(args.func(args) or 0)
+    except (HaoError, MissingDependencyError, CandidateError) as exc:
+        print(f"hao {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

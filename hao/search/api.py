@@ -1,0 +1,197 @@
+"""``hao.search(...)``: the Python entry point, and the builders it shares with the CLI and benchmarks.
+
+>>> import hao
+>>> result = hao.search(space="mbconv-fmnist", hardware="cpu-rocketlake-2t", solver="ilp",
+...                     budgets={"latency_ms": 2.0})                                  # doctest: +SKIP
+>>> result.pareto()            # DataFrame: config JSON, proxy, latency_ms, size_mb, bops_g, pareto ...
+>>> result.plot("pareto.png"); result.save("out/")
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from hao.errors import ConfigError
+from hao.search.base import SearchProblem, Solver, get_solver, list_solvers
+from hao.search.objectives import (Objective, bops_objective, latency_objective, macs_objective,
+                                   proxy_objective, size_objective)
+from hao.search.result import SearchResult
+from hao.space.base import Candidate, SearchSpace
+
+__all__ = ["search", "make_problem", "resolve_space", "resolve_predictor", "resolve_proxy",
+           "reference_candidates", "OBJECTIVE_NAMES"]
+
+#: Objectives ``hao.search`` builds by name.
+OBJECTIVE_NAMES = ("proxy", "latency_ms", "size_mb", "bops_g", "macs_m")
+
+
+def resolve_space(space: str | SearchSpace, **space_kwargs: Any) -> SearchSpace:
+    if isinstance(space, SearchSpace):
+        if space_kwargs:
+            raise ConfigError(f"space_kwargs {sorted(space_kwargs)} only apply to a space given by name.")
+        return space
+    if isinstance(space, str):
+        from hao.space import get_space
+        return get_space(space, **space_kwargs)
+    raise ConfigError(f"space must be a registered space name or a SearchSpace, got {type(space).__name__}.")
+
+
+def resolve_predictor(hardware: Any) -> Any:
+    """A fitted latency predictor: a hardware name / table folder (fitted with
+    ``hao.latency.predictor.LatencyPredictor.from_table``), or an object with ``predict(kernels)``."""
+    if hardware is None:
+        return None
+    if callable(getattr(hardware, "predict", None)):
+        return hardware
+    if isinstance(hardware, (str, Path)):
+        try:
+            from hao.latency.predictor import LatencyPredictor
+        except ImportError as exc:
+            raise ConfigError(f"hardware={str(hardware)!r} needs hao.latency.predictor, which failed to import "
+                              f"({exc}).") from None
+        return LatencyPredictor.from_table(hardware)
+    raise ConfigError(f"hardware must be a hardware name (see `hao latency list`), a table folder or a fitted "
+                      f"predictor with predict(kernels), got {type(hardware).__name__}.")
+
+
+def resolve_proxy(space: SearchSpace, proxy: Any = None, checkpoint: str | Path | None = None) -> Any:
+    """The accuracy proxy: given, or the committed sensitivities of ``space`` (``checkpoints/<space>/``)."""
+    if proxy is not None:
+        return proxy
+    try:
+        from hao.proxy import AccuracyProxy, default_checkpoint_dir
+    except ImportError as exc:
+        raise ConfigError(f"The 'proxy' objective needs hao.proxy, which failed to import ({exc}).") from None
+    folder = Path(checkpoint) if checkpoint is not None else default_checkpoint_dir(space.name)
+    if not (folder / "sensitivity.json").is_file():
+        raise ConfigError(
+            f"The accuracy proxy for space {space.name!r} needs {folder / 'sensitivity.json'}, which does not "
+            f"exist. Compute it (python experiments/train_supernet.py --sensitivity-only --out {folder}), pass "
+            "checkpoint=FOLDER / --checkpoint FOLDER, or search other objectives (objectives=[...]).")
+    return AccuracyProxy.from_checkpoint(space, folder)
+
+
+def reference_candidates(space: SearchSpace) -> dict[str, Candidate]:
+    """Uniform-precision references for plots: the largest architecture at 8 bits (and at 4 bits) where every
+    bit decision allows it."""
+    out: dict[str, Candidate] = {}
+    decs = space.decisions()
+    bit_kinds = ("w_bits", "a_bits", "bits")
+    if not any(d.kind in bit_kinds for d in decs):
+        return out
+    for b in (8, 4):
+        if all(b in d.options for d in decs if d.kind in bit_kinds):
+            ch = {d.name: (b if d.kind in bit_kinds else max(d.options)) for d in decs}
+            try:
+                out[f"uniform {b}-bit" + ("" if all(d.kind in bit_kinds for d in decs) else ", largest")] = \
+                    space.make(ch)
+            except Exception:  # a space with extra validity rules: skip the reference
+                continue
+    return out
+
+
+def make_problem(space: str | SearchSpace, hardware: Any = None, *,
+                 objectives: Sequence[str | Objective] | None = None, budgets: Mapping[str, Any] | None = None,
+                 target: str | None = None, proxy: Any = None, checkpoint: str | Path | None = None,
+                 references: bool | Mapping[str, Candidate] = True,
+                 space_kwargs: Mapping[str, Any] | None = None) -> SearchProblem:
+    """Build a :class:`SearchProblem` from names (what ``hao.search`` and ``hao search`` do).
+
+    Default objectives: ``proxy``, ``latency_ms`` (when ``hardware`` is given), ``size_mb``, ``bops_g``.
+    """
+    sp = resolve_space(space, **dict(space_kwargs or {}))
+    if objectives is None:
+        objectives = ["proxy", *(["latency_ms"] if hardware is not None else []), "size_mb", "bops_g"]
+    if isinstance(objectives, (str, Objective)):
+        objectives = [objectives]
+    built: list[Objective] = []
+    predictor = None
+    for o in objectives:
+        if isinstance(o, Objective):
+            built.append(o)
+        elif o == "proxy":
+            built.append(proxy_objective(sp, resolve_proxy(sp, proxy, checkpoint)))
+        elif o == "latency_ms":
+            if hardware is None:
+                raise ConfigError("The 'latency_ms' objective needs hardware=NAME (a folder under latency_models/, "
+                                  "see `hao latency list`) or a fitted predictor.")
+            predictor = predictor or resolve_predictor(hardware)
+            built.append(latency_objective(sp, predictor))
+        elif o == "size_mb":
+            built.append(size_objective(sp))
+        elif o == "bops_g":
+            built.append(bops_objective(sp))
+        elif o == "macs_m":
+            built.append(macs_objective(sp))
+        else:
+            raise ConfigError(f"Unknown objective {o!r}; build-by-name objectives are {list(OBJECTIVE_NAMES)}, "
+                              "or pass hao.search.Objective instances.")
+    refs = reference_candidates(sp) if references is True else dict(references or {})
+    return SearchProblem(sp, built, budgets=dict(budgets or {}), target=target, references=refs)
+
+
+_OPTUNA_ONLY = ("storage", "n_workers", "study_name", "sampler", "population_size", "worker_id")
+
+
+def search(space: str | SearchSpace, hardware: Any = None, solver: str | Solver = "ilp",
+           budgets: Mapping[str, Any] | None = None, *, objectives: Sequence[str | Objective] | None = None,
+           target: str | None = None, proxy: Any = None, checkpoint: str | Path | None = None,
+           n_trials: int | None = None, seed: int = 0, storage: str | None = None, n_workers: int = 1,
+           references: bool | Mapping[str, Candidate] = True, space_kwargs: Mapping[str, Any] | None = None,
+           progress: bool = False, **solver_params: Any) -> SearchResult:
+    """Search ``space`` for the Pareto-optimal candidates on ``hardware``.
+
+    Args:
+        space: registered space name (``hao spaces``) or a :class:`SearchSpace`.
+        hardware: hardware name (``latency_models/<name>``), table folder or fitted latency predictor; adds the
+            ``latency_ms`` objective.
+        solver: ``"ilp"`` (exact, default), ``"optuna"``, ``"random"``, ``"exhaustive"``, or a :class:`Solver`.
+        budgets: upper bounds, e.g. ``{"latency_ms": 2.0, "size_mb": 1.5}`` (aliases ``latency``, ``size``,
+            ``bops``).
+        objectives: names among ``proxy, latency_ms, size_mb, bops_g, macs_m`` or :class:`Objective` objects;
+            default ``proxy`` + ``latency_ms`` (with hardware) + ``size_mb`` + ``bops_g``.
+        target: the objective single-objective solvers minimise (default: the first, ``proxy``).
+        proxy: an accuracy proxy (default: ``AccuracyProxy.from_checkpoint`` on ``checkpoint`` or
+            ``checkpoints/<space>/``).
+        n_trials: Optuna trials / random samples.
+        seed: seed of sampling solvers (explicit; no global RNG is used).
+        storage: Optuna storage URL (``sqlite:///file.db`` default file ``hao-studies.db``; ``postgresql://...``).
+        n_workers: Optuna worker processes on this machine.
+        references: add uniform 8/4-bit reference points (or a ``{label: Candidate}`` mapping, or False).
+        progress: show progress bars.
+        **solver_params: passed to the solver (e.g. ``n_points``, ``exact_front``, ``sampler``).
+
+    Returns:
+        a :class:`SearchResult` (``.df``, ``.pareto()``, ``.save(dir)``, ``.plot(path)``).
+    """
+    problem = make_problem(space, hardware, objectives=objectives, budgets=budgets, target=target, proxy=proxy,
+                           checkpoint=checkpoint, references=references, space_kwargs=space_kwargs)
+    if isinstance(solver, Solver):
+        s = solver
+    else:
+        if not isinstance(solver, str) or solver not in list_solvers():
+            raise ConfigError(f"Unknown solver {solver!r}. Valid solvers: {', '.join(list_solvers())}.")
+        params = dict(solver_params)
+        if solver == "optuna":
+            params.update(seed=seed, n_workers=n_workers)
+            if storage is not None:
+                params["storage"] = storage
+            if n_trials is not None:
+                params["n_trials"] = n_trials
+        else:
+            bad = [k for k in _OPTUNA_ONLY if k in params] + (["storage"] if storage is not None else []) + \
+                (["n_workers"] if n_workers != 1 else [])
+            if bad:
+                raise ConfigError(f"{sorted(set(bad))} only apply to solver='optuna', not {solver!r}.")
+            if solver == "random":
+                params.setdefault("seed", seed)
+                if n_trials is not None:
+                    params["n_samples"] = n_trials
+            elif n_trials is not None:
+                raise ConfigError(f"n_trials applies to solver='optuna' or 'random', not {solver!r}.")
+        s = get_solver(solver, **params)
+    result = s.solve(problem, progress=progress)
+    if hardware is not None:
+        result.meta.setdefault("hardware", str(getattr(hardware, "hardware_", hardware)))
+    return result
