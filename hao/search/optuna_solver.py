@@ -87,8 +87,15 @@ def open_storage(url: str | None, heartbeat_interval: int = 5, grace_period: int
                               "first or point the URL at an existing folder.")
         engine_kwargs = {"connect_args": {"timeout": 60}}
     elif scheme.startswith("postgresql"):
-        driver = "psycopg" if scheme == "postgresql+psycopg" else "psycopg2"
-        lazy_import(driver)
+        if scheme == "postgresql":
+            # SQLAlchemy >= 2.1 maps postgresql:// to psycopg (v3); use psycopg2 when only that is installed
+            import importlib.util
+            if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
+                url = "postgresql+psycopg2://" + url.split("://", 1)[1]
+            elif importlib.util.find_spec("psycopg") is None:
+                lazy_import("psycopg2")  # raises MissingDependencyError with the install command
+        else:
+            lazy_import("psycopg" if scheme == "postgresql+psycopg" else "psycopg2")
         p = urlsplit(url)
         if not p.hostname and "host=" not in (p.query or ""):
             raise ConfigError(f"PostgreSQL storage URL {_redact(url)!r} names no host; use "

@@ -1,6 +1,6 @@
 """A search worker run as a subprocess by test_optuna.py (killed with SIGKILL mid-run, then restarted).
 
-Usage: python -m tests.search._optuna_worker STORAGE_URL N_TRIALS LOG_FILE [SLEEP_S] [WORKER_SEED]
+Usage: python -m tests.search._optuna_worker STORAGE_URL N_TRIALS LOG_FILE [SLEEP_S] [WORKER_ID]
 Every objective evaluation appends one line "<config json>" to LOG_FILE before returning.
 """
 from __future__ import annotations
@@ -35,9 +35,10 @@ def make_problem(log_file: str, sleep_s: float) -> SearchProblem:
 def main() -> None:
     url, n_trials, log_file = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     sleep_s = float(sys.argv[4]) if len(sys.argv) > 4 else 0.05
+    worker = int(sys.argv[5]) if len(sys.argv) > 5 else 0
     problem = make_problem(log_file, sleep_s)
     solver = OptunaSolver(sampler="nsga2", n_trials=n_trials, seed=3, storage=url, population_size=8,
-                          study_name="kill-test", heartbeat_interval=1, grace_period=2)
+                          study_name="kill-test", heartbeat_interval=1, grace_period=2, worker_id=worker)
     res = solver.solve(problem)
     print(f"done {len(res.df)}", flush=True)
 
