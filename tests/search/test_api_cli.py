@@ -1,0 +1,174 @@
+"""hao.search(...), the CLI commands and the adapters to the latency predictor and accuracy proxy."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import hao
+from hao.errors import ConfigError
+from hao.kernel import KernelSpec
+from hao.search.api import make_problem, reference_candidates
+from hao.search.objectives import AdditiveObjective, kernel_objective, latency_objective, size_objective
+from tests.search._instances import random_instance
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def resnet():
+    from hao.space import get_space
+    return get_space("resnet-cifar")
+
+
+def test_hao_search_is_callable_even_after_submodule_import(resnet) -> None:
+    import hao.search.ilp  # noqa: F401  (makes `hao.search` the package)
+    res = hao.search(space=resnet, solver="ilp", objectives=["bops_g", "size_mb"], budgets={"size_mb": 1e9},
+                     n_points=4)
+    assert len(res) >= 1 and res.df["pareto"].any()
+    assert res.objectives == ["bops_g", "size_mb"]
+
+
+def test_kernel_objectives_equal_per_candidate_sums(resnet) -> None:
+    size = size_objective(resnet)
+    fake_pred = lambda ks: np.array([1e-3 * k.macs ** 0.5 + 0.01 * k.w_bits for k in ks])  # noqa: E731
+    lat = kernel_objective(resnet, "latency_ms", fake_pred, constant=0.2)
+    rng = np.random.default_rng(0)
+    cands = [resnet.sample(rng) for _ in range(20)]
+    got_size, got_lat = size.evaluate(cands), lat.evaluate(cands)
+    for c, s, l in zip(cands, got_size, got_lat):
+        ks = resnet.kernels(c)
+        assert s == pytest.approx(sum(k.weight_bytes for k in ks) / 1e6)
+        assert l == pytest.approx(0.2 + fake_pred(ks).sum())
+
+
+def test_latency_objective_uses_overheads(resnet) -> None:
+    class Pred:
+        overhead_ms_ = 0.5
+        overhead_per_kernel_ms_ = 0.01
+
+        def predict(self, ks, prefer_measured=False):
+            return np.full(len(ks), 0.1)
+
+    lat = latency_objective(resnet, Pred())
+    c = resnet.sample(np.random.default_rng(1))
+    n = len(resnet.kernels(c))
+    assert lat.evaluate([c])[0] == pytest.approx(0.5 + n * 0.11)
+    with pytest.raises(ConfigError, match="predict"):
+        latency_objective(resnet, 3)
+
+
+def test_proxy_adapter_matches_proxy_score(resnet) -> None:
+    proxy_mod = pytest.importorskip("hao.proxy")
+
+    class Additive(proxy_mod.BaseAccuracyProxy):
+        is_additive = True
+
+        def unit_costs(self):
+            return [np.arange(len(self.space.unit_options(u)), dtype=float) for u in self.space.units()]
+
+        @property
+        def constant(self):
+            return 1.5
+
+        def score(self, cands):
+            idx = self.space.unit_indices(cands)
+            return 1.5 + idx.sum(axis=1)
+
+    from hao.search.objectives import proxy_objective
+    px = Additive(resnet)
+    obj = proxy_objective(resnet, px)
+    assert isinstance(obj, AdditiveObjective)
+    cands = [resnet.sample(np.random.default_rng(s)) for s in range(10)]
+    np.testing.assert_allclose(obj.evaluate(cands), px.score(cands))
+
+
+def test_missing_proxy_names_the_file(resnet, tmp_path) -> None:
+    with pytest.raises(ConfigError, match="sensitivity.json"):
+        make_problem(resnet, objectives=["proxy"], checkpoint=tmp_path)
+    with pytest.raises(ConfigError, match="needs hardware"):
+        make_problem(resnet, objectives=["latency_ms"])
+    with pytest.raises(ConfigError, match="Unknown objective 'speed'"):
+        make_problem(resnet, objectives=["speed"])
+    with pytest.raises(ConfigError, match="only apply to solver='optuna'"):
+        hao.search(resnet, objectives=["size_mb", "bops_g"], solver="ilp", storage="sqlite:///x.db")
+
+
+def test_reference_candidates_are_uniform(resnet) -> None:
+    refs = reference_candidates(resnet)
+    assert refs, "resnet-cifar has bit decisions, so it has uniform references"
+    for label, c in refs.items():
+        b = int(label.split()[1].split("-")[0])
+        kinds = {d.name: d.kind for d in resnet.decisions()}
+        assert all(v == b for k, v in c.choices if kinds[k] in ("w_bits", "a_bits", "bits"))
+
+
+def _parser() -> argparse.ArgumentParser:
+    from hao.cli_search import add_search_commands
+    p = argparse.ArgumentParser(prog="hao")
+    add_search_commands(p.add_subparsers(dest="command"))
+    return p
+
+
+def test_cli_search_and_export(tmp_path) -> None:
+    out = tmp_path / "s"
+    args = _parser().parse_args(["search", "--space", "resnet-cifar", "--objectives", "bops_g,size_mb",
+                                 "--budget", "size_mb=100", "--points", "3", "--out", str(out), "--no-progress"])
+    assert args.func(args) == 0
+    for f in ("pareto.csv", "results.csv", "result.json", "pareto.png", "best.json"):
+        assert (out / f).is_file(), f
+    exp = tmp_path / "e"
+    args = _parser().parse_args(["export", str(out / "best.json"), "--out", str(exp), "--allow-random-init"])
+    assert args.func(args) == 0
+    bits = json.loads((exp / "bit_config.json").read_text())
+    assert bits and all(set(v) == {"w_bits", "a_bits"} for v in bits.values())
+    import torch
+    sd = torch.load(exp / "model_state.pt", weights_only=True)
+    assert sd
+
+
+def test_cli_errors_are_clear(tmp_path) -> None:
+    from hao.cli_search import parse_budgets
+    with pytest.raises(ConfigError, match="NAME=VALUE"):
+        parse_budgets(["latency_ms:3"])
+    with pytest.raises(ConfigError, match="not a number"):
+        parse_budgets(["latency_ms=fast"])
+    assert parse_budgets(["latency_ms=2,size_mb=1", "bops_g=3"]) == {"latency_ms": 2, "size_mb": 1, "bops_g": 3}
+    args = _parser().parse_args(["search", "--space", "resnet-cifar", "--solver", "sa", "--out", str(tmp_path)])
+    with pytest.raises(ConfigError, match="Valid solvers"):
+        args.func(args)
+    args = _parser().parse_args(["export", "not-json", "--out", str(tmp_path)])
+    with pytest.raises(ConfigError, match="neither an existing file"):
+        args.func(args)
+
+
+def test_demo_fails_clearly_without_sensitivities(tmp_path, monkeypatch) -> None:
+    import hao.proxy
+    from hao import cli_search
+    monkeypatch.setattr(hao.proxy, "default_checkpoint_dir", lambda name: tmp_path / "nothing")
+    with pytest.raises(ConfigError, match=r"sensitivity\.json"):
+        cli_search.run_demo(tmp_path / "out", progress=False)
+
+
+@pytest.mark.skipif(not (REPO / "checkpoints" / "mbconv-fmnist" / "sensitivity.json").is_file()
+                    or not list((REPO / "latency_models").glob("cpu-*/table.csv")),
+                    reason="the committed CPU table or checkpoints/mbconv-fmnist/sensitivity.json is not there yet")
+def test_demo_runs_under_a_minute(tmp_path) -> None:
+    import time
+    from hao import cli_search
+    t0 = time.perf_counter()
+    assert cli_search.run_demo(tmp_path, progress=False) == 0
+    assert time.perf_counter() - t0 < 60
+    assert (tmp_path / "pareto.csv").is_file() and (tmp_path / "pareto.png").is_file()
+
+
+def test_optuna_local_workers_share_one_study(tmp_path) -> None:
+    from hao.search.base import SearchProblem
+    from hao.search.optuna_solver import OptunaSolver
+    base, _ = random_instance(13, n_costs=1)
+    res = OptunaSolver(n_trials=24, n_workers=2, storage=f"sqlite:///{tmp_path}/w.db", population_size=6,
+                       heartbeat_interval=1, grace_period=3).solve(SearchProblem(base.space, base.objectives))
+    assert len(res.df) == 24 and res.df["trial"].is_unique
