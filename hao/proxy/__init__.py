@@ -1,0 +1,18 @@
+"""Accuracy proxy: per-layer Hessian traces, the (layer, choice, bits) sensitivity table, the additive proxy.
+
+    traces = hessian_traces(model, F.cross_entropy, loader, samples=64, tol=0.05, seed=0)
+    table = SensitivityTable.compute(space, supernet, traces, checkpoint_sha256=sha)
+    proxy = AccuracyProxy(space, table)            # or AccuracyProxy.from_checkpoint(space)
+    proxy.score(candidates)                        # ½ Σ Ω per candidate; proxy.unit_costs(), proxy.constant
+"""
+from hao.proxy.hutchinson import (HessianTraces, LayerTrace, hessian_traces, preserve_model_state,
+                                  weight_layers)
+from hao.proxy.proxy import AccuracyProxy, BaseAccuracyProxy, WeightNormProxy, default_checkpoint_dir
+from hao.proxy.sensitivity import (SENSITIVITY_FILE, SensitivityCacheError, SensitivityTable, float_weights,
+                                   perturbation_sq_norm)
+from hao.proxy.zeroq import distill_batch
+
+__all__ = ["AccuracyProxy", "BaseAccuracyProxy", "HessianTraces", "LayerTrace", "SENSITIVITY_FILE",
+           "SensitivityCacheError", "SensitivityTable", "WeightNormProxy", "default_checkpoint_dir",
+           "distill_batch", "float_weights", "hessian_traces", "perturbation_sq_norm", "preserve_model_state",
+           "weight_layers"]

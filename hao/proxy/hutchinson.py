@@ -1,0 +1,334 @@
+"""Per-layer Hessian traces by Hutchinson's estimator (DESIGN §4).
+
+For a Rademacher vector v (entries ±1), E[vᵀHv] = Tr(H); restricted to the block of layer l,
+E[v_lᵀ(Hv)_l] = Tr(H_ll). One Hessian-vector product over all selected parameters therefore gives an unbiased
+sample of *every* layer's trace at once. :func:`hessian_traces` draws such samples (several vectors per autograd
+call, vectorized with ``torch.func.vmap``), cycles over the batches it is given (so the estimate is of the
+Hessian of the loss averaged over those batches), and reports for every layer the sample mean, its standard
+error and the sample count. Unlike PyHessian it uses an explicit seeded ``torch.Generator`` (never the global
+RNG), never changes the caller's model (mode, ``requires_grad``, ``.grad``, parameter values) and returns
+estimates with their errors rather than raw samples.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from hao.errors import ConfigError, HaoError
+
+__all__ = ["LayerTrace", "HessianTraces", "hessian_traces", "weight_layers", "preserve_model_state",
+           "METHODS"]
+
+METHODS = ("double_backward", "forward_over_reverse")
+
+
+@dataclass(frozen=True)
+class LayerTrace:
+    """Hutchinson estimate of one layer's Hessian-block trace Tr(H_ll).
+
+    ``mean`` ± ``std_error`` (standard error of the mean over ``samples`` Rademacher samples); ``numel`` is the
+    layer's parameter count n_l, so ``per_param = mean / numel`` is the average curvature Tr(H_l)/n_l.
+    """
+
+    path: str
+    mean: float
+    std_error: float
+    samples: int
+    numel: int
+
+    @property
+    def per_param(self) -> float:
+        return self.mean / self.numel
+
+    @property
+    def per_param_se(self) -> float:
+        return self.std_error / self.numel
+
+    @property
+    def rel_error(self) -> float:
+        return self.std_error / abs(self.mean) if self.mean != 0 else math.inf
+
+
+@dataclass(frozen=True)
+class HessianTraces:
+    """Per-layer trace estimates keyed by module path (or parameter name), plus the whole selected block.
+
+    ``total``/``total_se``: the estimate of Σ_l Tr(H_ll) and its standard error (computed from the per-sample
+    totals, so correlations between layers are accounted for). ``info`` records how the estimate was made
+    (seed, tol, batches, method, wall time, converged). JSON round-trip: :meth:`to_json` / :meth:`from_json`.
+    """
+
+    layers: tuple[LayerTrace, ...]
+    total: float
+    total_se: float
+    samples: int
+    info: Mapping[str, Any] = field(default_factory=dict)
+
+    def __getitem__(self, path: str) -> LayerTrace:
+        for lt in self.layers:
+            if lt.path == path:
+                return lt
+        raise KeyError(f"No trace for layer {path!r}; layers are {[lt.path for lt in self.layers][:8]}"
+                       f"{'...' if len(self.layers) > 8 else ''}.")
+
+    def __contains__(self, path: object) -> bool:
+        return any(lt.path == path for lt in self.layers)
+
+    def __iter__(self) -> Iterator[LayerTrace]:
+        return iter(self.layers)
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        return tuple(lt.path for lt in self.layers)
+
+    def as_dict(self) -> dict[str, LayerTrace]:
+        return {lt.path: lt for lt in self.layers}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"layers": [asdict(lt) for lt in self.layers], "total": self.total, "total_se": self.total_se,
+                "samples": self.samples, "info": dict(self.info)}
+
+    def to_json(self, indent: int | None = None) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "HessianTraces":
+        try:
+            layers = tuple(LayerTrace(str(x["path"]), float(x["mean"]), float(x["std_error"]), int(x["samples"]),
+                                      int(x["numel"])) for x in d["layers"])
+            return cls(layers, float(d["total"]), float(d["total_se"]), int(d["samples"]), dict(d.get("info", {})))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise HaoError(f"Malformed HessianTraces JSON ({type(exc).__name__}: {exc}); expected keys 'layers' "
+                           "(list of {path, mean, std_error, samples, numel}), 'total', 'total_se', 'samples'.")
+
+    @classmethod
+    def from_json(cls, s: str | bytes) -> "HessianTraces":
+        try:
+            d = json.loads(s)
+        except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as exc:
+            raise HaoError(f"HessianTraces JSON is not valid JSON ({exc}).") from None
+        return cls.from_dict(d)
+
+
+# ---- model handling ------------------------------------------------------------------------------------------
+def weight_layers(model: nn.Module) -> dict[str, str]:
+    """``{module path: parameter name}`` of every module owning a ``weight`` parameter with >= 2 dims
+    (convolutions, linear layers, elastic convolutions); BatchNorm affine weights and biases are excluded."""
+    out = {}
+    for name, m in model.named_modules():
+        w = m._parameters.get("weight") if hasattr(m, "_parameters") else None
+        if isinstance(w, torch.Tensor) and w.dim() >= 2:
+            out[name] = f"{name}.weight" if name else "weight"
+    return out
+
+
+@contextlib.contextmanager
+def preserve_model_state(model: nn.Module) -> Iterator[None]:
+    """Restore every module's ``training`` flag and every parameter's ``requires_grad`` and ``.grad`` on exit."""
+    modes = [(m, m.training) for m in model.modules()]
+    params = [(p, p.requires_grad, p.grad) for p in model.parameters()]
+    try:
+        yield
+    finally:
+        for m, t in modes:
+            m.training = t
+        for p, rg, g in params:
+            p.requires_grad_(rg)
+            p.grad = g
+
+
+def _as_batches(data: Any) -> list[tuple[Any, Any]]:
+    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], torch.Tensor):
+        return [data]
+    try:
+        batches = list(data)
+    except TypeError:
+        raise ConfigError(f"data must be an (inputs, targets) tuple or an iterable of such batches, got "
+                          f"{type(data).__name__}.") from None
+    for i, b in enumerate(batches):
+        if not isinstance(b, (tuple, list)) or len(b) != 2:
+            raise ConfigError(f"data batch {i} must be an (inputs, targets) pair, got {type(b).__name__}"
+                              f"{' of length ' + str(len(b)) if isinstance(b, (tuple, list)) else ''}.")
+    if not batches:
+        raise ConfigError("data is empty: pass an (inputs, targets) tuple or a non-empty iterable of batches.")
+    return batches
+
+
+def _rademacher(shapes: Sequence[torch.Size], k: int, gen: torch.Generator, dtype: torch.dtype,
+                device: torch.device) -> list[torch.Tensor]:
+    """k Rademacher vectors, drawn vector by vector (so a seed gives the same vectors whatever the chunking)."""
+    sizes = [int(torch.Size(s).numel()) for s in shapes]
+    flat = torch.stack([torch.randint(0, 2, (sum(sizes),), generator=gen, dtype=torch.int8) for _ in range(k)])
+    flat = flat.to(device=device, dtype=dtype).mul_(2).sub_(1)
+    return [c.reshape(k, *s) for c, s in zip(flat.split(sizes, dim=1), shapes)]
+
+
+class _HVP:
+    """Batched Hessian-vector products of ``loss_fn(model(x), y)`` w.r.t. the selected parameters."""
+
+    def __init__(self, model: nn.Module, loss_fn: Callable, names: list[str], method: str) -> None:
+        from torch.func import functional_call
+        self.model, self.loss_fn, self.names, self.method = model, loss_fn, names, method
+        self._call = functional_call
+        named = dict(model.named_parameters())
+        named.update(dict(model.named_buffers()))
+        self.primals = [named[n].detach() for n in names]
+        self.rest = {n: t.detach() for n, t in named.items() if n not in set(names)}
+        self._graph: tuple | None = None
+
+    def _loss(self, ws: Sequence[torch.Tensor], x: Any, y: Any) -> torch.Tensor:
+        out = self._call(self.model, {**self.rest, **dict(zip(self.names, ws))}, (x,))
+        loss = self.loss_fn(out, y)
+        if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
+            raise ConfigError(f"loss_fn must return a scalar tensor, got {type(loss).__name__}"
+                              f"{' of shape ' + str(tuple(loss.shape)) if isinstance(loss, torch.Tensor) else ''}.")
+        return loss
+
+    def set_batch(self, x: Any, y: Any) -> None:
+        self.x, self.y = x, y
+        self._graph = None
+
+    def __call__(self, vs: list[torch.Tensor]) -> list[torch.Tensor]:
+        """``vs[i]`` has shape (k, *param_i.shape); returns the k Hessian-vector products, same shapes."""
+        if self.method == "double_backward":
+            if self._graph is None:
+                with torch.enable_grad():
+                    leaves = [p.clone().requires_grad_(True) for p in self.primals]
+                    g = torch.autograd.grad(self._loss(leaves, self.x, self.y), leaves, create_graph=True)
+                self._graph = (leaves, g)
+            leaves, g = self._graph
+            if vs[0].shape[0] == 1:
+                hv = torch.autograd.grad(g, leaves, grad_outputs=[v[0] for v in vs], retain_graph=True)
+                return [h.unsqueeze(0) for h in hv]
+            return list(torch.autograd.grad(g, leaves, grad_outputs=vs, retain_graph=True, is_grads_batched=True))
+        from torch.func import grad, jvp, vmap
+        x, y = self.x, self.y
+        gfun = grad(lambda *ws: self._loss(ws, x, y), argnums=tuple(range(len(self.primals))))
+        prim = tuple(self.primals)
+
+        def one(*v: torch.Tensor) -> tuple:
+            return jvp(gfun, prim, v)[1]
+
+        return list(vmap(one)(*vs))
+
+
+def hessian_traces(model: nn.Module, loss_fn: Callable[[Any, Any], torch.Tensor], data: Any, *,
+                   samples: int = 64, tol: float | None = None, seed: int = 0, device: str | torch.device = "cpu",
+                   params: Sequence[str] | Mapping[str, str] | None = None, vectors_per_call: int = 8,
+                   method: str = "double_backward", min_samples: int = 8, progress: bool = False) -> HessianTraces:
+    """Hutchinson estimates of the per-layer Hessian traces of ``loss_fn(model(x), y)``.
+
+    Parameters
+    ----------
+    model: evaluated in eval mode (BatchNorm uses its running statistics, dropout off); the caller's model is
+        left exactly as it was (every module's mode, parameters, ``requires_grad``, ``.grad``).
+    loss_fn: ``loss_fn(outputs, targets) -> scalar tensor`` (mean over the batch, e.g. ``F.cross_entropy``).
+    data: one ``(inputs, targets)`` batch or an iterable of batches (a loader). Samples cycle over the batches
+        (``vectors_per_call`` vectors per visit), so the estimate is of the Hessian of the average loss.
+    samples: maximum number of Rademacher vectors (>= 2).
+    tol: stop early once every layer's relative standard error ``std_error / |mean|`` is <= tol (checked after
+        each autograd call, never before ``min_samples``); ``None`` draws exactly ``samples`` vectors.
+    seed: seeds a private ``torch.Generator``; the global RNG is never touched.
+    device: where to compute; the model is not moved (a copy is used if ``device`` differs from its own).
+    params: ``None`` = every conv/linear weight, keyed by module path (:func:`weight_layers`); a sequence of
+        parameter names (keyed by those names); or a mapping ``{key: parameter name}``.
+    vectors_per_call: Rademacher vectors per autograd call (batched with vmap).
+    method: ``"double_backward"`` (reverse-over-reverse; the gradient graph of a batch is built once and reused
+        for all its vectors) or ``"forward_over_reverse"`` (``torch.func.jvp`` of ``grad``).
+
+    Returns
+    -------
+    :class:`HessianTraces` with one :class:`LayerTrace` per selected layer (mean, std_error, samples, numel).
+    """
+    if not isinstance(samples, int) or isinstance(samples, bool) or samples < 2:
+        raise ConfigError(f"samples must be an int >= 2 (the standard error needs two samples), got {samples!r}.")
+    if tol is not None and not (isinstance(tol, (int, float)) and tol > 0):
+        raise ConfigError(f"tol must be a positive relative standard error (e.g. 0.05) or None, got {tol!r}.")
+    if not isinstance(vectors_per_call, int) or vectors_per_call < 1:
+        raise ConfigError(f"vectors_per_call must be a positive int, got {vectors_per_call!r}.")
+    if method not in METHODS:
+        raise ConfigError(f"method must be one of {METHODS}, got {method!r}.")
+    if not isinstance(seed, int):
+        raise ConfigError(f"seed must be an int, got {seed!r}.")
+    device = torch.device(device)
+    batches = _as_batches(data)
+
+    named = dict(model.named_parameters())
+    if params is None:
+        keys = weight_layers(model)
+    elif isinstance(params, Mapping):
+        keys = dict(params)
+    else:
+        keys = {str(n): str(n) for n in params}
+    if not keys:
+        raise ConfigError("The model has no parameters to differentiate (no conv/linear weights); pass params=[...].")
+    bad = [n for n in keys.values() if n not in named]
+    if bad:
+        raise ConfigError(f"params names {bad[:4]} are not parameters of the model; valid names look like "
+                          f"{list(named)[:6]}.")
+    paths, names = list(keys), list(keys.values())
+
+    t0 = time.perf_counter()
+    with preserve_model_state(model):
+        work = model
+        own_device = next(iter(named.values())).device
+        if own_device != device:
+            import copy
+            work = copy.deepcopy(model).to(device)
+        work.eval()
+        hvp = _HVP(work, loss_fn, names, method)
+        shapes = [p.shape for p in hvp.primals]
+        dtype = hvp.primals[0].dtype
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        n_layers = len(paths)
+        s1 = torch.zeros(n_layers, dtype=torch.float64)
+        s2 = torch.zeros(n_layers, dtype=torch.float64)
+        t1 = t2 = 0.0
+        n = 0
+        converged = False
+        bar = tqdm(total=samples, disable=not progress, desc="hutchinson", mininterval=5)
+        bi = 0
+        while n < samples and not converged:
+            x, y = batches[bi % len(batches)]
+            bi += 1
+            hvp.set_batch(x.to(device) if isinstance(x, torch.Tensor) else x,
+                          y.to(device) if isinstance(y, torch.Tensor) else y)
+            k = min(vectors_per_call, samples - n)
+            vs = _rademacher(shapes, k, gen, dtype, device)
+            hv = hvp(vs)
+            vals = torch.stack([(v * h).reshape(k, -1).sum(1) for v, h in zip(vs, hv)], 1).double().cpu()
+            s1 += vals.sum(0)
+            s2 += vals.pow(2).sum(0)
+            tot = vals.sum(1)
+            t1 += float(tot.sum())
+            t2 += float(tot.pow(2).sum())
+            n += k
+            bar.update(k)
+            if tol is not None and n >= max(min_samples, 2):
+                mean = s1 / n
+                se = ((s2 / n - mean.pow(2)).clamp_min(0) * n / (n - 1) / n).sqrt()
+                converged = bool((se <= tol * mean.abs()).all())
+        bar.close()
+        del hvp
+    mean = s1 / n
+    se = ((s2 / n - mean.pow(2)).clamp_min(0) * n / (n - 1) / n).sqrt()
+    tm = t1 / n
+    tse = math.sqrt(max(t2 / n - tm * tm, 0.0) * n / (n - 1) / n)
+    layers = tuple(LayerTrace(p, float(m), float(s), n, int(torch.Size(sh).numel()))
+                   for p, m, s, sh in zip(paths, mean, se, shapes))
+    info = {"seed": seed, "tol": tol, "converged": converged if tol is not None else None, "method": method,
+            "vectors_per_call": vectors_per_call, "batches": len(batches), "batch_visits": bi,
+            "wall_s": time.perf_counter() - t0, "threads": torch.get_num_threads(), "device": str(device)}
+    return HessianTraces(layers, tm, tse, n, info)

@@ -1,0 +1,143 @@
+"""The accuracy-proxy extension point and the additive Hessian proxy.
+
+:class:`BaseAccuracyProxy` is the contract every accuracy proxy satisfies; the search consumes it.
+:class:`AccuracyProxy` is hao's Hessian proxy: ½ Σ_l Ω_l, additive over the space's units.
+"""
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from hao.errors import ConfigError, NotFittedError
+from hao.proxy.sensitivity import SENSITIVITY_FILE, SensitivityTable
+from hao.space.base import Candidate, SearchSpace
+
+__all__ = ["BaseAccuracyProxy", "AccuracyProxy", "WeightNormProxy", "default_checkpoint_dir"]
+
+
+def default_checkpoint_dir(space_name: str) -> Path:
+    """``<repo>/checkpoints/<space_name>`` (where the committed supernet and its sensitivities live)."""
+    return Path(__file__).resolve().parents[2] / "checkpoints" / space_name
+
+
+class BaseAccuracyProxy(ABC):
+    """Contract of an accuracy proxy: a cheap predictor of how much a candidate hurts the model.
+
+    ``score(candidates)`` returns a float array, one value per candidate, *lower is better* (a predicted
+    loss increase or accuracy drop). It must be deterministic, must not train or modify any model, and must
+    accept any list of candidates that ``space.validate`` accepts (an empty list gives an empty array).
+
+    An *additive* proxy (``is_additive = True``) also exposes its decomposition for exact solvers:
+    ``unit_costs()[u][i]`` is the cost of unit ``u`` (in ``space.units()`` order) taking option ``i`` of
+    ``space.unit_options(u)`` (the last option is "switched off" for gated units), and ``constant`` is the
+    cost of the layers every candidate has; then ``score(c) == constant + Σ_u unit_costs()[u][idx_u(c)]``
+    exactly, with ``idx = space.unit_indices(candidates)``.
+    """
+
+    is_additive: bool = False
+
+    def __init__(self, space: SearchSpace) -> None:
+        self.space = space
+
+    @abstractmethod
+    def score(self, candidates: Sequence[Candidate]) -> np.ndarray:
+        """Predicted cost (lower is better) of each candidate, shape (len(candidates),)."""
+
+    def unit_costs(self) -> list[np.ndarray]:
+        raise NotImplementedError(f"{type(self).__name__} is not additive; use an Optuna solver.")
+
+    @property
+    def constant(self) -> float:
+        raise NotImplementedError(f"{type(self).__name__} is not additive; use an Optuna solver.")
+
+
+class _AdditiveProxy(BaseAccuracyProxy):
+    is_additive = True
+
+    def __init__(self, space: SearchSpace) -> None:
+        super().__init__(space)
+        self._costs: list[np.ndarray] | None = None
+        self._const: float | None = None
+
+    def _layer_cost(self, p) -> float:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _build(self) -> None:
+        sp = self.space
+        self._const = 0.5 * sum(self._layer_cost(p) for p in sp.fixed_layers())
+        costs = []
+        for u in sp.units():
+            opts = sp.unit_options(u)
+            costs.append(np.array([0.5 * sum(self._layer_cost(p) for p in sp.unit_layers(u.name, o))
+                                   for o in opts], dtype=np.float64))
+        self._costs = costs
+
+    def unit_costs(self) -> list[np.ndarray]:
+        """Per unit, the cost (½ Σ over the unit's layers) of each option of ``space.unit_options(unit)``."""
+        if self._costs is None:
+            self._build()
+        return self._costs
+
+    @property
+    def constant(self) -> float:
+        """½ Σ over the layers present in every candidate (fixed, pinned bits)."""
+        if self._const is None:
+            self._build()
+        return self._const
+
+    def score(self, candidates: Sequence[Candidate]) -> np.ndarray:
+        if len(candidates) == 0:
+            return np.zeros(0)
+        for c in candidates:
+            self.space.validate(c)
+        idx = self.space.unit_indices(list(candidates))
+        costs = self.unit_costs()
+        out = np.full(len(candidates), self.constant)
+        for j, cu in enumerate(costs):
+            out += cu[idx[:, j]]
+        return out
+
+
+class AccuracyProxy(_AdditiveProxy):
+    """Hessian proxy: predicted loss increase ½ Σ_l Tr(H_l)/n_l · ‖ΔW_l‖² (HAWQ-V2, extended to architecture).
+
+    >>> proxy = AccuracyProxy.from_checkpoint(hao.get_space("mbconv-fmnist"))   # doctest: +SKIP
+    >>> proxy.score([space.largest(), space.uniform(4, 4)])                     # doctest: +SKIP
+    """
+
+    def __init__(self, space: SearchSpace, table: SensitivityTable) -> None:
+        super().__init__(space)
+        if not isinstance(table, SensitivityTable):
+            raise ConfigError(f"AccuracyProxy needs a SensitivityTable, got {type(table).__name__}.")
+        if table.space != space.name:
+            raise ConfigError(f"The sensitivity table belongs to space {table.space!r}, not {space.name!r}.")
+        self.table = table
+
+    def _layer_cost(self, p) -> float:
+        return self.table.omega(p)
+
+    @classmethod
+    def from_checkpoint(cls, space: SearchSpace, folder: str | os.PathLike | None = None, *,
+                        verify: bool = True) -> "AccuracyProxy":
+        """Load ``folder/sensitivity.json`` (default: the committed ``checkpoints/<space>``), checking that it
+        matches ``folder/supernet.pt`` by sha256 when ``verify`` and the checkpoint is present."""
+        folder = Path(folder) if folder is not None else default_checkpoint_dir(space.name)
+        ckpt = folder / "supernet.pt"
+        table = SensitivityTable.load(folder / SENSITIVITY_FILE, checkpoint=ckpt if verify and ckpt.exists() else None,
+                                      space=space)
+        return cls(space, table)
+
+
+class WeightNormProxy(_AdditiveProxy):
+    """Baseline without the Hessian: ½ Σ_l ‖ΔW_l‖² (same perturbations, every layer weighted 1)."""
+
+    def __init__(self, space: SearchSpace, table: SensitivityTable) -> None:
+        super().__init__(space)
+        self.table = table
+
+    def _layer_cost(self, p) -> float:
+        return self.table.dw_sq(p)
