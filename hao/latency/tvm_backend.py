@@ -455,14 +455,14 @@ class TVMBackend(LatencyBackend):
     def __init__(self, target: dict[str, Any] | None = None, trials: int = 8,
                  database_dir: str | os.PathLike | None = None, threads: int = DEFAULT_THREADS,
                  rpc: str | None = None, repeat: int = 7, min_repeat_ms: int = 15, population: int = 64,
-                 seed: int = 0, check: bool = True) -> None:
+                 seed: int = 0, check: bool = True, rounds: int = 3) -> None:
         if target is not None and not isinstance(target, dict):
             raise ConfigError(f"target must be a TVM JSON target dict like {{'kind': 'llvm', 'mcpu': 'znver4', "
                               f"'num-cores': 2}}, got {target!r} ({type(target).__name__}).")
         if target is not None and "kind" not in target:
             raise ConfigError(f"target dict needs a 'kind' key (e.g. 'llvm'), got {target!r}.")
         for pname, v, lo in (("trials", trials, 1), ("repeat", repeat, 1), ("min_repeat_ms", min_repeat_ms, 0),
-                             ("population", population, 2), ("threads", threads, 1)):
+                             ("population", population, 2), ("threads", threads, 1), ("rounds", rounds, 1)):
             if not isinstance(v, int) or isinstance(v, bool) or v < lo:
                 raise ConfigError(f"TVMBackend {pname} must be an int >= {lo}, got {v!r}.")
         self.target_dict = dict(target) if target else None
@@ -475,8 +475,10 @@ class TVMBackend(LatencyBackend):
         self.population = population
         self.seed = seed
         self.check = check
+        self.rounds = rounds
         self.threads_in_effect = pin_threads(threads)
         self._opened = False
+        self._checked: dict[tuple, float] = {}
 
     # ---- lifecycle --------------------------------------------------------------------------------------
     def open(self) -> None:
@@ -589,7 +591,7 @@ class TVMBackend(LatencyBackend):
             rng = np.random.default_rng(self.seed)
             inputs = prog.make_inputs(rng)
             err = math.nan
-            if self.check:
+            if self.check and run_kernel.key() not in self._checked:
                 stage = "checking the output"
                 f = self.session.load(exe_check)
                 args = [self.session.tensor(x) for x in inputs]
@@ -599,6 +601,11 @@ class TVMBackend(LatencyBackend):
                 if not ok:
                     return Measurement(kernel, ok=False, tuning_trials=spent, tune_s=tune_s, impl=prec,
                                        vnni=vnni, max_abs_err=err, reason=why)
+                # the same schedule from the same database compiles to the same code: a mapped sub-8-bit
+                # kernel reuses its int8 kernel's check
+                self._checked[run_kernel.key()] = err
+            elif self.check:
+                err = self._checked[run_kernel.key()]
             stage = "timing"
             f = self.session.load(exe_time)
             from tvm.s_tir.meta_schedule.arg_info import ArgInfo
@@ -612,7 +619,16 @@ class TVMBackend(LatencyBackend):
                     targs.append(self.session.tensor(np.zeros(shape, dtype=str(info.dtype))))
             timer = f.time_evaluator("main", self.session.dev, number=1, repeat=self.repeat,
                                      min_repeat_ms=self.min_repeat_ms)
-            res = np.asarray(timer(*targs).results, dtype=np.float64) * 1e3
+            # Several sessions, keep the one with the lowest median: a host hiccup or another process on
+            # these 2 cores inflates a whole session (TVM's spinning thread pool makes contention
+            # catastrophic), while nothing makes a kernel faster than it is.
+            time.sleep(0.05)
+            best = None
+            for _ in range(self.rounds):
+                r = np.asarray(timer(*targs).results, dtype=np.float64) * 1e3
+                if best is None or np.median(r) < np.median(best):
+                    best = r
+            res = best
             impl = prec if prec != "int8" else ("int8-vnni" if vnni else "int8")
             if prec == "int8-mapped" and vnni:
                 impl = "int8-mapped-vnni"
@@ -667,8 +683,16 @@ class TVMBackend(LatencyBackend):
                        "database": "JSONDatabase, best record per workload (tuning_db/)",
                        "builder": "in-process (thread pool)", "runner": "RPCRunner" if self.rpc else "LocalRunner"},
             "timing": {"api": "time_evaluator", "number": 1, "repeat": self.repeat,
-                       "min_repeat_ms": self.min_repeat_ms, "warmup": "1 run (time_evaluator's own)",
-                       "statistic": "median of repeats (latency_ms), std of repeats (std_ms)"},
+                       "min_repeat_ms": self.min_repeat_ms, "sessions": self.rounds,
+                       "warmup": "1 run per session (time_evaluator's own)",
+                       "statistic": "median of repeats of the session with the lowest median (latency_ms); "
+                                    "std of that session's repeats (std_ms); repeats = its repeat count"},
+            "protocol": (f"per kernel: TE/topi compute (fp32 NHWC; int8 u8xi8->i32 + requantize, NCHW16c, packed "
+                         f"weights) -> best schedule from tuning_db or MetaSchedule tuning with {self.trials} "
+                         f"trials -> build -> output checked against a NumPy/PyTorch reference -> "
+                         f"{self.rounds} x time_evaluator(number=1, repeat={self.repeat}, min_repeat_ms={self.min_repeat_ms}) "
+                         "each after one warm-up run -> lowest median of the sessions; threads pinned via TVM_NUM_THREADS; "
+                         "weight-layout rewrite blocks removed (weights pre-packed, as in a compiled network)"),
             "correctness": "every kernel's output checked against a NumPy/PyTorch reference before timing "
                            "(int: <= 1 LSB on <= 0.1% of elements; float: 1e-3 relative)" if self.check else "off",
         }

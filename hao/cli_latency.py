@@ -1,0 +1,179 @@
+"""``hao calibrate`` and ``hao latency {list,validate,import,predict}`` (wired into ``hao.cli``)."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+from hao.errors import ConfigError
+
+__all__ = ["add_latency_commands"]
+
+
+def _parse_target(s: str | None) -> dict[str, Any] | None:
+    if s is None:
+        return None
+    try:
+        t = json.loads(s)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--target must be a TVM JSON target dict such as "
+                          f"'{{\"kind\": \"llvm\", \"mcpu\": \"znver4\", \"num-cores\": 2}}', got {s!r} ({exc.msg}). "
+                          "String targets like 'llvm -mcpu=...' are refused by TVM 0.27.") from None
+    if not isinstance(t, dict) or "kind" not in t:
+        raise ConfigError(f"--target must be a JSON object with a 'kind' key, got {s!r}.")
+    return t
+
+
+def _parse_bits(s: str) -> list[tuple[int, int]]:
+    out = []
+    for part in s.split(","):
+        part = part.strip().lower()
+        if not part:
+            continue
+        try:
+            w, a = part.lstrip("w").split("a")
+            out.append((int(w), int(a)))
+        except ValueError:
+            raise ConfigError(f"--precisions entries look like w32a32,w8a8; got {part!r} in {s!r}.") from None
+    return out
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    # Pin the thread count before anything imports tvm.
+    from hao.latency.tvm_backend import pin_threads
+
+    pin_threads(args.threads)
+    from hao.latency.backend import get_backend
+    from hao.latency.calibrate import calibrate, plan_kernels, space_kernels
+    from hao.latency.table import models_root
+    from hao.space import get_space
+
+    kernels = []
+    for name in args.space:
+        kernels.extend(space_kernels(get_space(name)))
+    plan = plan_kernels(kernels, precisions=_parse_bits(args.precisions), include_space_bits=not args.no_space_bits,
+                        limit=args.kernels, seed=args.seed)
+    root = args.root or str(models_root())
+    if args.backend == "tvm":
+        params = dict(target=_parse_target(args.target), trials=args.trials, threads=args.threads, rpc=args.rpc,
+                      database_dir=os.path.join(root, args.hardware, "tuning_db"), seed=args.seed,
+                      repeat=args.repeat, min_repeat_ms=args.min_repeat_ms)
+    else:
+        params = {}
+    backend = get_backend(args.backend, **params)
+    res = calibrate(args.hardware, plan, backend, root=root, retry_failed=args.retry_failed,
+                    progress=not args.no_progress, space_name=",".join(args.space),
+                    command="hao " + " ".join(sys.argv[1:]) if sys.argv else None)
+    print(json.dumps(res, indent=2))
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from hao.latency.table import LatencyTable, hardware_dir, list_hardware
+
+    rows = []
+    for name in list_hardware():
+        try:
+            rows.append(LatencyTable.load(hardware_dir(name)).summary() | {"name": name, "ok": True})
+        except Exception as exc:  # noqa: BLE001 - list what is broken instead of failing the listing
+            rows.append({"name": name, "ok": False, "error": str(exc), "path": str(hardware_dir(name))})
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+        return 0
+    if not rows:
+        print("no hardware tables found (latency_models/, HAO_LATENCY_MODELS)")
+        return 0
+    w = max(len(r["name"]) for r in rows)
+    print(f"{'name':<{w}}  {'rows':>6}  {'bits':<40} source")
+    for r in rows:
+        if not r["ok"]:
+            print(f"{r['name']:<{w}}  BROKEN  {r['error'][:100]}")
+            continue
+        bits = ",".join(r["bits"])
+        print(f"{r['name']:<{w}}  {r['rows']:>6}  {bits[:40]:<40} {str(r['source'])[:60]}")
+    return 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from hao.latency.tvm_backend import pin_threads
+
+    pin_threads(args.threads)
+    from hao.latency.validate import validate_networks
+
+    rep = validate_networks(args.hardware, args.space, n_networks=args.networks, seed=args.seed,
+                            trials_per_task=args.trials, calib_networks=args.calib_networks,
+                            progress=not args.no_progress, out=args.out)
+    if args.json:
+        print(json.dumps(rep, indent=2, default=str))
+    else:
+        s = rep["summary"]
+        print(f"{rep['hardware']} / {rep['space']}: {s['n_networks']} networks; median |err| "
+              f"{s['median_abs_err_pct']:.1f}%, within ±10%: {s['share_within_10pct']:.0%}, "
+              f"Kendall tau {s['kendall_tau']:.3f}; report: {rep['report_path']}")
+    return 0
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    from hao.latency.importers import get_importer
+
+    imp = get_importer(args.format)
+    folder = imp.run(args.source, args.hardware, root=args.root)
+    print(json.dumps({"hardware": folder.name, "folder": str(folder)}, indent=2))
+    return 0
+
+
+def add_latency_commands(subparsers: Any) -> None:
+    """Register ``calibrate`` and ``latency`` on an argparse sub-parser collection."""
+    p = subparsers.add_parser("calibrate", help="measure a space's kernels with TVM into latency_models/NAME")
+    p.add_argument("--hardware", required=True, help="hardware folder name, e.g. cpu-rocketlake-2t")
+    p.add_argument("--space", required=True, action="append",
+                   help="search space name (repeat for several); see `hao spaces`")
+    p.add_argument("--target", default=None,
+                   help='TVM JSON target, e.g. \'{"kind":"llvm","mcpu":"znver4","num-cores":2}\' '
+                        "(default: this CPU as LLVM names it)")
+    p.add_argument("--kernels", type=int, default=None, help="measure at most N planned kernels (seeded subset)")
+    p.add_argument("--trials", type=int, default=8, help="MetaSchedule trials per kernel (default 8)")
+    p.add_argument("--threads", type=int, default=2, help="TVM_NUM_THREADS (default 2)")
+    p.add_argument("--rpc", default=None, help="HOST:PORT:KEY of a TVM RPC tracker (remote hardware)")
+    p.add_argument("--precisions", default="w32a32,w8a8",
+                   help="bit pairs every shape is measured at (default w32a32,w8a8)")
+    p.add_argument("--no-space-bits", action="store_true",
+                   help="do not add the sub-8-bit pairs the space uses (flagged int8-mapped rows)")
+    p.add_argument("--repeat", type=int, default=7, help="time_evaluator repeats (default 7)")
+    p.add_argument("--min-repeat-ms", type=int, default=15, help="time_evaluator min_repeat_ms (default 15)")
+    p.add_argument("--backend", default="tvm", help="latency backend (tvm, or roofline for a dry run)")
+    p.add_argument("--root", default=None, help="folder holding hardware folders (default latency_models/)")
+    p.add_argument("--retry-failed", action="store_true", help="measure kernels in failed.csv again")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_calibrate)
+
+    lat = subparsers.add_parser("latency", help="latency tables: list, validate, import")
+    lsub = lat.add_subparsers(dest="latency_command", metavar="SUBCOMMAND")
+    lat.set_defaults(func=lambda a: (lat.print_help(), 2)[1])
+    pl = lsub.add_parser("list", help="list hardware tables")
+    pl.add_argument("--json", action="store_true")
+    pl.set_defaults(func=_cmd_list)
+
+    pv = lsub.add_parser("validate", help="whole networks compiled by TVM vs the predictor")
+    pv.add_argument("hardware")
+    pv.add_argument("--space", required=True)
+    pv.add_argument("--networks", type=int, default=20, help="validation networks (seeded random candidates)")
+    pv.add_argument("--calib-networks", type=int, default=4,
+                    help="extra networks (other seeds) used only to fit the per-network overhead")
+    pv.add_argument("--trials", type=int, default=8, help="MetaSchedule trials per new Relax task")
+    pv.add_argument("--threads", type=int, default=2)
+    pv.add_argument("--seed", type=int, default=0)
+    pv.add_argument("--out", default=None, help="report path (default: <table folder>/validation_<space>.json)")
+    pv.add_argument("--json", action="store_true")
+    pv.add_argument("--no-progress", action="store_true")
+    pv.set_defaults(func=_cmd_validate)
+
+    pi = lsub.add_parser("import", help="import a published table as a hardware folder")
+    pi.add_argument("format", help="apq | haq | hawq")
+    pi.add_argument("--source", default=None, help="input file (default: the copy in ../shared/data)")
+    pi.add_argument("--hardware", default=None, help="folder name (default per format)")
+    pi.add_argument("--root", default=None, help="folder holding hardware folders (default latency_models/)")
+    pi.set_defaults(func=_cmd_import)

@@ -1,0 +1,248 @@
+"""``LatencyPredictor``: a scikit-learn estimator of kernel latency, fitted on a hardware table.
+
+Features are physical (:func:`kernel_features`): log MACs, log bytes moved (input, weights, output), arithmetic
+intensity, shapes (channels, resolution, kernel, stride), bit-widths and how they execute (fp32 / int8 /
+mapped), channel padding to the int8 kernels' 16-lane blocks, and the op. The target is log(latency): errors
+are relative, as latencies span four decades.
+
+Contract (scikit-learn): ``__init__`` stores parameters only; :meth:`fit` learns attributes ending in ``_``;
+:meth:`predict` before ``fit`` raises :class:`~hao.errors.NotFittedError`. Nothing is pickled: the model is
+refitted deterministically from the table (fixed ``random_state``), and the only other state — the fitted
+per-network overhead — is stored as JSON (``predictor.json`` next to the table, see :meth:`save_overhead`).
+
+Network latency = Σ kernel latencies + overhead, overhead = ``overhead_ms_ + overhead_per_kernel_ms_ * n``
+(fitted on whole networks compiled end to end, :meth:`fit_overhead`; zero until then). Measured kernels can be
+looked up instead of predicted (``prefer_measured=True``).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from sklearn.base import BaseEstimator, RegressorMixin
+
+from hao.errors import ConfigError, NotFittedError
+from hao.kernel import OPS, KernelSpec
+from hao.latency.backend import kernel_precision
+from hao.latency.table import LatencyTable, atomic_write_text, load_table
+
+__all__ = ["LatencyPredictor", "kernel_features", "FEATURE_NAMES", "FlopsBaseline", "error_stats"]
+
+_PREC = ("fp32", "fp32-mapped", "int8", "int8-mapped")
+FEATURE_NAMES = (
+    ("log_macs", "log_in_bytes", "log_w_bytes", "log_out_bytes", "log_intensity", "log_elems",
+     "in_channels", "out_channels", "in_hw", "out_hw", "kernel", "stride", "w_bits", "a_bits", "log_batch",
+     "ch_pad_in16", "ch_pad_out16", "log_ch_in", "log_ch_out")
+    + tuple(f"op_{o}" for o in OPS) + tuple(f"prec_{p}" for p in _PREC))
+
+
+def _pad_ratio(c: int, m: int = 16) -> float:
+    return (-(-c // m) * m) / c
+
+
+def kernel_features(kernels: Sequence[KernelSpec]) -> np.ndarray:
+    """(n, len(FEATURE_NAMES)) float matrix. Bytes are those of the executed precision (int8-mapped kernels
+    move int8 bytes, since that is what runs)."""
+    X = np.zeros((len(kernels), len(FEATURE_NAMES)), dtype=np.float64)
+    for i, k in enumerate(kernels):
+        prec = kernel_precision(k)
+        ebytes = 4.0 if prec.startswith("fp32") else 1.0
+        n_in = k.batch * k.in_channels * k.in_h * k.in_w * (2 if k.op == "add" else 1)
+        n_out = k.batch * k.out_channels * k.out_h * k.out_w
+        in_b, w_b, out_b = n_in * ebytes, k.params * ebytes, n_out * ebytes
+        work = max(k.macs, k.elementwise_ops, 1)
+        X[i, :19] = (math.log1p(k.macs), math.log1p(in_b), math.log1p(w_b), math.log1p(out_b),
+                     math.log(work / (in_b + w_b + out_b)), math.log1p(n_in + n_out), k.in_channels,
+                     k.out_channels, k.in_h, k.out_h, k.kernel, k.stride, k.w_bits, k.a_bits, math.log(k.batch),
+                     _pad_ratio(k.in_channels), _pad_ratio(k.out_channels), math.log(k.in_channels),
+                     math.log(k.out_channels))
+        X[i, 19 + OPS.index(k.op)] = 1.0
+        X[i, 19 + len(OPS) + _PREC.index(prec)] = 1.0
+    return X
+
+
+def error_stats(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
+    """Median / mean |relative error| (%), share within ±10 %, Kendall τ (if scipy is there)."""
+    pred, true = np.asarray(pred, float), np.asarray(true, float)
+    rel = np.abs(pred - true) / true * 100.0
+    out = {"n": int(true.size), "median_abs_err_pct": float(np.median(rel)), "mean_abs_err_pct": float(rel.mean()),
+           "p90_abs_err_pct": float(np.percentile(rel, 90)), "share_within_10pct": float((rel <= 10.0).mean())}
+    if true.size >= 2:
+        from scipy.stats import kendalltau
+
+        out["kendall_tau"] = float(kendalltau(pred, true).statistic)
+    return out
+
+
+class FlopsBaseline(BaseEstimator, RegressorMixin):
+    """latency = c_p · work, one constant per execution precision p (work = MACs, or element ops for
+    pooling/add), c_p the median of latency/work on the training rows. The baseline every predictor must beat."""
+
+    def fit(self, kernels: Sequence[KernelSpec], latency_ms: Sequence[float]) -> "FlopsBaseline":
+        y = np.asarray(latency_ms, float)
+        work = np.array([max(k.macs, k.elementwise_ops, 1) for k in kernels], float)
+        prec = np.array([kernel_precision(k) for k in kernels])
+        self.coef_ = {p: float(np.median(y[prec == p] / work[prec == p])) for p in np.unique(prec)}
+        self.default_coef_ = float(np.median(y / work))
+        return self
+
+    def predict(self, kernels: Sequence[KernelSpec]) -> np.ndarray:
+        if not hasattr(self, "coef_"):
+            raise NotFittedError("FlopsBaseline is not fitted; call fit(kernels, latency_ms) first.")
+        return np.array([self.coef_.get(kernel_precision(k), self.default_coef_) * max(k.macs, k.elementwise_ops, 1)
+                         for k in kernels])
+
+
+class LatencyPredictor(BaseEstimator, RegressorMixin):
+    """Gradient-boosted trees on :func:`kernel_features`, target log(latency_ms).
+
+    Parameters
+    ----------
+    n_estimators, learning_rate, max_depth, min_samples_leaf, subsample: of
+        :class:`sklearn.ensemble.GradientBoostingRegressor` (the point model, squared loss on log latency).
+    quantiles: (low, high) for the uncertainty band (two extra quantile-loss models); ``None`` to skip.
+    random_state: seed of the subsampling (the fit is deterministic for a given table).
+    """
+
+    def __init__(self, n_estimators: int = 400, learning_rate: float = 0.05, max_depth: int = 4,
+                 min_samples_leaf: int = 3, subsample: float = 0.8,
+                 quantiles: tuple[float, float] | None = (0.1, 0.9), random_state: int = 0) -> None:
+        self.n_estimators = n_estimators
+        self.learning_rate = learning_rate
+        self.max_depth = max_depth
+        self.min_samples_leaf = min_samples_leaf
+        self.subsample = subsample
+        self.quantiles = quantiles
+        self.random_state = random_state
+
+    def _check_params(self) -> None:
+        if not isinstance(self.n_estimators, int) or self.n_estimators < 1:
+            raise ConfigError(f"LatencyPredictor n_estimators must be an int >= 1, got {self.n_estimators!r}.")
+        if not (0 < float(self.learning_rate) <= 1):
+            raise ConfigError(f"LatencyPredictor learning_rate must be in (0, 1], got {self.learning_rate!r}.")
+        if self.quantiles is not None:
+            lo, hi = self.quantiles
+            if not 0 < lo < hi < 1:
+                raise ConfigError(f"LatencyPredictor quantiles must satisfy 0 < low < high < 1, got {self.quantiles!r}.")
+
+    def _gbr(self, **kw: Any) -> Any:
+        from sklearn.ensemble import GradientBoostingRegressor
+
+        return GradientBoostingRegressor(n_estimators=self.n_estimators, learning_rate=self.learning_rate,
+                                         max_depth=self.max_depth, min_samples_leaf=self.min_samples_leaf,
+                                         subsample=self.subsample, random_state=self.random_state, **kw)
+
+    def fit(self, kernels: Sequence[KernelSpec] | LatencyTable, latency_ms: Sequence[float] | None = None
+            ) -> "LatencyPredictor":
+        """Fit on kernels and their latencies, or on a :class:`LatencyTable` (``latency_ms`` omitted)."""
+        self._check_params()
+        if isinstance(kernels, LatencyTable):
+            table = kernels
+            kernels = table.kernels()
+            latency_ms = table.df["latency_ms"].to_numpy(float)
+            self.hardware_ = table.name
+        elif latency_ms is None:
+            raise ConfigError("LatencyPredictor.fit(kernels, latency_ms): latency_ms is required with a kernel list.")
+        kernels = list(kernels)
+        y = np.asarray(latency_ms, dtype=float)
+        if len(kernels) != y.size:
+            raise ConfigError(f"fit got {len(kernels)} kernels but {y.size} latencies; they must match.")
+        if y.size < 5:
+            raise ConfigError(f"LatencyPredictor needs at least 5 rows to fit, got {y.size}.")
+        if not np.all(np.isfinite(y)) or np.any(y <= 0):
+            raise ConfigError("fit: every latency must be a finite number > 0.")
+        X = kernel_features(kernels)
+        ly = np.log(y)
+        self.model_ = self._gbr().fit(X, ly)
+        self.quantile_models_ = None
+        if self.quantiles is not None:
+            self.quantile_models_ = tuple(self._gbr(loss="quantile", alpha=q).fit(X, ly) for q in self.quantiles)
+        self.n_features_in_ = X.shape[1]
+        self.measured_ = {k.key(): float(v) for k, v in zip(kernels, y)}
+        if not hasattr(self, "overhead_ms_"):
+            self.overhead_ms_ = 0.0
+            self.overhead_per_kernel_ms_ = 0.0
+        return self
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "model_"):
+            raise NotFittedError("This LatencyPredictor is not fitted yet; call fit(table) or "
+                                 "LatencyPredictor.from_table('hardware-name') first.")
+
+    def predict(self, kernels: Sequence[KernelSpec], prefer_measured: bool = False) -> np.ndarray:
+        """Latency in ms per kernel (model output; measured values instead where ``prefer_measured``)."""
+        self._check_fitted()
+        kernels = list(kernels)
+        if not kernels:
+            return np.zeros(0)
+        out = np.exp(self.model_.predict(kernel_features(kernels)))
+        if prefer_measured:
+            for i, k in enumerate(kernels):
+                v = self.measured_.get(k.key())
+                if v is not None:
+                    out[i] = v
+        return out
+
+    def predict_interval(self, kernels: Sequence[KernelSpec]) -> tuple[np.ndarray, np.ndarray]:
+        """(low, high) quantile predictions in ms (``quantiles`` band)."""
+        self._check_fitted()
+        if self.quantile_models_ is None:
+            raise NotFittedError("predict_interval needs quantiles=(low, high) at construction; it was None.")
+        X = kernel_features(list(kernels))
+        lo, hi = (np.exp(m.predict(X)) for m in self.quantile_models_)
+        return np.minimum(lo, hi), np.maximum(lo, hi)
+
+    # ---- networks ---------------------------------------------------------------------------------------
+    def network_latency(self, kernels: Sequence[KernelSpec], prefer_measured: bool = True) -> float:
+        """Σ kernel latencies + the fitted per-network overhead (ms)."""
+        k = list(kernels)
+        return float(self.predict(k, prefer_measured=prefer_measured).sum() + self.overhead_ms_
+                     + self.overhead_per_kernel_ms_ * len(k))
+
+    def fit_overhead(self, networks: Sequence[Sequence[KernelSpec]], measured_ms: Sequence[float],
+                     prefer_measured: bool = True) -> "LatencyPredictor":
+        """Fit overhead = a + b·n_kernels (a, b >= 0, least squares on relative error) from whole networks."""
+        self._check_fitted()
+        y = np.asarray(measured_ms, float)
+        if len(networks) != y.size or y.size < 1:
+            raise ConfigError(f"fit_overhead needs one measured latency per network; got {len(networks)} networks "
+                              f"and {y.size} latencies.")
+        s = np.array([self.predict(list(n), prefer_measured=prefer_measured).sum() for n in networks])
+        n = np.array([len(n) for n in networks], float)
+        r = y - s
+        from scipy.optimize import nnls
+
+        A = np.stack([np.ones_like(n), n], axis=1) / y[:, None]
+        coef, _ = nnls(A, r / y) if y.size >= 2 else (np.array([max(r[0], 0.0), 0.0]), None)
+        self.overhead_ms_, self.overhead_per_kernel_ms_ = float(coef[0]), float(coef[1])
+        return self
+
+    def save_overhead(self, folder: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
+        """Write the non-refittable state (overhead) and the parameters as JSON (no pickle)."""
+        self._check_fitted()
+        p = Path(folder) / "predictor.json"
+        atomic_write_text(p, json.dumps({"params": self.get_params(), "overhead_ms": self.overhead_ms_,
+                                         "overhead_per_kernel_ms": self.overhead_per_kernel_ms_,
+                                         **(extra or {})}, indent=2, default=list) + "\n")
+        return p
+
+    @classmethod
+    def from_table(cls, table: str | os.PathLike | LatencyTable, **params: Any) -> "LatencyPredictor":
+        """Fit on a hardware table (name, folder or :class:`LatencyTable`) and load its ``predictor.json``
+        overhead if present."""
+        t = table if isinstance(table, LatencyTable) else load_table(table)
+        saved: dict[str, Any] = {}
+        if t.path is not None and (Path(t.path) / "predictor.json").is_file():
+            saved = json.loads((Path(t.path) / "predictor.json").read_text())
+        p = dict(saved.get("params", {}))
+        if "quantiles" in p and p["quantiles"] is not None:
+            p["quantiles"] = tuple(p["quantiles"])
+        p.update(params)
+        est = cls(**p).fit(t)
+        est.overhead_ms_ = float(saved.get("overhead_ms", 0.0))
+        est.overhead_per_kernel_ms_ = float(saved.get("overhead_per_kernel_ms", 0.0))
+        return est
