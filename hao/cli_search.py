@@ -234,18 +234,55 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _export_tvm(model: Any, space: Any, hardware: str, out: Path) -> str:
-    try:
-        from hao.latency import tvm_backend
-    except ImportError as exc:
-        raise ConfigError(f"--tvm needs hao.latency.tvm_backend ({exc}).") from None
-    fn = getattr(tvm_backend, "compile_module", None) or getattr(tvm_backend, "export_library", None)
-    if fn is None:
-        raise ConfigError("--tvm: hao.latency.tvm_backend offers no compile_module(model, input_shape, hardware, "
-                          "path) yet; export without --tvm.")
-    path = out / "model.so"
-    fn(model, (1, *space.input_shape), hardware, path)
-    return str(path)
+def _export_tvm(model: Any, space: Any, hardware: str, out: Path) -> dict[str, Any]:
+    """Compile ``model`` for ``hardware``'s TVM target into ``out/model_<hardware>.so``.
+
+    Like hao's whole-network validation (``hao/latency/validate.py``) the network is compiled in float32 with
+    BatchNorm folded: TVM's PyTorch frontend has no path for our fake-quantized layers. The library is checked
+    against PyTorch's output before it is written."""
+    import copy
+
+    import numpy as np
+    import torch
+
+    from hao._imports import lazy_import
+    tvm = lazy_import("tvm")
+    from tvm import relax
+    from tvm.relax.frontend.torch import from_exported_program
+
+    from hao.latency.table import hardware_dir
+    from hao.latency.validate import fold_batchnorm
+    from hao.quant import quant_layers, set_bits
+    meta_path = Path(hardware_dir(hardware)) / "meta.json"
+    if not meta_path.is_file():
+        raise ConfigError(f"--tvm {hardware}: {meta_path} does not exist; name a folder under latency_models/.")
+    meta = json.loads(meta_path.read_text())
+    if not meta.get("target_json"):
+        raise ConfigError(f"--tvm {hardware}: {meta_path} has no 'target_json'; it was not calibrated with TVM.")
+    target = tvm.target.Target(json.loads(meta["target_json"]))
+    fm = copy.deepcopy(model)
+    set_bits(fm, {name: {"w_bits": 32, "a_bits": 32} for name, _ in quant_layers(fm)})
+    fm = fold_batchnorm(fm.eval())
+    x = torch.randn(1, *space.input_shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref = fm(x).numpy()
+        ep = torch.export.export(fm, (x,))
+    mod = from_exported_program(ep, keep_params_as_input=False)
+    with target:
+        mod = relax.transform.DecomposeOpsForInference()(mod)
+        mod = relax.get_pipeline("zero")(mod)
+    exe = tvm.compile(mod, target=target)
+    vm = relax.VirtualMachine(exe, tvm.cpu(0))
+    got = vm["main"](tvm.runtime.tensor(x.numpy(), tvm.cpu(0)))
+    got = got.numpy() if hasattr(got, "numpy") else got[0].numpy()
+    err = float(np.abs(got - ref).max())
+    if not err <= 1e-3 * (1 + float(np.abs(ref).max())):
+        raise ConfigError(f"--tvm: the compiled library's output differs from PyTorch's by {err:g}; not written.")
+    path = out / f"model_{hardware}.so"
+    exe.export_library(str(path))
+    return {"library": path.name, "target": meta["target_json"], "precision": "float32 (BN folded)",
+            "max_abs_err_vs_torch": err,
+            "load": "tvm.relax.VirtualMachine(tvm.runtime.load_module(path), tvm.cpu())['main'](x)"}
 
 
 def main(argv: list[str] | None = None) -> int:  # pragma: no cover - `python -m hao.cli_search`

@@ -172,3 +172,19 @@ def test_optuna_local_workers_share_one_study(tmp_path) -> None:
     res = OptunaSolver(n_trials=24, n_workers=2, storage=f"sqlite:///{tmp_path}/w.db", population_size=6,
                        heartbeat_interval=1, grace_period=3).solve(SearchProblem(base.space, base.objectives))
     assert len(res.df) == 24 and res.df["trial"].is_unique
+
+
+def test_export_tvm_library(tmp_path) -> None:
+    pytest.importorskip("tvm")
+    hw = sorted(p.parent.name for p in (REPO / "latency_models").glob("cpu-*/meta.json"))
+    if not hw:
+        pytest.skip("no CPU hardware folder under latency_models/")
+    from hao.space import get_space
+    sp = get_space("resnet-cifar")
+    cand = sp.sample(np.random.default_rng(0))
+    (tmp_path / "c.json").write_text(cand.to_json())
+    args = _parser().parse_args(["export", str(tmp_path / "c.json"), "--out", str(tmp_path / "e"),
+                                 "--allow-random-init", "--tvm", hw[0]])
+    assert args.func(args) == 0
+    meta = json.loads((tmp_path / "e" / "export.json").read_text())
+    assert (tmp_path / "e" / meta["tvm"]["library"]).stat().st_size > 0
