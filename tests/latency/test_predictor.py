@@ -1,0 +1,82 @@
+"""LatencyPredictor: sklearn contract, determinism, and accuracy on held-out rows of the committed CPU table."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from hao.errors import ConfigError, NotFittedError
+from hao.kernel import KernelSpec
+from hao.latency.predictor import FlopsBaseline, LatencyPredictor, error_stats, kernel_features, FEATURE_NAMES
+from hao.latency.table import list_hardware, load_table
+
+CPU_TABLE = "cpu-rocketlake-2t"
+
+
+def _cpu_table():
+    if CPU_TABLE not in list_hardware():
+        pytest.skip(f"committed table latency_models/{CPU_TABLE} is absent")
+    t = load_table(CPU_TABLE)
+    if len(t) < 100:
+        pytest.skip(f"{CPU_TABLE} has only {len(t)} rows (calibration incomplete)")
+    return t
+
+
+def test_not_fitted_and_params():
+    p = LatencyPredictor()
+    with pytest.raises(NotFittedError, match="not fitted"):
+        p.predict([KernelSpec("conv2d", 8, 8, 8, 8)])
+    with pytest.raises(ConfigError, match="n_estimators must be an int >= 1"):
+        LatencyPredictor(n_estimators=0).fit([KernelSpec("conv2d", 8, 8, 8, 8)] * 5, [1.0] * 5)
+    with pytest.raises(ConfigError, match="quantiles"):
+        LatencyPredictor(quantiles=(0.9, 0.1)).fit([KernelSpec("conv2d", 8, 8, 8, 8)] * 5, [1.0] * 5)
+    assert set(p.get_params()) >= {"n_estimators", "random_state", "quantiles"}
+
+
+def test_features_are_finite_and_named():
+    ks = [KernelSpec("conv2d", 3, 16, 28, 28, 3, 1), KernelSpec("add", 16, 16, 7, 7, a_bits=8),
+          KernelSpec("dense", 256, 10, 1, 1, w_bits=4, a_bits=4), KernelSpec("avgpool", 64, 64, 4, 4)]
+    X = kernel_features(ks)
+    assert X.shape == (4, len(FEATURE_NAMES)) and np.isfinite(X).all()
+
+
+def test_beats_flops_baseline_on_held_out_rows():
+    t = _cpu_table()
+    ks = t.kernels()
+    y = t.df["latency_ms"].to_numpy()
+    rng = np.random.default_rng(0)
+    idx = rng.permutation(len(ks))
+    n_test = len(ks) // 5
+    test, train = idx[:n_test], idx[n_test:]
+    p = LatencyPredictor(quantiles=None).fit([ks[i] for i in train], y[train])
+    b = FlopsBaseline().fit([ks[i] for i in train], y[train])
+    sp = error_stats(p.predict([ks[i] for i in test]), y[test])
+    sb = error_stats(b.predict([ks[i] for i in test]), y[test])
+    assert sp["median_abs_err_pct"] < sb["median_abs_err_pct"]
+    assert sp["kendall_tau"] > sb["kendall_tau"]
+
+
+def test_deterministic_refit_and_json_state(tmp_path):
+    t = _cpu_table()
+    a = LatencyPredictor.from_table(t)
+    b = LatencyPredictor.from_table(t)
+    ks = t.kernels()[:50]
+    np.testing.assert_array_equal(a.predict(ks), b.predict(ks))
+    lo, hi = a.predict_interval(ks)
+    assert np.all(lo <= hi)
+    a.overhead_ms_ = 0.123
+    p = a.save_overhead(tmp_path)
+    assert json.loads(p.read_text())["overhead_ms"] == 0.123
+
+
+def test_network_latency_and_overhead_fit():
+    ks = [KernelSpec("conv2d", c, 2 * c, 16, 16, 3, 1) for c in (4, 8, 16, 32, 64)] * 2
+    y = [k.macs * 1e-8 + 0.01 for k in ks]
+    p = LatencyPredictor(n_estimators=50, quantiles=None).fit(ks, y)
+    nets = [ks[:3], ks[:5], ks[2:5]]
+    sums = [p.predict(n, prefer_measured=True).sum() for n in nets]
+    p.fit_overhead(nets, [s + 0.5 + 0.1 * len(n) for s, n in zip(sums, nets)])
+    assert p.overhead_ms_ == pytest.approx(0.5, abs=1e-6)
+    assert p.overhead_per_kernel_ms_ == pytest.approx(0.1, abs=1e-6)
+    assert p.network_latency(nets[0]) == pytest.approx(sums[0] + 0.5 + 0.3, rel=1e-6)
