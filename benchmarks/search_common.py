@@ -61,8 +61,9 @@ def mbconv_problem(space_name: str = "mbconv-fmnist") -> tuple[SearchProblem, di
         lat = latency_objective(space, LatencyPredictor.from_table(hw[0]))
         info["latency"] = f"LatencyPredictor on latency_models/{hw[0]}"
     else:
-        lat = kernel_objective(space, "latency_ms", lambda ks: [k.macs / 2e8 + k.input_bytes / 5e9 + 0.003
-                                                               for k in ks], unit="ms")
+        def roofline(ks: list) -> list[float]:
+            return [k.macs / 2e8 + k.input_bytes / 5e9 + 0.003 for k in ks]
+        lat = kernel_objective(space, "latency_ms", roofline, unit="ms")
         info["latency"] = "roofline stand-in"
     problem = SearchProblem(space, [proxy, lat, size_objective(space), bops_objective(space)])
     info["build_s"] = f"{time.perf_counter() - t0:.1f}"

@@ -215,7 +215,9 @@ def plot_model(name: str, m: dict[str, Any], front: pd.DataFrame, path: Path) ->
         seen, hh, ll = set(), [], []
         for h, lab in zip(handles, labels):
             if lab not in seen:
-                seen.add(lab); hh.append(h); ll.append(lab)
+                seen.add(lab)
+                hh.append(h)
+                ll.append(lab)
         ax.legend(hh, ll, fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -114,7 +114,9 @@ class ExhaustiveSolver(Solver):
         for G, U in it:
             V = problem.evaluate_indices(G, U)
             rows = _keep_rows(problem, V, keep)
-            Gk.append(G[rows]); Uk.append(U[rows]); Vk.append(V[rows])
+            Gk.append(G[rows])
+            Uk.append(U[rows])
+            Vk.append(V[rows])
         G, U, V = np.concatenate(Gk), np.concatenate(Uk), np.concatenate(Vk)
         if keep == "pareto":
             rows = _keep_rows(problem, V, "pareto")

@@ -19,7 +19,11 @@ whole front (target vs the swept cost) by the epsilon-constraint method.
 """
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -88,31 +92,33 @@ class CompiledILP:
         for k, (g, v) in enumerate(gate_var):
             gstart.setdefault(g, n_x + k)
 
-        rows, cols, vals, rhs = [], [], [], []
-        r = 0
+        rows: list[int] = []
+        cols: list[int] = []
+        vals: list[float] = []
+        rhs: list[float] = []
+
+        def add_row(terms: list[tuple[int, float]], b: float) -> None:
+            for col, v in terms:
+                rows.append(len(rhs))
+                cols.append(int(col))
+                vals.append(v)
+            rhs.append(b)
+
         for j in range(ix.n_units):
             idx = np.flatnonzero(self.var_unit == j)
             if not ix.gated[j]:
-                rows += [r] * len(idx); cols += idx.tolist(); vals += [1.0] * len(idx); rhs.append(1.0); r += 1
+                add_row([(i, 1.0) for i in idx], 1.0)  # exactly one option
                 continue
             g = int(ix.gate_of[j])
             act = ix.active[j]
             off = idx[self.var_opt[idx] == ix.off_index[j]]
             on = idx[self.var_opt[idx] != ix.off_index[j]]
-            # x_off - Σ inactive z = 0
-            rows += [r] * len(off); cols += off.tolist(); vals += [1.0] * len(off)
-            for v in np.flatnonzero(~act):
-                rows.append(r); cols.append(gstart[g] + int(v)); vals.append(-1.0)
-            rhs.append(0.0); r += 1
-            # Σ on - Σ active z = 0
-            rows += [r] * len(on); cols += on.tolist(); vals += [1.0] * len(on)
-            for v in np.flatnonzero(act):
-                rows.append(r); cols.append(gstart[g] + int(v)); vals.append(-1.0)
-            rhs.append(0.0); r += 1
+            # off  <=>  the gate takes an inactive value;  one "on" option  <=>  an active value
+            add_row([(i, 1.0) for i in off] + [(gstart[g] + int(v), -1.0) for v in np.flatnonzero(~act)], 0.0)
+            add_row([(i, 1.0) for i in on] + [(gstart[g] + int(v), -1.0) for v in np.flatnonzero(act)], 0.0)
         for g in range(ix.n_gates):
-            nv = len(ix.gate_values[g])
-            rows += [r] * nv; cols += list(range(gstart[g], gstart[g] + nv)); vals += [1.0] * nv
-            rhs.append(1.0); r += 1
+            add_row([(gstart[g] + v, 1.0) for v in range(len(ix.gate_values[g]))], 1.0)  # one value per gate
+        r = len(rhs)
         self.A_eq = sparse.csr_matrix((vals, (rows, cols)), shape=(r, self.n_var))
         self.b_eq = np.asarray(rhs)
         # budget rows, scaled so the largest coefficient is 1
@@ -123,6 +129,7 @@ class CompiledILP:
             s = float(np.max(np.abs(coef))) if coef.size else 1.0
             self.row_scale[k] = s if s > 0 else 1.0
             self.cost_rows[k, :n_x] = coef / self.row_scale[k]
+        self.n_not_proven = 0
         c0 = np.zeros(self.n_var)
         c0[:n_x] = [tgt.tables[j][o] for j, o in zip(var_unit, var_opt)]
         self.obj_scale = 1e3 / max(float(np.max(np.abs(c0))), 1e-300) if np.any(c0) else 1.0
@@ -137,10 +144,17 @@ class CompiledILP:
         opts: dict[str, Any] = {"mip_rel_gap": 0.0, "presolve": True}
         if time_limit is not None:
             opts["time_limit"] = float(time_limit)
-        res = milp(c, integrality=np.ones(self.n_var), bounds=Bounds(0, 1), constraints=cons, options=opts)
-        if res.status == 4:  # HiGHS presolve can flag a solution at the tolerance edge; solve without it
-            opts["presolve"] = False
+        with _quiet_native_stdout():
             res = milp(c, integrality=np.ones(self.n_var), bounds=Bounds(0, 1), constraints=cons, options=opts)
+            if res.status == 4:  # HiGHS presolve can flag a solution at the tolerance edge; solve without it
+                opts["presolve"] = False
+                res = milp(c, integrality=np.ones(self.n_var), bounds=Bounds(0, 1), constraints=cons,
+                           options=opts)
+        if res.status == 1 and res.x is not None:
+            self.n_not_proven += 1
+            warnings.warn(f"HiGHS stopped at time_limit={time_limit}s with a feasible but unproven solution "
+                          f"(gap {getattr(res, 'mip_gap', float('nan')):.2e}); raise time_limit for an exact answer.",
+                          stacklevel=3)
         return res
 
     def _decode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -229,6 +243,28 @@ class CompiledILP:
             bud = c - max(1e-5 * self.row_scale[k], 1e-12 * abs(c))
         bar.close()
         return pts
+
+
+@contextlib.contextmanager
+def _quiet_native_stdout():  # type: ignore[no-untyped-def]
+    """HiGHS's C++ core prints debug lines to fd 1 even with disp=False; silence fd 1 for the call when it is a
+    real file descriptor (the Python-level sys.stdout is untouched)."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        yield
+        return
+    sys.stdout.flush()
+    saved = os.dup(fd)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), fd)
+            try:
+                yield
+            finally:
+                os.dup2(saved, fd)
+    finally:
+        os.close(saved)
 
 
 def _progress(enabled: bool, total: int, desc: str) -> Any:
@@ -332,8 +368,19 @@ class ILPSolver(Solver):
             raise InfeasibleError(f"No candidate meets the budgets {budgets}; relax them.")
         G = np.stack([p[0] for p in points])
         U = np.stack([p[1] for p in points])
+        # several budgets can have the same answer: keep one row per candidate, listing its budgets
+        keys = problem.index.keys(G, U)
+        _, first, inv = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+        inv = np.asarray(inv).reshape(-1)
+        order = np.sort(first)
+        merged = {int(f): [] for f in order}
+        for i, k in enumerate(inv):
+            merged[int(first[k])].append(sources[i])
+        G, U = G[order], U[order]
+        sources = ["; ".join(merged[int(f)]) for f in order]
         values = problem.evaluate_indices(G, U)
         meta = {"solver": "ilp", "sweep": sweep, "compile_s": t_compile, "solve_s": time.perf_counter() - t0,
-                "n_variables": model.n_var, "options_kept": int(sum(model.n_kept))}
+                "n_variables": model.n_var, "options_kept": int(sum(model.n_kept)),
+                "all_proven_optimal": model.n_not_proven == 0}
         pareto_on = [problem.target] + ([sweep] if sweep else []) + [b for b in problem.budgets if b != sweep]
         return problem.result(G, U, values, sources, meta, pareto_on=pareto_on)

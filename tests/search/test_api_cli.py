@@ -10,7 +10,6 @@ import pytest
 
 import hao
 from hao.errors import ConfigError
-from hao.kernel import KernelSpec
 from hao.search.api import make_problem, reference_candidates
 from hao.search.objectives import AdditiveObjective, kernel_objective, latency_objective, size_objective
 from tests.search._instances import random_instance
@@ -174,6 +173,7 @@ def test_optuna_local_workers_share_one_study(tmp_path) -> None:
     assert len(res.df) == 24 and res.df["trial"].is_unique
 
 
+@pytest.mark.tvm
 def test_export_tvm_library(tmp_path) -> None:
     pytest.importorskip("tvm")
     hw = sorted(p.parent.name for p in (REPO / "latency_models").glob("cpu-*/meta.json"))

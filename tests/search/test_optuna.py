@@ -8,7 +8,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 optuna = pytest.importorskip("optuna")
@@ -125,6 +124,7 @@ def test_bad_storage_urls(url, match) -> None:
             raise
 
 
+@pytest.mark.postgres
 def test_unreachable_postgres_is_a_clear_error() -> None:
     pytest.importorskip("psycopg2")
     with pytest.raises(ConfigError, match="Could not open storage.*\\*\\*\\*"):
@@ -141,10 +141,10 @@ def test_solver_parameter_errors() -> None:
 
 
 def _storages() -> list:
-    out = ["sqlite"]
-    if os.environ.get("HAO_TEST_POSTGRES_URL"):
-        out.append("postgresql")
-    return out
+    pg = pytest.param("postgresql", marks=[pytest.mark.postgres, pytest.mark.skipif(
+        not os.environ.get("HAO_TEST_POSTGRES_URL"),
+        reason="HAO_TEST_POSTGRES_URL is not set (.ci/run starts PostgreSQL and sets it)")])
+    return ["sqlite", pg]
 
 
 @pytest.mark.parametrize("backend", _storages())
