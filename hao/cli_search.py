@@ -133,11 +133,14 @@ def _write(result: Any, out: Path) -> None:
     result.save(out)
     if len(result.objectives) >= 2:
         result.plot(out / "pareto.png")
-    best = result.pareto()
-    if len(best):
-        (out / "best.json").write_text(best.iloc[0]["config"] + "\n")
+    front = result.pareto()
+    if len(front):
+        best = result.best()  # lowest target among the feasible candidates
+        (out / "best.json").write_text(best["config"] + "\n")
+        print(front[result.objectives].to_string(index=False, max_rows=20, float_format=lambda v: f"{v:.5g}"))
     print(f"{len(result.df)} candidates evaluated, {int(result.df['pareto'].sum())} on the Pareto front; wrote "
-          f"{out / 'pareto.csv'}" + (f" and {out / 'pareto.png'}" if len(result.objectives) >= 2 else ""))
+          f"{out / 'pareto.csv'}" + (f" and {out / 'pareto.png'}" if len(result.objectives) >= 2 else "")
+          + (f"; best {result.target} -> {out / 'best.json'}" if len(front) else ""))
 
 
 def _demo_hardware() -> str:

@@ -62,18 +62,13 @@ def non_dominated(points: Sequence[Sequence[float]] | np.ndarray, keep: str = "a
         best = S[0, 0]
         mask_sorted = S[:, 0] == best
     elif F.shape[1] == 2:
-        # sorted by x then y: a point is non-dominated iff its y is < the running min of earlier y, or it is
-        # an exact copy of the previous kept point.
-        best_y = np.inf
-        prev = None
-        for i in range(n):
-            x, y = S[i]
-            if y < best_y:
-                mask_sorted[i] = True
-                best_y = y
-                prev = (x, y)
-            elif prev is not None and x == prev[0] and y == prev[1]:
-                mask_sorted[i] = True
+        # sorted by x then y: a row is non-dominated iff its y is below every earlier y, or it is an exact
+        # copy of such a row (vectorized: running minimum + groups of identical rows)
+        prev_min = np.concatenate(([np.inf], np.minimum.accumulate(S[:-1, 1])))
+        strict = S[:, 1] < prev_min
+        new_group = np.concatenate(([True], np.any(S[1:] != S[:-1], axis=1)))
+        gid = np.cumsum(new_group) - 1
+        mask_sorted = strict[np.flatnonzero(new_group)][gid]
     else:
         front: list[int] = []
         for i in range(n):
