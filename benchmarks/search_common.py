@@ -43,15 +43,16 @@ def synthetic_proxy(space: Any) -> AdditiveObjective:
     return AdditiveObjective.from_unit_fn(space, "proxy", fn, unit="synthetic")
 
 
-def mbconv_problem(space_name: str = "mbconv-fmnist") -> tuple[SearchProblem, dict[str, str]]:
+def mbconv_problem(space_name: str = "mbconv-fmnist", checkpoint: str | None = None
+                   ) -> tuple[SearchProblem, dict[str, str]]:
     from hao.space import get_space
     space = get_space(space_name)
     info: dict[str, str] = {}
     t0 = time.perf_counter()
     try:
         from hao.search.api import resolve_proxy
-        proxy = proxy_objective(space, resolve_proxy(space))
-        info["proxy"] = "committed sensitivities"
+        proxy = proxy_objective(space, resolve_proxy(space, checkpoint=checkpoint))
+        info["proxy"] = f"sensitivities in {checkpoint}" if checkpoint else "committed sensitivities"
     except Exception as exc:  # noqa: BLE001 - fall back, and say so
         proxy = synthetic_proxy(space)
         info["proxy"] = f"synthetic ({str(exc)[:60]}...)"

@@ -29,13 +29,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--evals", type=int, nargs="+", default=[100, 300])
     ap.add_argument("--mbconv-evals", type=int, nargs="*", default=[300])
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--checkpoint", help="folder with sensitivity.json for the MBConv proxy")
     args = ap.parse_args(argv)
     base = hawq_problem("resnet18")
     compare(SearchProblem(base.space, [base.objective("proxy"), base.objective("latency_ms")]), args.evals,
             args.seeds, "HAWQ-V3 ResNet18", enumerate_front=True)
     if args.mbconv_evals:
         from search_common import mbconv_problem
-        mb, info = mbconv_problem()
+        mb, info = mbconv_problem(checkpoint=args.checkpoint)
         print(f"\nMBConv: proxy {info['proxy']}; latency {info['latency']}")
         compare(SearchProblem(mb.space, [mb.objective("proxy"), mb.objective("latency_ms")]), args.mbconv_evals,
                 args.seeds, "joint MBConv (mbconv-fmnist)", enumerate_front=False)

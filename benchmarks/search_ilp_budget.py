@@ -20,8 +20,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--budgets", type=int, default=8, help="new budgets per constraint set")
     ap.add_argument("--space", default="mbconv-fmnist")
+    ap.add_argument("--checkpoint", help="folder with sensitivity.json (default: checkpoints/<space>/)")
     args = ap.parse_args(argv)
-    problem, info = mbconv_problem(args.space)
+    problem, info = mbconv_problem(args.space, args.checkpoint)
     print(f"space {args.space}: size {float(problem.space.size()):.3e}, units {problem.index.n_units}, "
           f"options/unit {int(problem.index.n_opts.max())}; proxy: {info['proxy']}; latency: {info['latency']}; "
           f"objective tables built in {info['build_s']} s")

@@ -16,8 +16,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=1_000_000, help="candidates for the vectorized path")
     ap.add_argument("--n-slow", type=int, default=200, help="candidates for the per-candidate path")
+    ap.add_argument("--checkpoint", help="folder with sensitivity.json (default: checkpoints/<space>/)")
     args = ap.parse_args(argv)
-    problem, info = mbconv_problem()
+    problem, info = mbconv_problem(checkpoint=args.checkpoint)
     print(f"proxy: {info['proxy']}; latency: {info['latency']}; 4 objectives; tables built in {info['build_s']} s")
     ix = problem.index
     rng = np.random.default_rng(0)

@@ -188,3 +188,13 @@ def test_export_tvm_library(tmp_path) -> None:
     assert args.func(args) == 0
     meta = json.loads((tmp_path / "e" / "export.json").read_text())
     assert (tmp_path / "e" / meta["tvm"]["library"]).stat().st_size > 0
+
+
+@pytest.mark.parametrize("solver, kw", [("ilp", {"n_points": 4}), ("random", {"n_trials": 300, "seed": 3}),
+                                        ("optuna", {"n_trials": 20, "seed": 3, "storage": ":memory:",
+                                                    "population_size": 6})])
+def test_same_seed_same_result_through_the_api(resnet, solver, kw) -> None:
+    a = hao.search(resnet, solver=solver, objectives=["bops_g", "size_mb"], **kw)
+    b = hao.search(resnet, solver=solver, objectives=["bops_g", "size_mb"], **kw)
+    cols = ["config", "bops_g", "size_mb", "feasible", "pareto"]
+    assert a.df[cols].equals(b.df[cols])
