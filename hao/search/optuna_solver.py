@@ -187,16 +187,21 @@ class OptunaSolver(Solver):
         self.worker_id = int(worker_id)
 
     # ---- study plumbing -------------------------------------------------------------------------------
+    @property
+    def storage_url(self) -> str:
+        """The storage URL in use (``storage`` or :data:`DEFAULT_STORAGE`)."""
+        return self.storage if self.storage is not None else DEFAULT_STORAGE
+
     def default_study_name(self, problem: SearchProblem) -> str:
         sig = json.dumps(_problem_signature(problem, self.sampler, self.seed), sort_keys=True)
         return f"hao-{problem.space.name}-{self.sampler}-s{self.seed}-{hashlib.sha1(sig.encode()).hexdigest()[:8]}"
 
     def _storage_object(self) -> Any:
         # one storage per process (a forked worker opens its own connection pool)
-        key = (os.getpid(), self.storage)
+        key = (os.getpid(), self.storage_url)
         cache = getattr(self, "_storage_cache", None)
         if cache is None or cache[0] != key:
-            cache = (key, open_storage(self.storage, self.heartbeat_interval, self.grace_period))
+            cache = (key, open_storage(self.storage_url, self.heartbeat_interval, self.grace_period))
             self._storage_cache = cache
         return cache[1]
 
@@ -227,7 +232,7 @@ class OptunaSolver(Solver):
         if have is None:
             study.set_user_attr("hao_problem", json.loads(json.dumps(sig)))
         elif have != json.loads(json.dumps(sig)):
-            raise ConfigError(f"Study {name!r} in {_redact(str(self.storage))!r} was created for a different "
+            raise ConfigError(f"Study {name!r} in {_redact(self.storage_url)!r} was created for a different "
                               f"problem ({have}); pass a new study_name or the original settings.")
         return study
 
@@ -323,8 +328,6 @@ class OptunaSolver(Solver):
 
     def _solve(self, problem: SearchProblem, progress: bool) -> SearchResult:
         t0 = time.perf_counter()
-        if self.storage is None:
-            self.storage = DEFAULT_STORAGE
         self._storage_object()  # fail early on a bad URL
         if self.n_workers == 1:
             self._run_worker(problem, self.worker_id, progress)
@@ -355,7 +358,7 @@ class OptunaSolver(Solver):
         for t in all_trials:
             states[t.state.name] = states.get(t.state.name, 0) + 1
         meta = {"solver": "optuna", "sampler": self.sampler, "seed": self.seed, "study_name": study.study_name,
-                "storage": _redact(str(self.storage)), "trial_states": states,
+                "storage": _redact(self.storage_url), "trial_states": states,
                 "solve_s": (time.perf_counter() - t0) if t0 is not None else None}
         dummy = np.zeros((len(cands), 0), dtype=np.int64)
         return problem.result(dummy, dummy, values, [f"trial {t.number}" for t in trials], meta,
