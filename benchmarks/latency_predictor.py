@@ -1,0 +1,60 @@
+"""Predictor vs the FLOPs-proportional baseline on held-out rows of a table (5 seeded splits), side by side.
+
+    python benchmarks/latency_predictor.py [--hardware cpu-rocketlake-2t]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--hardware", default="cpu-rocketlake-2t")
+    ap.add_argument("--splits", type=int, default=5)
+    ap.add_argument("--test-fraction", type=float, default=0.2)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+
+    from hao.latency.predictor import FlopsBaseline, LatencyPredictor, error_stats
+    from hao.latency.table import load_table
+
+    t = load_table(args.hardware)
+    ks, y = t.kernels(), t.df["latency_ms"].to_numpy()
+    res = {"predictor": [], "baseline": [], "fit_s": [], "predict_us_per_kernel": []}
+    for seed in range(args.splits):
+        idx = np.random.default_rng(seed).permutation(len(ks))
+        n = int(len(ks) * args.test_fraction)
+        te, tr = idx[:n], idx[n:]
+        t0 = time.perf_counter()
+        p = LatencyPredictor(quantiles=None).fit([ks[i] for i in tr], y[tr])
+        res["fit_s"].append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        pp = p.predict([ks[i] for i in te])
+        res["predict_us_per_kernel"].append((time.perf_counter() - t0) / n * 1e6)
+        res["predictor"].append(error_stats(pp, y[te]))
+        res["baseline"].append(error_stats(FlopsBaseline().fit([ks[i] for i in tr], y[tr]).predict(
+            [ks[i] for i in te]), y[te]))
+    summ = {m: {k: float(np.mean([r[k] for r in res[m]])) for k in res[m][0]} for m in ("predictor", "baseline")}
+    out = {"hardware": args.hardware, "rows": len(ks), "splits": args.splits, "test_fraction": args.test_fraction,
+           "mean_over_splits": summ, "fit_s": float(np.mean(res["fit_s"])),
+           "predict_us_per_kernel": float(np.mean(res["predict_us_per_kernel"]))}
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return
+    print(f"{args.hardware}: {len(ks)} rows, {args.splits} splits, {args.test_fraction:.0%} held out")
+    print(f"{'':<11}{'median |err|%':>14}{'mean |err|%':>12}{'within 10%':>11}{'Kendall tau':>12}")
+    for m in ("predictor", "baseline"):
+        s = summ[m]
+        print(f"{m:<11}{s['median_abs_err_pct']:>14.1f}{s['mean_abs_err_pct']:>12.1f}"
+              f"{s['share_within_10pct']:>11.0%}{s['kendall_tau']:>12.3f}")
+    print(f"ratio baseline/predictor median error: "
+          f"{summ['baseline']['median_abs_err_pct'] / summ['predictor']['median_abs_err_pct']:.2f}x; "
+          f"fit {out['fit_s']:.2f} s, predict {out['predict_us_per_kernel']:.1f} us/kernel")
+
+
+if __name__ == "__main__":
+    main()

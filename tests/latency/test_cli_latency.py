@@ -1,0 +1,54 @@
+"""`hao calibrate` / `hao latency ...` through the real CLI entry point."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from hao.cli import main
+
+
+def test_latency_list_json(capsys):
+    assert main(["latency", "list", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    names = {r["name"] for r in rows}
+    assert {"apq-bitfusion", "haq-mobilenetv2", "hawq-t4"} <= names
+    assert all(r["ok"] for r in rows), [r for r in rows if not r["ok"]]
+
+
+def test_latency_list_text(capsys):
+    assert main(["latency", "list"]) == 0
+    assert "hawq-t4" in capsys.readouterr().out
+
+
+def test_calibrate_dry_run_and_resume(tmp_path, capsys):
+    args = ["calibrate", "--hardware", "dry", "--space", "resnet-cifar", "--backend", "roofline", "--root",
+            str(tmp_path), "--no-progress", "--kernels", "20"]
+    assert main(args) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["measured"] == 20
+    assert main(args) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["measured"] == 0 and again["skipped"] == 20
+
+
+@pytest.mark.parametrize("bad, msg", [
+    (["--target", "llvm -mcpu=znver4"], "JSON target dict"),
+    (["--precisions", "fp32"], "w32a32,w8a8"),
+    (["--space", "no-such-space"], "no-such-space"),
+])
+def test_calibrate_bad_arguments(tmp_path, capsys, bad, msg):
+    args = ["calibrate", "--hardware", "x", "--space", "resnet-cifar", "--root", str(tmp_path), "--no-progress"]
+    assert main(args + bad) == 2
+    assert msg in capsys.readouterr().err
+
+
+def test_import_command(tmp_path, capsys, shared_data):
+    assert main(["latency", "import", "hawq", "--root", str(tmp_path)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["hardware"] == "hawq-t4" and (tmp_path / "hawq-t4" / "table.csv").is_file()
+
+
+def test_unknown_importer(capsys):
+    assert main(["latency", "import", "nn-meter"]) == 2
+    assert "available importers" in capsys.readouterr().err
