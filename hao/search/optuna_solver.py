@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import multiprocessing
 import os
 import time
@@ -38,6 +39,7 @@ from hao.space.base import Candidate
 
 __all__ = ["OptunaSolver", "open_storage", "SAMPLERS", "DEFAULT_STORAGE"]
 
+_LOG = logging.getLogger("hao.search")
 SAMPLERS = ("nsga2", "tpe", "random")
 #: Storage used when none is given: a SQLite file in the current folder.
 DEFAULT_STORAGE = "sqlite:///hao-studies.db"
@@ -310,7 +312,16 @@ class OptunaSolver(Solver):
                         time.sleep(min(1.0, self.heartbeat_interval))
                         optuna.storages.fail_stale_trials(study)
                         continue
-                    study.optimize(objective, n_trials=1)
+                    try:
+                        study.optimize(objective, n_trials=1)
+                    except (optuna.exceptions.UpdateFinishedTrialError, ValueError) as exc:
+                        # another worker marked this trial FAIL because its heartbeat looked stale (an
+                        # overloaded machine); the trial is lost, not duplicated: carry on with a new one
+                        if not isinstance(exc, optuna.exceptions.UpdateFinishedTrialError) and \
+                                "Cannot tell" not in str(exc):
+                            raise
+                        _LOG.warning("a trial was failed by another worker as stale (%s); raise grace_period on "
+                                     "overloaded machines", exc)
         finally:
             if bar is not None:
                 bar.close()

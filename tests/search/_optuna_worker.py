@@ -38,7 +38,7 @@ def main() -> None:
     worker = int(sys.argv[5]) if len(sys.argv) > 5 else 0
     problem = make_problem(log_file, sleep_s)
     solver = OptunaSolver(sampler="nsga2", n_trials=n_trials, seed=3, storage=url, population_size=8,
-                          study_name="kill-test", heartbeat_interval=1, grace_period=2, worker_id=worker)
+                          study_name="kill-test", heartbeat_interval=1, grace_period=5, worker_id=worker)
     res = solver.solve(problem)
     print(f"done {len(res.df)}", flush=True)
 

@@ -75,7 +75,7 @@ def test_sigkill_mid_run_then_resume_keeps_every_finished_trial(tmp_path: Path) 
     cmd = [sys.executable, "-m", "tests.search._optuna_worker", url, str(n_trials), str(log), "0.1"]
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.time() + 60
+    deadline = time.time() + 300  # generous: CI machines may be loaded
     while _count_complete(db) < 10 and time.time() < deadline:
         time.sleep(0.05)
     time.sleep(0.05)  # land inside a trial (each sleeps 0.1 s)
@@ -90,7 +90,7 @@ def test_sigkill_mid_run_then_resume_keeps_every_finished_trial(tmp_path: Path) 
     assert 10 <= len(before) < n_trials
     evals_before = len(log.read_text().splitlines())
 
-    out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=500)
     assert out.returncode == 0, out.stderr[-2000:]
     study = optuna.load_study(study_name="kill-test", storage=open_storage(url))
     complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
@@ -151,7 +151,7 @@ def _storages() -> list:
 def test_four_workers_one_killed_and_restarted(backend: str, tmp_path: Path) -> None:
     """Issue 7: 4 workers on one study, one SIGKILLed mid-trial and restarted: exactly n_trials COMPLETE,
     none duplicated, none lost. PostgreSQL runs when HAO_TEST_POSTGRES_URL points at an empty database."""
-    log, n_trials = tmp_path / "evals.log", 48
+    log, n_trials = tmp_path / "evals.log", 32
     if backend == "sqlite":
         url = f"sqlite:///{tmp_path}/study.db"
     else:
@@ -164,19 +164,20 @@ def test_four_workers_one_killed_and_restarted(backend: str, tmp_path: Path) -> 
     cmd = lambda w: [sys.executable, "-m", "tests.search._optuna_worker", url, str(n_trials), str(log),  # noqa
                      "0.1", str(w)]
     # create the study once so the workers do not race on its creation
-    first = subprocess.run(cmd(9)[:4] + ["1", str(log), "0", "9"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    first = subprocess.run(cmd(9)[:4] + ["1", str(log), "0", "9"], cwd=REPO, env=env, capture_output=True,
+                           text=True, timeout=300)
     assert first.returncode == 0, first.stderr[-2000:]
     procs = [subprocess.Popen(cmd(w), cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
              for w in range(4)]
     study = optuna.load_study(study_name="kill-test", storage=open_storage(url))
-    deadline = time.time() + 60
-    while len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) < 12 and time.time() < deadline:
+    deadline = time.time() + 300
+    while len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) < 8 and time.time() < deadline:
         time.sleep(0.05)
     procs[2].send_signal(signal.SIGKILL)
     procs[2].wait(timeout=10)
     procs[2] = subprocess.Popen(cmd(2), cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     for p in procs:
-        _, err = p.communicate(timeout=180)
+        _, err = p.communicate(timeout=500)
         assert p.returncode == 0, err.decode()[-2000:]
     trials = study.get_trials()
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
