@@ -15,10 +15,13 @@ from tests.search._instances import random_instance
 PROBLEM, _ = random_instance(31, n_costs=1)
 
 
+_FIXED_URLS = ["sqlite://", "sqlite:///", "postgresql://", "mysql://x", "sqlite:////nonexistent-dir/x.db",
+               "redis://h", ""]
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.one_of(st.text(max_size=40), st.sampled_from(["sqlite://", "sqlite:///", "postgresql://", "mysql://x",
-                                                         "sqlite:////nonexistent-dir/x.db", "redis://h", ""]),
-                 st.integers(), st.none().map(lambda _: b"sqlite:///x.db")))
+@given(st.one_of(st.text(max_size=40), st.sampled_from(_FIXED_URLS), st.integers(),
+                 st.none().map(lambda _: b"sqlite:///x.db")))
 def test_storage_urls_fail_only_with_documented_errors(url) -> None:
     if isinstance(url, str) and (url == ":memory:" or url.startswith("sqlite:///") and "/" not in url[10:]
                                  and url[10:] and "\x00" not in url):
