@@ -2,15 +2,16 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-DATA = REPO.parent / "shared" / "data" / "hawq_v3_ilp.json"
+DATA = Path(os.environ.get("HAO_SHARED_DATA", REPO.parent / "shared" / "data")) / "hawq_v3_ilp.json"
 pytestmark = pytest.mark.skipif(not DATA.is_file(), reason=f"HAWQ-V3 data not found at {DATA} "
-                                "(the shared data folder is not mounted)")
+                                "(mount the shared data folder or set HAO_SHARED_DATA)")
 
 
 def _module():
