@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -39,7 +40,7 @@ from hao.search.objectives import AdditiveObjective  # noqa: E402
 from hao.search.tabular import TabularSpace  # noqa: E402
 from hao.space import Decision, Unit  # noqa: E402
 
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "hawq_v3_ilp.json"
+DEFAULT_DATA = Path(os.environ.get("HAO_SHARED_DATA", REPO.parent / "shared" / "data")) / "hawq_v3_ilp.json"
 BITS = (4, 8)
 RATIOS = ("0.25", "0.5", "0.75")
 #: budget name in the data file -> objective name in hao
