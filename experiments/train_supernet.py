@@ -36,6 +36,12 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--calib-images", type=int, default=2000)
     p.add_argument("--finalize-partial", action="store_true",
                    help="evaluate and save even if --max-minutes stopped training before --steps (stated in meta)")
+    p.add_argument("--sensitivity-only", action="store_true",
+                   help="skip training: load --checkpoint-dir/supernet.pt (or --out) and compute sensitivity.json")
+    p.add_argument("--trace-images", type=int, default=256, help="training images for the Hessian traces")
+    p.add_argument("--trace-batch", type=int, default=128)
+    p.add_argument("--trace-samples", type=int, default=48, help="Rademacher vectors (max)")
+    p.add_argument("--trace-tol", type=float, default=None, help="relative standard error to stop at")
     p.add_argument("--checkpoint-dir", default=None, help="copy supernet.pt + meta.json here when finished")
     a = p.parse_args(argv)
 
@@ -50,6 +56,8 @@ def main(argv: list[str] | None = None) -> dict:
     space = hao.get_space(a.space)
     train = fashion_mnist("train", a.data)
     test = fashion_mnist("test", a.data)
+    if a.sensitivity_only:
+        return _sensitivity(a, space, train, out)
     cfg = SandwichConfig(steps=a.steps, batch_size=a.batch_size, lr=a.lr, n_random=a.n_random, seed=a.seed)
     net = space.supernet(a.seed)
     summary = train_supernet(space, net, train, cfg, work_dir=out, max_minutes=a.max_minutes)
@@ -90,7 +98,31 @@ def main(argv: list[str] | None = None) -> dict:
         shutil.copy(out / "supernet.pt", dst / "supernet.pt")
         (dst / "meta.json").write_text(json.dumps(meta, indent=2))
     print(f"wall time: training {summary['wall_s'] / 60:.1f} min, evaluation {meta['eval_wall_s']:.0f} s")
+    _sensitivity(a, space, train, out)
     return meta
+
+
+def _sensitivity(a: argparse.Namespace, space, train, out: Path) -> dict:
+    """Hessian traces of the trained supernet on real training images → sensitivity.json next to supernet.pt."""
+    from hao.data import loader
+    from hao.proxy import compute_sensitivity
+    from hao.train import load_supernet
+
+    folder = Path(a.checkpoint_dir) if a.checkpoint_dir else out
+    ckpt = folder / "supernet.pt"
+    net = load_supernet(space, ckpt)
+    batches = list(loader(train.subset(a.trace_images, seed=a.seed + 2), a.trace_batch))
+    t0 = time.perf_counter()
+    table = compute_sensitivity(space, net, batches, checkpoint=ckpt, samples=a.trace_samples, tol=a.trace_tol,
+                                seed=a.seed, progress=True, meta={"threads": a.threads})
+    path = table.save(folder)
+    tr = table.traces
+    worst = max(tr, key=lambda lt: lt.rel_error)
+    print(f"traces: {len(tr)} layers, {tr.samples} samples, total {tr.total:.4g} ± {tr.total_se:.2g}, worst relative "
+          f"error {worst.rel_error:.1%} ({worst.path}); {time.perf_counter() - t0:.0f} s → {path}")
+    if folder != out:
+        table.save(out)
+    return table.meta
 
 
 if __name__ == "__main__":

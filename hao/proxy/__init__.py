@@ -5,6 +5,7 @@
     proxy = AccuracyProxy(space, table)            # or AccuracyProxy.from_checkpoint(space)
     proxy.score(candidates)                        # ½ Σ Ω per candidate; proxy.unit_costs(), proxy.constant
 """
+from hao.proxy.build import compute_sensitivity, supernet_traces, zeroq_traces
 from hao.proxy.hutchinson import (HessianTraces, LayerTrace, hessian_traces, preserve_model_state,
                                   weight_layers)
 from hao.proxy.proxy import AccuracyProxy, BaseAccuracyProxy, WeightNormProxy, default_checkpoint_dir
@@ -13,6 +14,6 @@ from hao.proxy.sensitivity import (SENSITIVITY_FILE, SensitivityCacheError, Sens
 from hao.proxy.zeroq import distill_batch
 
 __all__ = ["AccuracyProxy", "BaseAccuracyProxy", "HessianTraces", "LayerTrace", "SENSITIVITY_FILE",
-           "SensitivityCacheError", "SensitivityTable", "WeightNormProxy", "default_checkpoint_dir",
-           "distill_batch", "float_weights", "hessian_traces", "perturbation_sq_norm", "preserve_model_state",
-           "weight_layers"]
+           "SensitivityCacheError", "SensitivityTable", "WeightNormProxy", "compute_sensitivity",
+           "default_checkpoint_dir", "distill_batch", "float_weights", "hessian_traces", "perturbation_sq_norm", "preserve_model_state",
+           "supernet_traces", "weight_layers", "zeroq_traces"]

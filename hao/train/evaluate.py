@@ -14,7 +14,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from hao.errors import ConfigError
-from hao.quant import calibrate_activations
 
 __all__ = ["recalibrate_bn", "evaluate", "evaluate_full", "EvalResult", "prepare_subnet"]
 
@@ -65,13 +64,15 @@ def recalibrate_bn(model: nn.Module, batches: Iterable, *, max_batches: int | No
 
 
 def prepare_subnet(model: nn.Module, batches: list) -> nn.Module:
-    """Make a freshly built fake-quant sub-network ready for evaluation: BN statistics → activation ranges →
-    BN statistics again (the second pass sees the calibrated activation quantizers). ``batches`` is a list
-    (it is iterated three times)."""
+    """Make a freshly built fake-quant sub-network ready for evaluation, in two passes over ``batches``:
+    (1) BatchNorm statistics re-estimated while every activation quantizer records its range (min/max),
+    (2) BatchNorm statistics re-estimated again, now behind the calibrated quantizers.
+    ``batches`` is a list of inputs or ``(inputs, labels)`` (it is iterated twice)."""
     if not isinstance(batches, (list, tuple)) or not batches:
         raise ConfigError(f"prepare_subnet needs a non-empty list of batches, got {type(batches).__name__}.")
-    recalibrate_bn(model, batches)
-    calibrate_activations(model, batches, max_batches=len(batches))
+    from hao.quant.fake import _calibrating
+    with _calibrating(model):
+        recalibrate_bn(model, batches)
     recalibrate_bn(model, batches)
     return model
 

@@ -1,0 +1,238 @@
+"""How well does the Hessian proxy rank real accuracy? Kendall τ on the trained mbconv-fmnist supernet.
+
+    PYTHONPATH=. python experiments/proxy_fidelity.py --out runs/fidelity [--n-joint 60 --n-bits 24 --n-arch 24]
+
+For seeded candidates of three kinds — *joint* (architecture and bits both random), *bits-only* (largest
+architecture, random per-layer bits) and *arch-only* (random architecture, uniform 8/8 bits) — each sub-network is
+built from the supernet, its BatchNorm statistics and activation ranges are recalibrated on ``--calib-images``
+training images, and its fake-quantized accuracy is measured on the Fashion-MNIST test split (or a seeded
+subset of it, ``--test-images``). The measured
+accuracy drop (reference: the largest sub-network at 8/8 bits) is compared by Kendall τ (± bootstrap standard
+error) with: the Hessian proxy (real-data traces), the same proxy with data-free ZeroQ traces, ‖ΔW‖² without the
+Hessian, −FLOPs (MACs) and −BOPs (smaller networks are predicted to lose more), and a seeded random score.
+Candidates draw each layer's bits with a per-candidate probability of low bits (uniform in [0, 1]) so that the
+set spans mild to severe compression. Writes ``candidates.csv``, ``fidelity.json`` and ``traces.csv`` to --out
+and states its wall time. The proxy ignores activation bits (DESIGN §4: weights only, for now).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def _draw_bits(space, rng: np.random.Generator, d: dict) -> dict:
+    """Per-candidate low-bit probability p ~ U(0, 1): each layer takes its lowest option with probability p,
+    otherwise a uniformly random option."""
+    p = rng.uniform(0, 1)
+    for dec in space.decisions():
+        if dec.kind in ("w_bits", "a_bits"):
+            opts = sorted(dec.options)
+            d[dec.name] = int(opts[0]) if rng.uniform() < p else int(opts[rng.integers(len(opts))])
+    return d
+
+
+def make_candidates(space, n_joint: int, n_bits: int, n_arch: int, seed: int) -> list[tuple[str, object]]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n_joint):
+        d = space.sample(rng).as_dict()
+        out.append(("joint", space.make(_draw_bits(space, rng, d))))
+    big = space.largest().as_dict()
+    for _ in range(n_bits):
+        out.append(("bits", space.make(_draw_bits(space, rng, dict(big)))))
+    for _ in range(n_arch):
+        d = space.sample(rng).as_dict()
+        for dec in space.decisions():
+            if dec.kind in ("w_bits", "a_bits"):
+                d[dec.name] = max(dec.options)
+        out.append(("arch", space.make(d)))
+    return out
+
+
+def kendall(x: np.ndarray, y: np.ndarray, seed: int = 0, boot: int = 300) -> tuple[float, float]:
+    """Kendall τ-b and its bootstrap standard error."""
+    from scipy.stats import kendalltau
+    tau = float(kendalltau(x, y).statistic)
+    rng = np.random.default_rng(seed)
+    bs = []
+    for _ in range(boot):
+        i = rng.integers(0, len(x), len(x))
+        t = kendalltau(x[i], y[i]).statistic
+        if np.isfinite(t):
+            bs.append(t)
+    return tau, float(np.std(bs, ddof=1)) if len(bs) > 1 else float("nan")
+
+
+_W: dict = {}
+
+
+def _init_worker(space, net, calib, test_batches, threads):
+    torch.set_num_threads(threads)
+    _W.update(space=space, net=net, calib=calib, test=test_batches)
+
+
+def _eval_one(item):
+    from hao.train import evaluate_full, prepare_subnet
+    kind, c = item
+    t0 = time.perf_counter()
+    sub = prepare_subnet(_W["space"].build(c, _W["net"]), _W["calib"])
+    r = evaluate_full(sub, _W["test"])
+    return {"set": kind, "accuracy": r.accuracy, "accuracy_se": r.accuracy_se, "loss": r.loss,
+            "eval_s": time.perf_counter() - t0, "candidate": c.to_json()}
+
+
+def _evaluate_all(space, net, cands, calib, test_batches, progress=True, workers=1, threads=1):
+    """BN-recalibrated fake-quant accuracy of every candidate; ``workers`` processes (forked) share the work."""
+    from tqdm import tqdm
+    if workers <= 1:
+        _init_worker(space, net, calib, test_batches, threads)
+        return [_eval_one(it) for it in tqdm(cands, desc="evaluate", disable=not progress, mininterval=10)]
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"), initializer=_init_worker,
+                             initargs=(space, net, calib, test_batches, threads)) as ex:
+        return list(tqdm(ex.map(_eval_one, cands), total=len(cands), desc="evaluate", disable=not progress,
+                         mininterval=10))
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True)
+    p.add_argument("--space", default="mbconv-fmnist")
+    p.add_argument("--checkpoint-dir", default=None, help="default: checkpoints/<space>")
+    p.add_argument("--data", default=None)
+    p.add_argument("--n-joint", type=int, default=60)
+    p.add_argument("--n-bits", type=int, default=24)
+    p.add_argument("--n-arch", type=int, default=24)
+    p.add_argument("--calib-images", type=int, default=500)
+    p.add_argument("--test-images", type=int, default=10000, help="seeded subset of the 10k test split if fewer")
+    p.add_argument("--zeroq-images", type=int, default=64)
+    p.add_argument("--zeroq-steps", type=int, default=100)
+    p.add_argument("--trace-samples", type=int, default=48)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="threads per worker")
+    p.add_argument("--workers", type=int, default=2, help="evaluation processes")
+    p.add_argument("--skip-zeroq", action="store_true")
+    p.add_argument("--wait-sensitivity-min", type=float, default=0.0,
+                   help="wait so long for checkpoint-dir/sensitivity.json to appear (computed concurrently)")
+    a = p.parse_args(argv)
+
+    import pandas as pd
+
+    import hao
+    from hao.data import fashion_mnist, loader
+    from hao.proxy import AccuracyProxy, SensitivityTable, WeightNormProxy, default_checkpoint_dir, zeroq_traces
+    from hao.train import load_supernet
+
+    torch.set_num_threads(a.threads)
+    t_start = time.perf_counter()
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    space = hao.get_space(a.space)
+    folder = Path(a.checkpoint_dir) if a.checkpoint_dir else default_checkpoint_dir(space.name)
+    net = load_supernet(space, folder / "supernet.pt")
+
+    train = fashion_mnist("train", a.data)
+    test = fashion_mnist("test", a.data)
+    if a.test_images < len(test):
+        test = test.subset(a.test_images, seed=a.seed + 7)
+    calib = list(loader(train.subset(a.calib_images, seed=a.seed + 1), 250))
+    test_batches = list(loader(test, 500))
+
+    cands = make_candidates(space, a.n_joint, a.n_bits, a.n_arch, a.seed)
+    from hao.train import smallest_candidate
+    small = smallest_candidate(space)
+    refs = [("reference", space.largest()), ("largest_w4a4", space.uniform(4, 4)), ("smallest_w2a4", small),
+            ("smallest_w8a8", small.replace(**{d: 8 for d, _ in small.choices if d.endswith("bits")}))]
+    ref_rows = _evaluate_all(space, net, refs, calib, test_batches, progress=False, workers=a.workers,
+                             threads=a.threads)
+    t0 = time.perf_counter()
+    rows = _evaluate_all(space, net, cands, calib, test_batches, workers=a.workers, threads=a.threads)
+    eval_wall = time.perf_counter() - t0
+    pd.DataFrame(ref_rows + rows).to_csv(out / "evaluations_raw.csv", index=False)  # safe before scoring
+    cs = [c for _, c in cands]
+    # the proxies are read only now, so that evaluation can start while the sensitivity table is computed
+    deadline = time.time() + 60 * a.wait_sensitivity_min
+    while not (folder / "sensitivity.json").exists() and time.time() < deadline:
+        time.sleep(10)
+    proxy = AccuracyProxy.from_checkpoint(space, folder)
+    table = proxy.table
+    from hao.proxy.sensitivity import layer_weights
+    table.weights = layer_weights(net)
+    wn = WeightNormProxy(space, table)
+    # ZeroQ traces (data-free) and the proxy built on them
+    zq = None
+    if not a.skip_zeroq:
+        t0 = time.perf_counter()
+        ztr, zinfo = zeroq_traces(space, net, n=a.zeroq_images, steps=a.zeroq_steps, seed=a.seed,
+                                  samples=a.trace_samples, progress=True)
+        zt = SensitivityTable.compute(space, net, ztr)
+        zq = AccuracyProxy(space, zt)
+        zinfo["wall_s"] = time.perf_counter() - t0
+        tr_rows = []
+        for lt in table.traces:
+            z = ztr[lt.path]
+            tr_rows.append({"layer": lt.path, "numel": lt.numel, "trace_real": lt.mean, "se_real": lt.std_error,
+                            "trace_zeroq": z.mean, "se_zeroq": z.std_error})
+        pd.DataFrame(tr_rows).to_csv(out / "traces.csv", index=False)
+
+    ref_acc, ref_loss = ref_rows[0]["accuracy"], ref_rows[0]["loss"]
+    df = pd.DataFrame(rows)
+    df["acc_drop"] = ref_acc - df["accuracy"]
+    df["loss_increase"] = df["loss"] - ref_loss
+    df["proxy_hessian"] = proxy.score(cs)
+    df["proxy_weight_norm"] = wn.score(cs)
+    if zq is not None:
+        df["proxy_zeroq"] = zq.score(cs)
+    kern = [space.kernels(c) for c in cs]
+    df["neg_macs"] = [-float(sum(k.macs for k in ks)) for ks in kern]
+    df["neg_bops"] = [-float(sum(k.bops for k in ks)) for ks in kern]
+    df["random"] = np.random.default_rng(a.seed + 99).uniform(size=len(cs))
+    df.to_csv(out / "candidates.csv", index=False)
+
+    scores = [s for s in ("proxy_hessian", "proxy_zeroq", "proxy_weight_norm", "neg_macs", "neg_bops", "random")
+              if s in df]
+    taus: dict = {}
+    for kind in ("joint", "bits", "arch", "all"):
+        sub = df if kind == "all" else df[df["set"] == kind]
+        if len(sub) < 3:
+            continue
+        taus[kind] = {"n": int(len(sub)), "acc_drop_range": [float(sub["acc_drop"].min()),
+                                                             float(sub["acc_drop"].max())]}
+        for target in ("acc_drop", "loss_increase"):
+            taus[kind][target] = {}
+            for s in scores:
+                t, se = kendall(sub[s].to_numpy(), sub[target].to_numpy(), seed=a.seed)
+                taus[kind][target][s] = {"tau": t, "se": se}
+    result = {"space": space.name, "checkpoint_dir": str(folder), "reference": {"accuracy": ref_acc, "loss": ref_loss},
+              "reference_subnets": {r["set"]: {k: r[k] for k in ("accuracy", "accuracy_se", "loss")} for r in ref_rows},
+              "n_candidates": len(cands), "calib_images": a.calib_images, "test_images": len(test),
+              "threads": a.threads, "workers": a.workers, "seed": a.seed, "kendall_tau": taus, "eval_wall_s": eval_wall,
+              "eval_s_per_candidate": eval_wall / max(1, len(cands)),
+              "proxy_ignores": "activation bits (a_bits)", "wall_s": time.perf_counter() - t_start}
+    if zq is not None:
+        from scipy.stats import kendalltau, pearsonr
+        tr = pd.read_csv(out / "traces.csv")
+        lr, lz = np.log(tr["trace_real"].clip(lower=1e-12)), np.log(tr["trace_zeroq"].clip(lower=1e-12))
+        result["zeroq"] = zinfo | {
+            "layers": int(len(tr)), "kendall_tau_layer_traces": float(kendalltau(tr["trace_real"],
+                                                                                   tr["trace_zeroq"]).statistic),
+            "pearson_log_traces": float(pearsonr(lr, lz).statistic),
+            "median_ratio_zeroq_over_real": float(np.median(tr["trace_zeroq"] / tr["trace_real"])),
+            "kendall_tau_proxy_scores_vs_real": float(kendalltau(df["proxy_zeroq"], df["proxy_hessian"]).statistic)}
+    (out / "fidelity.json").write_text(json.dumps(result, indent=2))
+    for kind, v in taus.items():
+        line = ", ".join(f"{s} {v['acc_drop'][s]['tau']:+.2f}±{v['acc_drop'][s]['se']:.2f}" for s in scores)
+        print(f"[{kind:5s} n={v['n']:3d}] Kendall τ vs accuracy drop: {line}")
+    print(f"wall time {result['wall_s'] / 60:.1f} min ({result['eval_s_per_candidate']:.1f} s per candidate, "
+          f"{a.threads} thread(s))")
+    return result
+
+
+if __name__ == "__main__":
+    main()

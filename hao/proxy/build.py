@@ -1,0 +1,69 @@
+"""Compute the sensitivity table of a trained supernet: traces of its largest float sub-network → Ω table."""
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from hao.errors import ConfigError
+from hao.proxy.hutchinson import HessianTraces, hessian_traces
+from hao.proxy.sensitivity import SensitivityTable, float_weights
+from hao.proxy.zeroq import distill_batch
+from hao.space.base import SearchSpace
+
+__all__ = ["supernet_traces", "compute_sensitivity", "zeroq_traces"]
+
+
+def supernet_traces(space: SearchSpace, supernet: torch.nn.Module, batches: Sequence, *, samples: int = 64,
+                    tol: float | None = None, seed: int = 0, vectors_per_call: int = 8,
+                    method: str = "double_backward", progress: bool = False) -> HessianTraces:
+    """Per-layer traces of the supernet's largest sub-network with float weights and activations (eval mode).
+
+    The supernet's active candidate and bits are restored afterwards."""
+    if not hasattr(supernet, "set_active"):
+        raise ConfigError(f"supernet_traces needs a weight-sharing supernet with set_active(), got "
+                          f"{type(supernet).__name__}; call hessian_traces(model, ...) for a plain model.")
+    previous = getattr(supernet, "active", None)
+    supernet.set_active(space.largest())
+    try:
+        with float_weights(supernet):
+            return hessian_traces(supernet, F.cross_entropy, list(batches), samples=samples, tol=tol, seed=seed,
+                                  vectors_per_call=vectors_per_call, method=method, progress=progress)
+    finally:
+        if previous is not None:
+            supernet.set_active(previous)
+
+
+def zeroq_traces(space: SearchSpace, supernet: torch.nn.Module, *, n: int = 128, steps: int = 200,
+                 seed: int = 0, **kw: Any) -> tuple[HessianTraces, dict]:
+    """Data-free traces: distill ``n`` inputs from the largest float sub-network's BN statistics, then trace."""
+    previous = getattr(supernet, "active", None)
+    supernet.set_active(space.largest())
+    try:
+        with float_weights(supernet):
+            x, y, info = distill_batch(supernet, n, space.input_shape, steps=steps, seed=seed)
+    finally:
+        if previous is not None:
+            supernet.set_active(previous)
+    tr = supernet_traces(space, supernet, [(x, y)], seed=seed, **kw)
+    return tr, info
+
+
+def compute_sensitivity(space: SearchSpace, supernet: torch.nn.Module, batches: Sequence, *,
+                        checkpoint: str | Path | None = None, samples: int = 64, tol: float | None = None,
+                        seed: int = 0, progress: bool = False, meta: dict | None = None, **kw: Any
+                        ) -> SensitivityTable:
+    """Traces on ``batches`` (real data) → :class:`SensitivityTable` carrying ``checkpoint``'s sha256."""
+    t0 = time.perf_counter()
+    tr = supernet_traces(space, supernet, batches, samples=samples, tol=tol, seed=seed, progress=progress, **kw)
+    sha = None
+    if checkpoint is not None:
+        from hao.train.supernet import file_sha256
+        sha = file_sha256(checkpoint)
+    m = {"trace_data": f"{sum(int(b[0].shape[0]) for b in batches)} images in {len(batches)} batches",
+         "trace_wall_s": time.perf_counter() - t0} | dict(meta or {})
+    return SensitivityTable.compute(space, supernet, tr, checkpoint_sha256=sha, meta=m)
