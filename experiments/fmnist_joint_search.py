@@ -8,14 +8,14 @@ Pipeline (DESIGN §1 and §6):
 1. **Inputs**: the trained weight-sharing supernet and its committed Hessian sensitivities
    (``checkpoints/mbconv-fmnist/{supernet.pt,sensitivity.json}``), and the latency predictor fitted on this
    CPU's calibrated TVM table (``latency_models/cpu-rocketlake-2t``).
-2. **Per-network overhead** (skipped with ``--no-tvm`` or when the table already has a fitted
-   ``predictor.json``): ``--overhead-networks`` seeded random candidates (disjoint from everything verified)
-   are compiled end to end with TVM and fit the predictor's ``a + b·kernels`` overhead, as
-   ``hao latency validate`` does. The search then uses that overhead.
-3. **Search**: exact ILP (HiGHS) minimising the Hessian proxy under a latency budget, swept over
+2. **Search**: exact ILP (HiGHS) minimising the Hessian proxy under a latency budget, swept over
    ``--n-points`` budgets from the fastest candidate to the unconstrained optimum. A **random search** with the
    same number of evaluations (``--random-trials``, default = the ILP's number of budget solves) is the
-   baseline front.
+   baseline front. The search uses the table's kernels as calibrated (plus the table's fitted network overhead
+   if ``predictor.json`` exists; otherwise none).
+3. **Per-network overhead** (TVM only): ``--overhead-networks`` seeded random candidates (seed+1000, disjoint
+   from everything verified) are compiled end to end with TVM and fit the predictor's ``a + b·kernels``
+   overhead, as ``hao latency validate`` does; predicted-vs-measured is reported with and without it.
 4. **Verification** of up to ``--n-verify`` Pareto candidates spread evenly over latency (plus
    ``--verify-random`` candidates of the random front and the uniform baselines):
 
@@ -268,11 +268,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    help="re-measure whole-network latencies cached in OUT/cache.json (accuracies stay cached)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--smoke", action="store_true",
-                   help="tiny CI setting: 4 budgets, 2 verified, 200 calib / 300 test images, --no-tvm")
+                   help="tiny CI setting: 4 budgets, 2 verified, 64 calib / 128 test images, --no-tvm")
     a = p.parse_args(argv)
     if a.smoke:
         a.n_points, a.n_verify, a.verify_random = min(a.n_points, 4), min(a.n_verify, 2), min(a.verify_random, 1)
-        a.calib_images, a.test_images, a.no_tvm, a.overhead_networks = 200, 300, True, 0
+        a.calib_images, a.test_images, a.no_tvm, a.overhead_networks = 64, 128, True, 0
     if a.n_points < 2 or a.n_verify < 1:
         p.error(f"--n-points must be >= 2 and --n-verify >= 1, got {a.n_points} and {a.n_verify}.")
 
@@ -321,7 +321,40 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     acc_tag = f"{folder.resolve()}|calib={a.calib_images}|test={len(test)}|seed={a.seed}"
     rows: list[dict[str, Any]] = []
     try:
-        # 1. per-network overhead from random networks compiled end to end
+        # 1. search: ILP sweep and random search with the same number of evaluations
+        with sw("search_ilp"):
+            ilp = hao.search(space=space, hardware=predictor, solver="ilp", objectives=["proxy", "latency_ms"],
+                             proxy=proxy, n_points=a.n_points, progress=True, seed=a.seed)
+        n_eval = a.random_trials or a.n_points
+        with sw("search_random"):
+            rnd = hao.search(space=space, hardware=predictor, solver="random", objectives=["proxy", "latency_ms"],
+                             proxy=proxy, n_trials=n_eval, seed=a.seed)
+        ilp.meta["title"] = f"{space.name}: ILP sweep"
+        ilp.save(out / "ilp")
+        rnd.save(out / "random")
+        front = ilp.pareto().sort_values("latency_ms").reset_index(drop=True)
+        rfront = rnd.pareto().sort_values("latency_ms").reset_index(drop=True)
+        print(f"[search] ILP: {len(ilp.df)} answers, {len(front)} on the front ({sw.phases['search_ilp']:.1f} s); "
+              f"random: {n_eval} samples, {len(rfront)} on its front", flush=True)
+
+        # 2. what to verify
+        todo: list[tuple[str, Any, dict]] = []
+        for i in pick_evenly(len(front), a.n_verify):
+            todo.append(("ilp", Candidate.from_json(front.loc[i, "config"]), dict(front.loc[i])))
+        for i in pick_evenly(len(rfront), a.verify_random) if a.verify_random > 0 else []:
+            todo.append(("random", Candidate.from_json(rfront.loc[i, "config"]), dict(rfront.loc[i])))
+        refs = reference_candidates(space)
+        int8 = refs.get("uniform 8-bit, largest", space.largest())
+        base_cands = {"uniform int8 (largest arch)": (int8, False), "float32 (largest arch)": (int8, True)}
+
+        # 3. accuracy (torch, CPU)
+        with sw("accuracy"):
+            accs = evaluate_candidates(space, net, [c for _, c, _ in todo], calib, test_batches, cache=cache,
+                                       tag=acc_tag)
+            base_acc = {lab: evaluate_candidates(space, net, [c], calib, test_batches, float32=f32, cache=cache,
+                                                 tag=acc_tag)[0]
+                        for lab, (c, f32) in base_cands.items()}
+        # 4a. per-network overhead from random networks compiled end to end
         if use_tvm and a.overhead_networks > 0:
             with sw("overhead_fit"):
                 fit = random_candidates(space, a.overhead_networks, a.seed + 1000, set())
@@ -340,39 +373,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             print(f"[overhead] {predictor.overhead_ms_:.4f} ms + {predictor.overhead_per_kernel_ms_:.5f} ms/kernel "
                   f"({overhead_source}; {sw.phases['overhead_fit']:.0f} s)", flush=True)
 
-        # 2. search: ILP sweep and random search with the same number of evaluations
-        with sw("search_ilp"):
-            ilp = hao.search(space=space, hardware=predictor, solver="ilp", objectives=["proxy", "latency_ms"],
-                             proxy=proxy, n_points=a.n_points, progress=True, seed=a.seed)
-        n_eval = a.random_trials or a.n_points
-        with sw("search_random"):
-            rnd = hao.search(space=space, hardware=predictor, solver="random", objectives=["proxy", "latency_ms"],
-                             proxy=proxy, n_trials=n_eval, seed=a.seed)
-        ilp.meta["title"] = f"{space.name}: ILP sweep"
-        ilp.save(out / "ilp")
-        rnd.save(out / "random")
-        front = ilp.pareto().sort_values("latency_ms").reset_index(drop=True)
-        rfront = rnd.pareto().sort_values("latency_ms").reset_index(drop=True)
-        print(f"[search] ILP: {len(ilp.df)} answers, {len(front)} on the front ({sw.phases['search_ilp']:.1f} s); "
-              f"random: {n_eval} samples, {len(rfront)} on its front", flush=True)
-
-        # 3. what to verify
-        todo: list[tuple[str, Any, dict]] = []
-        for i in pick_evenly(len(front), a.n_verify):
-            todo.append(("ilp", Candidate.from_json(front.loc[i, "config"]), dict(front.loc[i])))
-        for i in pick_evenly(len(rfront), a.verify_random) if a.verify_random > 0 else []:
-            todo.append(("random", Candidate.from_json(rfront.loc[i, "config"]), dict(rfront.loc[i])))
-        refs = reference_candidates(space)
-        int8 = refs.get("uniform 8-bit, largest", space.largest())
-        base_cands = {"uniform int8 (largest arch)": (int8, False), "float32 (largest arch)": (int8, True)}
-
-        # 4a. accuracy
-        with sw("accuracy"):
-            accs = evaluate_candidates(space, net, [c for _, c, _ in todo], calib, test_batches, cache=cache,
-                                       tag=acc_tag)
-            base_acc = {lab: evaluate_candidates(space, net, [c], calib, test_batches, float32=f32, cache=cache,
-                                                 tag=acc_tag)[0]
-                        for lab, (c, f32) in base_cands.items()}
         # 4b. latency (whole network, TVM float32), ILP front first
         with sw("latency"):
             from tqdm import tqdm
@@ -387,6 +387,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         rows.append({"source": src, "config": c.to_json(), "proxy": float(row["proxy"]),
                      "predicted_ms": float(row["latency_ms"]),
                      "predicted_fp32_ms": predictor.network_latency(float_kernels(space, c)),
+                     "predicted_fp32_sum_kernels_ms": float(predictor.predict(float_kernels(space, c),
+                                                                              prefer_measured=True).sum()),
                      "n_kernels": len(space.kernels(c)),
                      "macs_m": sum(k.macs for k in space.kernels(c)) / 1e6,
                      **acc, "acc_drop_vs_int8_largest": ref_acc - acc["accuracy"], **m})
@@ -409,6 +411,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ok = [r for r in ver if r.get("ok") and r.get("measured_ms") is not None]
     lat_stats = latency_error_stats([r["predicted_fp32_ms"] for r in ok], [r["measured_ms"] for r in ok]) if ok \
         else {"n": 0}
+    lat_stats_raw = latency_error_stats([r["predicted_fp32_sum_kernels_ms"] for r in ok],
+                                        [r["measured_ms"] for r in ok]) if ok else {"n": 0}
     tau_drop = kendall_tau([r["proxy"] for r in ver], [r["acc_drop_vs_int8_largest"] for r in ver], seed=a.seed)
     tau_loss = kendall_tau([r["proxy"] for r in ver], [r["test_loss"] for r in ver], seed=a.seed)
     rver = [r for r in rows if r["source"] == "random"]
@@ -431,7 +435,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                      "source": overhead_source},
         "search": {"ilp_answers": len(ilp.df), "ilp_front_size": len(front), "ilp_meta": jsonable(ilp.meta),
                    "random_samples": n_eval, "random_front_size": len(rfront)},
-        "verified_front": {"n": len(ver), "latency": lat_stats,
+        "verified_front": {"n": len(ver), "latency": lat_stats, "latency_without_overhead": lat_stats_raw,
                            "kendall_tau_proxy_vs_acc_drop": tau_drop, "kendall_tau_proxy_vs_test_loss": tau_loss,
                            "accuracy_range": [min(r["accuracy"] for r in ver), max(r["accuracy"] for r in ver)],
                            "predicted_ms_range": [min(r["predicted_ms"] for r in ver),

@@ -81,9 +81,28 @@ class TableMapping:
         """``("lookup", kernel in the table's convention)``, ``("fixed", None)`` or ``("not-modelled", None)``."""
         return "lookup", k
 
+    #: the space's fixed kernels (``space.fixed_kernels()``: stem, head, classifier) are priced by the table's
+    #: fixed cost instead of being looked up
+    replaces_fixed_kernels = False
+
     def fixed_cost(self) -> float:
         """Cost of the table's fixed per-network part (added once)."""
         return 0.0
+
+    def candidate_costs(self, cand: Any) -> tuple[list, list[tuple[str, float, float, float]]]:
+        """``(kernels, costs)`` of one candidate; fixed kernels are recognised by *position* (the first/last
+        ``len(space.fixed_kernels())`` kernels), never by shape — a block's 1x1 conv can have the head's shape."""
+        ks = self.space.kernels(cand)
+        if not self.replaces_fixed_kernels:
+            return ks, self.costs(ks)
+        pre, post = self.space.fixed_kernels()
+        n_pre, n_post = len(pre), len(post)
+        if list(ks[:n_pre]) != list(pre) or list(ks[len(ks) - n_post:]) != list(post):
+            raise ValueError(f"{type(self).__name__}: space.kernels() of {self.space.name!r} does not start/end "
+                             "with space.fixed_kernels(); cannot tell the fixed kernels apart.")
+        mid = self.costs(list(ks[n_pre:len(ks) - n_post]))
+        fixed = [("fixed", 0.0, 0.0, 0.0)]
+        return ks, fixed * n_pre + mid + fixed * n_post
 
     def costs(self, kernels: list) -> list[tuple[str, float, float, float]]:
         """Per kernel: (category, point, low, high). Exact hits have low = high = point."""
@@ -116,11 +135,10 @@ class APQMapping(TableMapping):
     """mbconv-apq224 → APQ BitFusion LUT: batch 1; stem = APQ ``head``, final 1x1 + classifier = APQ ``tail``."""
 
     name = "apq-bitfusion"
+    replaces_fixed_kernels = True
 
     def __init__(self, space: Any, table: Any, predictor: Any) -> None:
         super().__init__(space, table, predictor)
-        pre, post = space.fixed_kernels()
-        self._fixed = {k for k in list(pre) + list(post) if k.op in ("conv2d", "dense")}
         fc = table.meta.get("fixed_costs_ms", {})
         missing = [n for n in ("head", "tail") if n not in fc]
         if missing:
@@ -129,8 +147,6 @@ class APQMapping(TableMapping):
         self._fixed_cost = float(fc["head"]["latency_ms"]) + float(fc["tail"]["latency_ms"])
 
     def classify(self, k: Any) -> tuple[str, Any]:
-        if k in self._fixed:
-            return "fixed", None
         if k.op in ("add", "avgpool"):
             return "not-modelled", None
         return "lookup", k  # hao's conv/dwconv keys already follow APQ's (c_in, c_out, input_size, k, s, groups)
@@ -246,16 +262,17 @@ def run_table(key: str, a: argparse.Namespace, out: Path, sw: Stopwatch) -> dict
     scale = 1.0
     if setup["objective"] == "cost_ratio":
         ref = space.make({d.name: 8 for d in space.decisions()})
-        scale = float(sum(c[1] for c in mapping.costs(space.kernels(ref)))) + mapping.fixed_cost()
+        scale = float(sum(c[1] for c in mapping.candidate_costs(ref)[1])) + mapping.fixed_cost()
     obj_name = setup["objective"]
     unit = "× W8A8 cost" if obj_name == "cost_ratio" else "ms"
     with sw(f"{key}_objectives"):
+        inc = not mapping.replaces_fixed_kernels  # APQ: stem/head/classifier priced by its head/tail constant
         point = kernel_objective(space, obj_name, lambda ks: [c[1] / scale for c in mapping.costs(ks)],
-                                 constant=mapping.fixed_cost() / scale, unit=unit)
+                                 constant=mapping.fixed_cost() / scale, unit=unit, include_fixed=inc)
         low = kernel_objective(space, f"{obj_name}_lo", lambda ks: [c[2] / scale for c in mapping.costs(ks)],
-                               constant=mapping.fixed_cost() / scale, unit=unit)
+                               constant=mapping.fixed_cost() / scale, unit=unit, include_fixed=inc)
         high = kernel_objective(space, f"{obj_name}_hi", lambda ks: [c[3] / scale for c in mapping.costs(ks)],
-                                constant=mapping.fixed_cost() / scale, unit=unit)
+                                constant=mapping.fixed_cost() / scale, unit=unit, include_fixed=inc)
     with sw(f"{key}_search"):
         res = hao.search(space=space, solver="ilp", objectives=["proxy", point, low, high], proxy=proxy,
                          sweep=obj_name, n_points=a.n_points, progress=True, seed=a.seed)
@@ -269,8 +286,7 @@ def run_table(key: str, a: argparse.Namespace, out: Path, sw: Stopwatch) -> dict
     not_modelled_ops: Counter = Counter()
     for _, r in front.iterrows():
         c = Candidate.from_json(r["config"])
-        ks = space.kernels(c)
-        cs = mapping.costs(ks)
+        ks, cs = mapping.candidate_costs(c)
         cnt = Counter(cat for cat, *_ in cs)
         tot.update(cnt)
         for k, (cat, *_) in zip(ks, cs):
@@ -292,8 +308,7 @@ def run_table(key: str, a: argparse.Namespace, out: Path, sw: Stopwatch) -> dict
     # every distinct predicted kernel of the front, with its band
     uniq = {}
     for _, r in front.iterrows():
-        for k in space.kernels(Candidate.from_json(r["config"])):
-            cat, v, lo_, hi_ = mapping.costs([k])[0]
+        for k, (cat, v, lo_, hi_) in zip(*mapping.candidate_costs(Candidate.from_json(r["config"]))):
             if cat == "predicted":
                 uniq[k] = (v, lo_, hi_)
     pk = [{"op": k.op, "in_channels": k.in_channels, "out_channels": k.out_channels, "in_hw": k.in_h,

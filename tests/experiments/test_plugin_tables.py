@@ -26,8 +26,7 @@ def test_apq_mapping_exact_predicted_fixed_not_modelled():
     pred = LatencyPredictor(n_estimators=20, quantiles=(0.1, 0.9)).fit(table)
     m = pt.APQMapping(space, table, pred)
     cand = space.uniform(8, 4)  # largest architecture: 7x7 depthwise at A4, which APQ's table lacks
-    ks = space.kernels(cand)
-    costs = m.costs(ks)
+    ks, costs = m.candidate_costs(cand)
     assert len(costs) == len(ks)
     cats = {c[0] for c in costs}
     assert cats == {"exact", "predicted", "fixed", "not-modelled"}
@@ -37,11 +36,14 @@ def test_apq_mapping_exact_predicted_fixed_not_modelled():
         elif cat == "predicted":
             assert table.latency(k) is None and v > 0 and lo <= v <= hi
         elif cat == "fixed":
-            assert k in space.fixed_kernels()[0] + space.fixed_kernels()[1]
+            assert k in space.fixed_kernels()[0] + space.fixed_kernels()[1] and v == 0.0
         else:
             assert k.op in ("add", "avgpool") and v == 0.0
     dw7a4 = [c for k, c in zip(ks, costs) if k.op == "dwconv2d" and k.kernel == 7 and k.a_bits == 4]
     assert dw7a4 and all(c[0] == "predicted" for c in dw7a4)
+    pre, post = space.fixed_kernels()
+    assert [c[0] for c in costs[:len(pre)]] == ["fixed"] * len(pre)
+    assert [c[0] for c in costs[-len(post):]] == ["fixed"] * len(post)  # head conv, pool, classifier = APQ tail
     fc = table.meta["fixed_costs_ms"]
     assert np.isclose(m.fixed_cost(), fc["head"]["latency_ms"] + fc["tail"]["latency_ms"])
 
