@@ -388,11 +388,12 @@ def plot_table(path: Path, res: Any, fdf: Any, s: dict) -> None:
     if "haq_preserve_ratio" in s:
         for pr, v in s["haq_preserve_ratio"].items():
             a.axvline(float(pr), c="C3", ls="--", lw=0.8)
-            a.annotate(f"HAQ preserve_ratio {pr}", (float(pr), v["proxy"]), fontsize=7, rotation=90, va="bottom")
+            a.annotate(f"HAQ preserve_ratio {pr}", (float(pr), 0.03), xycoords=a.get_xaxis_transform(), fontsize=7,
+                       rotation=90, va="bottom", ha="right")
     a.set_xlabel(f"{o} [{s['objective_unit']}] on {s['hardware']}")
     a.set_ylabel("proxy (labelled: " + ("‖ΔW‖², random init" if "no Hessian" in s["proxy"]["proxy"]
                                        else "ZeroQ Hessian, random init") + ")")
-    a.set_yscale("symlog", linthresh=1e-3)
+    a.set_yscale("log" if (res.df["proxy"] > 0).all() else "symlog")
     a.set_title(f"{s['space']} on {s['hardware']}", fontsize=10)
     a.legend(fontsize=7)
     a.grid(alpha=0.3)
