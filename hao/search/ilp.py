@@ -232,7 +232,9 @@ class CompiledILP:
             if np.isfinite(bud):
                 cur[sweep] = bud
             try:
-                G, U = self.solve(cur, time_limit=time_limit)
+                # no tie-break here: a weakly dominated answer is followed by its dominator at the next,
+                # tighter budget and filtered out below (halves the HiGHS calls)
+                G, U = self.solve(cur, tiebreak=False, time_limit=time_limit)
             except InfeasibleError:
                 break
             pts.append((G, U))
@@ -242,7 +244,12 @@ class CompiledILP:
                 break
             bud = c - max(1e-5 * self.row_scale[k], 1e-12 * abs(c))
         bar.close()
-        return pts
+        if not pts:
+            return pts
+        U_all = np.stack([u for _, u in pts])
+        F = np.column_stack([self.target.evaluate_indices(U_all), self.cons[k].evaluate_indices(U_all)])
+        keep = non_dominated(F, keep="first")
+        return [p for p, m in zip(pts, keep) if m]
 
 
 @contextlib.contextmanager
