@@ -1,4 +1,4 @@
-"""Smoke tests of experiments/plugin_tables.py: the kernel mapping onto foreign tables and a tiny HAQ search."""
+"""Smoke tests of experiments/plugin_tables.py: kernel mapping onto foreign tables, a tiny HAQ search."""
 import json
 
 import numpy as np
@@ -17,7 +17,7 @@ def _table_or_skip(name):
 
 
 def test_apq_mapping_exact_predicted_fixed_not_modelled():
-    """Every kernel of an APQ-space candidate gets a category and a cost; missing keys are predicted with a band."""
+    """Every kernel of an APQ-space candidate gets a category and a cost; missing keys are predicted."""
     import hao
     from hao.latency.predictor import LatencyPredictor
     pt = load_script("plugin_tables")
@@ -43,7 +43,8 @@ def test_apq_mapping_exact_predicted_fixed_not_modelled():
     assert dw7a4 and all(c[0] == "predicted" for c in dw7a4)
     pre, post = space.fixed_kernels()
     assert [c[0] for c in costs[:len(pre)]] == ["fixed"] * len(pre)
-    assert [c[0] for c in costs[-len(post):]] == ["fixed"] * len(post)  # head conv, pool, classifier = APQ tail
+    # head conv, pool, classifier = APQ tail
+    assert [c[0] for c in costs[-len(post):]] == ["fixed"] * len(post)
     fc = table.meta["fixed_costs_ms"]
     assert np.isclose(m.fixed_cost(), fc["head"]["latency_ms"] + fc["tail"]["latency_ms"])
 
@@ -56,14 +57,15 @@ def test_haq_smoke_run(tmp_path):
     d = json.loads((tmp_path / "plugin_tables.json").read_text())
     assert d["settings"]["smoke"] is True
     s = d["tables"]["haq-mobilenetv2"]
-    assert s == json.loads(json.dumps(res["tables"]["haq-mobilenetv2"], default=str)) or True
+    assert res["tables"]["haq-mobilenetv2"]["search"]["front_size"] == s["search"]["front_size"]
     assert "random-init" in s["proxy"]["proxy"]          # the proxy is labelled as such
     fk = s["front_kernels"]
     n_front = s["search"]["front_size"]
     assert n_front >= 2
     assert fk["total"] == fk["exact"] + fk["predicted"] + fk["fixed"] + fk["not-modelled"]
     assert fk["exact"] == fk["total"] - n_front         # every conv + the FC hits once batch is 16 ...
-    assert fk["not-modelled"] == n_front and fk["not_modelled_ops"] == {"avgpool": n_front}  # ... the pool does not
+    # ... the global pool does not
+    assert fk["not-modelled"] == n_front and fk["not_modelled_ops"] == {"avgpool": n_front}
     assert fk["naive_exact_hits_without_mapping"] == 0  # hao's batch-1 keys alone hit nothing
     for pr, v in s["haq_preserve_ratio"].items():
         assert v["cost_ratio"] <= float(pr) + 1e-9
