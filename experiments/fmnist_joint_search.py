@@ -37,6 +37,10 @@ Pipeline (DESIGN §1 and §6):
 5. **Report** on the verified front: share of candidates with predicted latency within ±10 % of measured,
    median |error|, Kendall τ (predicted vs measured latency; proxy vs verified accuracy drop).
 
+``--phase accuracy`` / ``--phase latency`` run only one half (results cached in ``OUT/cache_accuracy.json`` and
+``OUT/cache_latency.json``), so the CPU-bound accuracy evaluation and the TVM timing can run as two processes;
+a final ``--phase all`` (or a plain run) reuses every cached value and writes the outputs.
+
 Outputs in ``--out``: ``ilp/`` and ``random/`` (``SearchResult.save``: results.csv, pareto.csv,
 result.json), ``verified.csv`` (one row per verified candidate), ``summary.json`` (all numbers, settings, wall
 times, thread counts, load), ``fmnist_front.png``. States its wall time.
@@ -53,7 +57,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (REPO, Stopwatch, jsonable, kendall_tau, latency_error_stats, pick_evenly,  # noqa: E402
+from _common import (Stopwatch, jsonable, kendall_tau, latency_error_stats, pick_evenly,  # noqa: E402
                      run_facts, write_json)
 
 
@@ -248,7 +252,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--space", default="mbconv-fmnist")
     p.add_argument("--hardware", default="cpu-rocketlake-2t", help="latency table under latency_models/")
-    p.add_argument("--checkpoint-dir", default=None, help="supernet.pt + sensitivity.json (default checkpoints/<space>)")
+    p.add_argument("--checkpoint-dir", default=None,
+                   help="supernet.pt + sensitivity.json (default checkpoints/<space>)")
     p.add_argument("--data", default=None, help="Fashion-MNIST IDX folder (default: Debian's / $HAO_FMNIST_DIR)")
     p.add_argument("--n-points", type=int, default=24, help="ILP latency budgets in the sweep")
     p.add_argument("--n-verify", type=int, default=8, help="Pareto candidates to verify (>= 8 for the report)")
@@ -264,6 +269,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--overhead-networks", type=int, default=2,
                    help="random networks compiled to fit the per-network overhead (0: keep the table's)")
     p.add_argument("--threads", type=int, default=2, help="TVM and torch threads (the table's are in its meta.json)")
+    p.add_argument("--phase", choices=("all", "accuracy", "latency"), default="all",
+                   help="run only the accuracy or only the TVM part (cached in OUT/cache_*.json; two processes can "
+                        "run them side by side), then 'all' assembles the outputs from the caches")
     p.add_argument("--retime", action="store_true",
                    help="re-measure whole-network latencies cached in OUT/cache.json (accuracies stay cached)")
     p.add_argument("--seed", type=int, default=0)
@@ -315,9 +323,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"[load] {space.name}: predictor on {n_table_rows} rows of {a.hardware}; proxy from {folder}; "
           f"{len(calib)} calib batches, {len(test)} test images ({sw.phases['load']:.0f} s)", flush=True)
 
-    cache = ResultCache(out / "cache.json")
-    meter = LatencyMeter(space, predictor, use_tvm, a.hardware, out / "tuning_db", a.threads, a.tvm_trials,
-                         a.seed, a.timing_rounds, cache=cache, retime=a.retime)
+    cache = ResultCache(out / "cache_accuracy.json")
+    meter = None
     acc_tag = f"{folder.resolve()}|calib={a.calib_images}|test={len(test)}|seed={a.seed}"
     rows: list[dict[str, Any]] = []
     try:
@@ -348,12 +355,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         base_cands = {"uniform int8 (largest arch)": (int8, False), "float32 (largest arch)": (int8, True)}
 
         # 3. accuracy (torch, CPU)
-        with sw("accuracy"):
-            accs = evaluate_candidates(space, net, [c for _, c, _ in todo], calib, test_batches, cache=cache,
-                                       tag=acc_tag)
-            base_acc = {lab: evaluate_candidates(space, net, [c], calib, test_batches, float32=f32, cache=cache,
-                                                 tag=acc_tag)[0]
-                        for lab, (c, f32) in base_cands.items()}
+        if a.phase == "latency":
+            print("[phase latency] accuracy skipped", flush=True)
+        else:
+            with sw("accuracy"):
+                accs = evaluate_candidates(space, net, [c for _, c, _ in todo], calib, test_batches, cache=cache,
+                                           tag=acc_tag)
+                base_acc = {lab: evaluate_candidates(space, net, [c], calib, test_batches, float32=f32,
+                                                     cache=cache, tag=acc_tag)[0]
+                            for lab, (c, f32) in base_cands.items()}
+        if a.phase == "accuracy":
+            print(f"[phase accuracy] done: {len(todo) + len(base_cands)} networks in {sw.report()['total_s']:.0f} s "
+                  f"(cached in {out / 'cache_accuracy.json'})", flush=True)
+            return {"phase": "accuracy", "wall_s": sw.report()}
+        meter = LatencyMeter(space, predictor, use_tvm, a.hardware, out / "tuning_db", a.threads, a.tvm_trials,
+                             a.seed, a.timing_rounds, cache=ResultCache(out / "cache_latency.json"),
+                             retime=a.retime)
         # 4a. per-network overhead from random networks compiled end to end
         if use_tvm and a.overhead_networks > 0:
             with sw("overhead_fit"):
@@ -380,8 +397,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    {"ok": False, "latency_source": "not measured (random-front candidates: accuracy only)"}
                    for src, c, _ in tqdm(todo, desc="whole-network latency", unit="net", dynamic_ncols=True)]
             base_lat = meter.measure(int8)  # float32 compile of the largest architecture (both baselines)
+        if a.phase == "latency":
+            print(f"[phase latency] done in {sw.report()['total_s']:.0f} s (cached in "
+                  f"{out / 'cache_latency.json'})", flush=True)
+            return {"phase": "latency", "wall_s": sw.report()}
     finally:
-        meter.close()
+        if meter is not None:
+            meter.close()
 
     ref_acc = base_acc["uniform int8 (largest arch)"]["accuracy"]
     for (src, c, row), acc, m in zip(todo, accs, lat):
@@ -449,7 +471,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                               "accuracy", "accuracy_se", "test_loss", "macs_m", "config")}
                        for r in ver + rver],
     }
-    if use_tvm and getattr(meter, "tuner", None) is not None:
+    if use_tvm and meter is not None and meter.tuner is not None:
         summary["tvm_tasks"] = {"tuned_new": meter.tuner.tuned_tasks, "reused_from_database": meter.tuner.reused_tasks}
     summary["wall_s"] = sw.report()
     try:

@@ -143,7 +143,8 @@ class APQMapping(TableMapping):
         missing = [n for n in ("head", "tail") if n not in fc]
         if missing:
             raise ValueError(f"APQMapping needs meta.json['fixed_costs_ms'] with 'head' and 'tail' (APQ's fixed "
-                             f"stem/final costs); {table.name} lacks {missing}. Re-import with `hao latency import apq`.")
+                             f"stem/final costs); {table.name} lacks {missing}. Re-import with "
+                             "`hao latency import apq`.")
         self._fixed_cost = float(fc["head"]["latency_ms"]) + float(fc["tail"]["latency_ms"])
 
     def classify(self, k: Any) -> tuple[str, Any]:
@@ -300,7 +301,8 @@ def run_table(key: str, a: argparse.Namespace, out: Path, sw: Stopwatch) -> dict
                      **{f"n_{cat.replace('-', '_')}": cnt.get(cat, 0) for cat in CATEGORIES},
                      "share_of_cost_predicted": pred_cost / r[obj_name] if r[obj_name] else 0.0,
                      "band_rel_width": (r[f"{obj_name}_hi"] - r[f"{obj_name}_lo"]) / r[obj_name],
-                     "mean_w_bits": float(np.mean(_bits(c, "w_bits"))), "mean_a_bits": float(np.mean(_bits(c, "a_bits"))),
+                     "mean_w_bits": float(np.mean(_bits(c, "w_bits"))),
+                     "mean_a_bits": float(np.mean(_bits(c, "a_bits"))),
                      "config": r["config"]})
     fdf = pd.DataFrame(rows)
     fdf.to_csv(out / f"{hw}_front.csv", index=False)
@@ -345,8 +347,8 @@ def run_table(key: str, a: argparse.Namespace, out: Path, sw: Stopwatch) -> dict
                       "holdout": holdout},
         "search": {"ilp_answers": len(res.df), "front_size": len(front), "meta": jsonable(res.meta)},
         "front_kernels": {"total": kern_total, **{cat: tot.get(cat, 0) for cat in CATEGORIES},
-                          "share_exact_of_lookups": tot.get("exact", 0) / max(1, tot.get("exact", 0)
-                                                                               + tot.get("predicted", 0)),
+                          "share_exact_of_lookups": tot.get("exact", 0) / max(1, tot.get("exact", 0) +
+                                                                               tot.get("predicted", 0)),
                           "naive_exact_hits_without_mapping": naive_total,
                           "not_modelled_ops": dict(not_modelled_ops),
                           "distinct_predicted_kernels": len(pk),
@@ -391,8 +393,8 @@ def plot_table(path: Path, res: Any, fdf: Any, s: dict) -> None:
             a.annotate(f"HAQ preserve_ratio {pr}", (float(pr), 0.03), xycoords=a.get_xaxis_transform(), fontsize=7,
                        rotation=90, va="bottom", ha="right")
     a.set_xlabel(f"{o} [{s['objective_unit']}] on {s['hardware']}")
-    a.set_ylabel("proxy (labelled: " + ("‖ΔW‖², random init" if "no Hessian" in s["proxy"]["proxy"]
-                                       else "ZeroQ Hessian, random init") + ")")
+    kind = "‖ΔW‖², random init" if "no Hessian" in s["proxy"]["proxy"] else "ZeroQ Hessian, random init"
+    a.set_ylabel(f"proxy (labelled: {kind})")
     a.set_yscale("log" if (res.df["proxy"] > 0).all() else "symlog")
     a.set_title(f"{s['space']} on {s['hardware']}", fontsize=10)
     a.legend(fontsize=7)
