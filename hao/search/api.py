@@ -50,7 +50,8 @@ def resolve_predictor(hardware: Any) -> Any:
         except ImportError as exc:
             raise ConfigError(f"hardware={str(hardware)!r} needs hao.latency.predictor, which failed to import "
                               f"({exc}).") from None
-        return LatencyPredictor.from_table(hardware)
+        # the search needs only point predictions: skip the two quantile models of the uncertainty band
+        return LatencyPredictor.from_table(hardware, quantiles=None)
     raise ConfigError(f"hardware must be a hardware name (see `hao latency list`), a table folder or a fitted "
                       f"predictor with predict(kernels), got {type(hardware).__name__}.")
 

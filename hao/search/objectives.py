@@ -21,6 +21,7 @@ Builders:
 """
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -172,13 +173,15 @@ class CallableObjective(Objective):
 
 
 # ---- kernel-based builders ------------------------------------------------------------------------------
-def kernel_objective(space: SearchSpace, name: str, cost: Callable[[list[KernelSpec]], Any],
-                     constant: float = 0.0, unit: str = "", include_fixed: bool = True) -> AdditiveObjective:
-    """Sum of a per-kernel cost over a candidate's kernels.
+_KERNEL_INDEX: "weakref.WeakKeyDictionary[SearchSpace, dict[bool, dict[str, Any]]]" = weakref.WeakKeyDictionary()
 
-    ``cost(kernels)`` must return one value per kernel; it is called once with the kernels of every option of
-    every unit (plus the fixed kernels), so a predictor pays its per-call overhead once.
-    """
+
+def _kernel_index(space: SearchSpace, include_fixed: bool) -> dict[str, Any]:
+    """Every kernel of every option of every unit (then the fixed kernels), de-duplicated; computed once per
+    space and shared by all kernel-based objectives (size, BOPs, latency)."""
+    per_space = _KERNEL_INDEX.setdefault(space, {})
+    if include_fixed in per_space:
+        return per_space[include_fixed]
     slots: list[tuple[int, int]] = []
     kernels: list[KernelSpec] = []
     for j, u in enumerate(space.units()):
@@ -187,12 +190,25 @@ def kernel_objective(space: SearchSpace, name: str, cost: Callable[[list[KernelS
             kernels.extend(ks)
             slots.extend([(j, o)] * len(ks))
     pre, post = space.fixed_kernels() if include_fixed else ([], [])
-    fixed = list(pre) + list(post)
-    allk = kernels + fixed
+    allk = kernels + list(pre) + list(post)
     # many options share kernels (the expand conv does not depend on the depthwise bits): cost each once
     uniq: dict[KernelSpec, int] = {}
     inv = np.fromiter((uniq.setdefault(k, len(uniq)) for k in allk), dtype=np.int64, count=len(allk))
-    ukernels = list(uniq)
+    out = {"unique": list(uniq), "inv": inv, "slots": np.asarray(slots, dtype=np.int64).reshape(-1, 2),
+           "n_unit_kernels": len(kernels)}
+    per_space[include_fixed] = out
+    return out
+
+
+def kernel_objective(space: SearchSpace, name: str, cost: Callable[[list[KernelSpec]], Any],
+                     constant: float = 0.0, unit: str = "", include_fixed: bool = True) -> AdditiveObjective:
+    """Sum of a per-kernel cost over a candidate's kernels.
+
+    ``cost(kernels)`` must return one value per kernel; it is called once with the kernels of every option of
+    every unit (plus the fixed kernels), so a predictor pays its per-call overhead once.
+    """
+    idx = _kernel_index(space, include_fixed)
+    ukernels = idx["unique"]
     uvals = np.asarray(cost(ukernels), dtype=np.float64).reshape(-1) if ukernels else np.zeros(0)
     if uvals.shape[0] != len(ukernels):
         raise ConfigError(f"Kernel cost for objective {name!r} returned {uvals.shape[0]} values for "
@@ -200,15 +216,14 @@ def kernel_objective(space: SearchSpace, name: str, cost: Callable[[list[KernelS
     if not np.all(np.isfinite(uvals)):
         bad = ukernels[int(np.flatnonzero(~np.isfinite(uvals))[0])]
         raise ConfigError(f"Kernel cost for objective {name!r} is not finite for {bad}.")
-    vals = uvals[inv]
+    slots, n_unit = idx["slots"], idx["n_unit_kernels"]
+    vals = uvals[idx["inv"]]
     tables = [np.zeros(len(space.unit_options(u))) for u in space.units()]
-    if slots:
-        sl = np.asarray(slots, dtype=np.int64)
-        for j in range(len(tables)):
-            m = sl[:, 0] == j
-            if m.any():
-                tables[j] += np.bincount(sl[m, 1], weights=vals[: len(kernels)][m], minlength=tables[j].size)
-    const = float(constant) + float(vals[len(kernels):].sum())
+    for j in range(len(tables)):
+        m = slots[:, 0] == j
+        if m.any():
+            tables[j] += np.bincount(slots[m, 1], weights=vals[:n_unit][m], minlength=tables[j].size)
+    const = float(constant) + float(vals[n_unit:].sum())
     return AdditiveObjective(space, name, tables, const, unit)
 
 
