@@ -118,6 +118,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--threads", type=int, default=1, help="threads per worker")
     p.add_argument("--workers", type=int, default=2, help="evaluation processes")
     p.add_argument("--skip-zeroq", action="store_true")
+    p.add_argument("--rescore", action="store_true",
+                   help="reuse --out/evaluations_raw.csv (same seed and counts) and only recompute the scores")
     p.add_argument("--wait-sensitivity-min", type=float, default=0.0,
                    help="wait so long for checkpoint-dir/sensitivity.json to appear (computed concurrently)")
     a = p.parse_args(argv)
@@ -126,7 +128,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     import hao
     from hao.data import fashion_mnist, loader
-    from hao.proxy import AccuracyProxy, SensitivityTable, WeightNormProxy, default_checkpoint_dir, zeroq_traces
+    from hao.proxy import AccuracyProxy, HessianTraces, SensitivityTable, WeightNormProxy, default_checkpoint_dir, zeroq_traces
     from hao.train import load_supernet
 
     torch.set_num_threads(a.threads)
@@ -149,12 +151,19 @@ def main(argv: list[str] | None = None) -> dict:
     small = smallest_candidate(space)
     refs = [("reference", space.largest()), ("largest_w4a4", space.uniform(4, 4)), ("smallest_w2a4", small),
             ("smallest_w8a8", small.replace(**{d: 8 for d, _ in small.choices if d.endswith("bits")}))]
-    ref_rows = _evaluate_all(space, net, refs, calib, test_batches, progress=False, workers=a.workers,
-                             threads=a.threads)
-    t0 = time.perf_counter()
-    rows = _evaluate_all(space, net, cands, calib, test_batches, workers=a.workers, threads=a.threads)
-    eval_wall = time.perf_counter() - t0
-    pd.DataFrame(ref_rows + rows).to_csv(out / "evaluations_raw.csv", index=False)  # safe before scoring
+    if a.rescore:
+        raw = pd.read_csv(out / "evaluations_raw.csv").to_dict("records")
+        ref_rows, rows = raw[:len(refs)], raw[len(refs):]
+        if [r["candidate"] for r in rows] != [c.to_json() for _, c in cands]:
+            raise SystemExit("--rescore: evaluations_raw.csv holds other candidates; use the same seed and counts.")
+        eval_wall = float(sum(r["eval_s"] for r in rows)) / max(1, a.workers)
+    else:
+        ref_rows = _evaluate_all(space, net, refs, calib, test_batches, progress=False, workers=a.workers,
+                                 threads=a.threads)
+        t0 = time.perf_counter()
+        rows = _evaluate_all(space, net, cands, calib, test_batches, workers=a.workers, threads=a.threads)
+        eval_wall = time.perf_counter() - t0
+        pd.DataFrame(ref_rows + rows).to_csv(out / "evaluations_raw.csv", index=False)  # safe before scoring
     cs = [c for _, c in cands]
     # the proxies are read only now, so that evaluation can start while the sensitivity table is computed
     deadline = time.time() + 60 * a.wait_sensitivity_min
@@ -169,11 +178,17 @@ def main(argv: list[str] | None = None) -> dict:
     zq = None
     if not a.skip_zeroq:
         t0 = time.perf_counter()
-        ztr, zinfo = zeroq_traces(space, net, n=a.zeroq_images, steps=a.zeroq_steps, seed=a.seed,
-                                  samples=a.trace_samples, progress=True)
+        zpath = out / "zeroq_traces.json"
+        if a.rescore and zpath.exists():
+            zd = json.loads(zpath.read_text())
+            ztr, zinfo = HessianTraces.from_dict(zd["traces"]), zd["info"]
+        else:
+            ztr, zinfo = zeroq_traces(space, net, n=a.zeroq_images, steps=a.zeroq_steps, seed=a.seed,
+                                      samples=a.trace_samples, progress=True)
+            zpath.write_text(json.dumps({"traces": ztr.to_dict(), "info": zinfo}))
         zt = SensitivityTable.compute(space, net, ztr)
         zq = AccuracyProxy(space, zt)
-        zinfo["wall_s"] = time.perf_counter() - t0
+        zinfo.setdefault("wall_s", time.perf_counter() - t0)
         tr_rows = []
         for lt in table.traces:
             z = ztr[lt.path]

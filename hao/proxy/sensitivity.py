@@ -7,6 +7,10 @@ For a trained supernet with weights W and per-layer Hessian traces Tr(H_l),
 and the predicted loss increase of a candidate is ½ Σ_l Ω_l. The two parts of ΔW live on disjoint entries, so
 ‖ΔW_l‖² = ‖W_l‖² − ‖W_kept‖² + ‖Q_b(W_kept) − W_kept‖² with Q_b per-output-channel symmetric (as the
 fake-quantized sub-network computes it). A removed layer (its block is skipped) has ‖ΔW_l‖² = ‖W_l‖².
+
+Curvature is clamped at zero: a layer whose trace estimate is negative (negative curvature away from a minimum,
+or Hutchinson noise larger than the trace) gets Tr(H_l)/n_l = 0, so every Ω is >= 0 and the proxy stays a
+monotone cost. The raw estimates stay in ``table.traces``.
 """
 from __future__ import annotations
 
@@ -148,7 +152,7 @@ class SensitivityTable:
         return t
 
     def omega(self, p: LayerPerturbation) -> float:
-        """Ω of one layer perturbation: Tr(H_l)/n_l · ‖ΔW_l‖²."""
+        """Ω of one layer perturbation: max(Tr(H_l), 0)/n_l · ‖ΔW_l‖²."""
         k = _key(p)
         e = self.entries.get(k)
         if e is None:
@@ -157,7 +161,7 @@ class SensitivityTable:
                                   "rebuild the table with SensitivityTable.compute(space, supernet, traces).")
             lt = self.traces[p.path]
             dw2 = perturbation_sq_norm(self.weights[p.path], p)
-            e = {"omega": lt.per_param * dw2, "omega_se": lt.per_param_se * dw2, "dw_sq": dw2}
+            e = {"omega": max(lt.per_param, 0.0) * dw2, "omega_se": lt.per_param_se * dw2, "dw_sq": dw2}
             self.entries[k] = e
         return e["omega"]
 

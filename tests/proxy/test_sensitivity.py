@@ -143,3 +143,14 @@ def test_proxy_rejects_foreign_table(space, supernet):
                         kernel_sizes=(1,), ratios=(1,), w_bits=(8,), a_bits=(8,), head_channels=8)
     with pytest.raises(ConfigError, match="tiny-mb"):
         AccuracyProxy(other, table)
+
+
+def test_negative_curvature_is_clamped_to_zero(space, supernet):
+    tr = fake_traces(supernet)
+    first = tr.layers[0]
+    neg = HessianTraces((LayerTrace(first.path, -5.0 * first.numel, 1.0, 16, first.numel),) + tr.layers[1:],
+                        tr.total, 0.0, 16)
+    table = SensitivityTable.compute(space, supernet, neg)
+    p = LayerPerturbation(first.path, w_bits=2)
+    assert table.omega(p) == 0.0 and table.dw_sq(p) > 0
+    assert (AccuracyProxy(space, table).score([space.uniform(2, 8)]) >= 0).all()
