@@ -4,7 +4,7 @@ Imported only by :mod:`hao.latency._intrin` (after tvm is known to be importable
 same computation TVM ships; the implementation differs in passing ``<64 x i8>`` operands to
 ``llvm.x86.avx512.vpdpbusd.512`` instead of ``<16 x i32>``.
 """
-# ruff: noqa
+# flake8: noqa  (TVMScript dtype annotations)
 from tvm.script import tirx as T
 
 

@@ -21,6 +21,8 @@ import datetime as _dt
 import io
 import json
 import os
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -29,7 +31,7 @@ import numpy as np
 
 from hao.errors import ConfigError
 from hao.kernel import KEY_COLUMNS, KernelSpec
-from hao.latency.backend import LatencyBackend, Measurement, kernel_precision, replace_bits
+from hao.latency.backend import LatencyBackend, kernel_precision, replace_bits
 from hao.latency.table import TABLE_COLUMNS, atomic_write_text, models_root
 
 __all__ = ["space_kernels", "plan_kernels", "calibrate", "CalibrationResult", "append_row", "repair_tail",
@@ -197,11 +199,19 @@ def calibrate(hardware: str, kernels: Sequence[KernelSpec], backend: LatencyBack
     n_ok = n_fail = 0
     t0 = time.perf_counter()
     meta = _load_meta(meta_p)
+    run_info = {"started_at": _now(), "space": space_name, "command": command, "planned": len(kernels),
+                "to_measure": len(todo), "skipped_existing": skipped, "repaired_bytes": repaired}
+    # SIGTERM (kill, a farm's scheduler) ends the run like Ctrl-C: the current kernel is abandoned, rows
+    # already appended stay, and meta.json is brought up to date in the finally block.
+    old_handler = None
+    if threading.current_thread() is threading.main_thread():
+        def _on_term(signum: int, frame: Any) -> None:
+            raise KeyboardInterrupt(f"signal {signum}")
+
+        old_handler = signal.signal(signal.SIGTERM, _on_term)
     backend.open()
     try:
         desc = backend.describe()
-        run_info = {"started_at": _now(), "space": space_name, "command": command, "planned": len(kernels),
-                    "to_measure": len(todo), "skipped_existing": skipped, "repaired_bytes": repaired}
         _write_meta(meta_p, meta, hardware, desc, run_info, folder)
         bar = None
         if progress:
@@ -226,6 +236,8 @@ def calibrate(hardware: str, kernels: Sequence[KernelSpec], backend: LatencyBack
         if bar is not None:
             bar.close()
     finally:
+        if old_handler is not None:
+            signal.signal(signal.SIGTERM, old_handler)
         backend.close()
         wall = time.perf_counter() - t0
         run_info.update(finished_at=_now(), measured=n_ok, failed=n_fail, wall_s=round(wall, 1),

@@ -264,7 +264,7 @@ def _int8_program(k: KernelSpec) -> KernelProgram:
         out = _requant_te(acc, bias, scale, topi)
         func = _finish([data, wt, bias, scale, out], te)
 
-        def unpack(x: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        def unpack_dw(x: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
             d = x[0].transpose(0, 1, 4, 2, 3).reshape(B, cp, H, W)
             w = x[1].transpose(0, 3, 1, 2).reshape(cp, 1, K, K)
             return d, w
@@ -273,11 +273,11 @@ def _int8_program(k: KernelSpec) -> KernelProgram:
             d = rng.integers(0, 256, (B, cc, H, W, 16), dtype=np.uint8)
             w = rng.integers(-128, 128, (cc, K, K, 16), dtype=np.int8)
             b = rng.integers(-1000, 1000, (1, cc, 1, 1, 16), dtype=np.int32)
-            acc = _torch_conv(*unpack([d, w]), S, P, cp)
+            acc = _torch_conv(*unpack_dw([d, w]), S, P, cp)
             return [d, w, b, _scale_for(np.abs(acc).max(axis=(0, 2, 3)).reshape(1, cc, 1, 1, 16))]
 
         def reference(x: list[np.ndarray]) -> np.ndarray:
-            acc = _torch_conv(*unpack(x), S, P, cp).reshape(B, cc, 16, OH, OW).transpose(0, 1, 3, 4, 2)
+            acc = _torch_conv(*unpack_dw(x), S, P, cp).reshape(B, cc, 16, OH, OW).transpose(0, 1, 3, 4, 2)
             return _requant_ref(acc + x[2], x[3])
 
         return KernelProgram(func, make_inputs, reference, (B, cc, OH, OW, 16), "uint8", "NCHW16c", True)

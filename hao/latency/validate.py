@@ -3,7 +3,8 @@
 For each seeded random candidate of a space:
 
 1. ``space.build(candidate)`` -> torch module; every fake-quant layer is set to float (32 bits) and each
-   BatchNorm is folded into its preceding convolution (:func:`fold_batchnorm`), as an inference compiler does.
+   BatchNorm is folded into its preceding convolution (:func:`fold_batchnorm`), as an inference compiler does,
+   and ReLU6 becomes ReLU (same cost; see :func:`_relu6_to_relu` for why).
    **Precision**: the networks are compiled in float32 — Relax's PyTorch frontend has no path for our
    fake-quant int8 graphs — so they are compared with the predictor's float32 figure for the same
    architecture (every kernel at w32a32). The int8 rows are validated per kernel (output checked, timed).
@@ -20,7 +21,6 @@ For each seeded random candidate of a space:
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import time
@@ -76,7 +76,21 @@ def float_model(space: Any, candidate: Any, seed: int = 0) -> Any:
     model = space.build(candidate, seed=seed)
     set_bits(model, {name: {"w_bits": 32, "a_bits": 32} for name, _ in quant_layers(model)})
     model.eval()
+    _relu6_to_relu(model)
     return fold_batchnorm(model)
+
+
+def _relu6_to_relu(model: Any) -> None:
+    """Replace ReLU6 by ReLU (same cost). TVM 0.27's PyTorch frontend lowers ReLU6 to a ``call_tir`` clip that
+    ``ConvertLayout`` cannot move to NHWC: every clip then ran as transpose -> clip -> transpose, separate
+    from the convolution, which more than doubled the network's time. ReLU is a Relax op that converts and
+    fuses into the convolution, as a deployment compiler fuses ReLU6."""
+    from torch import nn
+
+    for mod in list(model.modules()):
+        for name, child in list(mod.named_children()):
+            if isinstance(child, nn.ReLU6):
+                setattr(mod, name, nn.ReLU(inplace=False))
 
 
 class _Tuner:
@@ -93,13 +107,24 @@ class _Tuner:
     def ensure(self, mod: Any) -> None:
         from tvm.s_tir import meta_schedule as ms
 
-        tasks = ms.relax_integration.extract_tasks(mod, self.backend.target)
+        from tvm.s_tir.meta_schedule.tune_context import _normalize_mod
+
+        db, target = self.backend.database, self.backend.target
+        tasks = ms.relax_integration.extract_tasks(mod, target)
         for task in tasks:
-            tmod = task.dispatched[0]
-            if self.backend.database.has_workload(tmod) and self.backend.database.query_tuning_record(
-                    tmod, self.backend.target, workload_name="main") is not None:
+            raw = task.dispatched[0]
+            # compile_relax looks records up under the normalized module (its function renamed "main")
+            tmod = _normalize_mod(raw)
+            if db.has_workload(tmod) and db.query_tuning_record(tmod, target, workload_name="main") is not None:
                 self.reused_tasks += 1
                 continue
+            if db.has_workload(raw):  # tuned by an older version that keyed records by the raw module
+                rec = db.query_tuning_record(raw, target, workload_name="main")
+                if rec is not None:
+                    db.commit_tuning_record(ms.database.TuningRecord(
+                        rec.trace, db.commit_workload(tmod), rec.run_secs, target, rec.args_info))
+                    self.reused_tasks += 1
+                    continue
             sch, _, _ = self.backend._schedule(tmod)
             self.tuned_tasks += 1
             if sch is None:
@@ -128,10 +153,13 @@ def compile_network(model: Any, input_shape: tuple[int, ...], tuner: _Tuner, rou
     with target:
         mod = relax.transform.DecomposeOpsForInference()(mod)
         mod = relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "HWIO"]})(mod)
-        mod = relax.get_pipeline("zero")(mod)
+        # extract_tasks wants the legalized + fused module (it finds no task in an unfused one), while
+        # compile_relax legalizes and fuses itself: handing it the fused module makes every database lookup
+        # miss and the network runs untuned — so tasks come from `fused`, the build from `mod`.
+        fused = relax.get_pipeline("zero")(mod)
     t0 = time.perf_counter()
     before = tuner.tuned_tasks
-    tuner.ensure(mod)
+    tuner.ensure(fused)
     tune_s = time.perf_counter() - t0
     with target:
         exe = ms.relax_integration.compile_relax(tuner.backend.database, mod, target, params=None)
@@ -155,9 +183,41 @@ def compile_network(model: Any, input_shape: tuple[int, ...], tuner: _Tuner, rou
             "max_abs_err_vs_torch": err, "tasks_tuned": tuner.tuned_tasks - before, "tune_s": round(tune_s, 1)}
 
 
+def score_rows(rows: list[dict[str, Any]], network_scale: bool = True) -> tuple[dict[str, Any], tuple]:
+    """Fit measured ≈ scale·Σkernels + a + b·n (nonnegative least squares on relative error; scale fixed to 1
+    unless ``network_scale``) on the ``overhead-fit`` rows, then score the ``validation`` rows. Sets
+    ``predicted_ms``/``err_pct`` on every row. Returns (summary, (scale, a, b))."""
+    from scipy.optimize import nnls
+
+    fit = [r for r in rows if r["role"] == "overhead-fit" and r.get("ok")]
+    scale, a, b = 1.0, 0.0, 0.0
+    if fit:
+        y = np.array([r["measured_ms"] for r in fit])
+        s = np.array([r["sum_kernels_ms"] for r in fit])
+        n = np.array([r["n_kernels"] for r in fit], float)
+        if network_scale and len(fit) >= 2:
+            coef, _ = nnls(np.stack([s, np.ones_like(n), n], 1) / y[:, None], np.ones_like(y))
+            scale, a, b = (float(c) for c in coef)
+        else:
+            coef, _ = nnls(np.stack([np.ones_like(n), n], 1) / y[:, None], (y - s) / y)
+            a, b = (float(c) for c in coef)
+    for r in rows:
+        r["predicted_ms"] = scale * r["sum_kernels_ms"] + a + b * r["n_kernels"]
+        if r.get("ok"):
+            r["err_pct"] = (r["predicted_ms"] - r["measured_ms"]) / r["measured_ms"] * 100.0
+    val = [r for r in rows if r["role"] == "validation" and r.get("ok")]
+    summary: dict[str, Any] = {"n_networks": len(val), "failed": sum(not r.get("ok") for r in rows),
+                               "model": f"measured = {scale:.4g} * sum(kernels) + {a:.4g} ms + {b:.4g} ms * n_kernels"}
+    if len(val) >= 2:
+        meas = np.array([r["measured_ms"] for r in val])
+        summary.update(error_stats(np.array([r["predicted_ms"] for r in val]), meas))
+        summary["raw_sum_of_kernels"] = error_stats(np.array([r["sum_kernels_ms"] for r in val]), meas)
+    return summary, (scale, a, b)
+
+
 def validate_networks(hardware: str, space_name: str, n_networks: int = 20, seed: int = 0,
                       trials_per_task: int = 8, calib_networks: int = 4, threads: int = 2, progress: bool = True,
-                      out: str | os.PathLike | None = None) -> dict[str, Any]:
+                      out: str | os.PathLike | None = None, network_scale: bool = False) -> dict[str, Any]:
     """Run the validation described in the module docstring; returns (and writes) the report dict."""
     from hao.latency.tvm_backend import pin_threads
     from hao.space import get_space
@@ -202,7 +262,7 @@ def validate_networks(hardware: str, space_name: str, n_networks: int = 20, seed
                          "candidate": c.to_dict(), "n_kernels": len(kernels), "kernels_in_table": n_meas,
                          "sum_kernels_ms": float(pred.predict(kernels, prefer_measured=True).sum()),
                          "sum_kernels_model_only_ms": float(pred.predict(kernels).sum()),
-                         "kernels": [dataclasses.asdict(k) for k in kernels] if False else None, **res})
+                         **res})
             if bar is not None:
                 bar.set_postfix_str(f"{res.get('measured_ms', float('nan')):.3f} ms" if res["ok"] else "FAILED")
                 bar.update(1)
@@ -210,29 +270,17 @@ def validate_networks(hardware: str, space_name: str, n_networks: int = 20, seed
         if bar is not None:
             bar.close()
         tuner.close()
+    summary, coefs = score_rows(rows, network_scale=network_scale)
+    pred.network_scale_, pred.overhead_ms_, pred.overhead_per_kernel_ms_ = coefs
     fit_rows = [r for r in rows if r["role"] == "overhead-fit" and r["ok"]]
-    if fit_rows:
-        nets = [[replace_bits(k, 32, 32) for k in space.kernels(cands[r["index"]])] for r in fit_rows]
-        pred.fit_overhead(nets, [r["measured_ms"] for r in fit_rows])
-    val = [r for r in rows if r["role"] == "validation" and r["ok"]]
-    for r in rows:
-        r["predicted_ms"] = (r["sum_kernels_ms"] + pred.overhead_ms_ + pred.overhead_per_kernel_ms_ * r["n_kernels"])
-        if r["ok"]:
-            r["err_pct"] = (r["predicted_ms"] - r["measured_ms"]) / r["measured_ms"] * 100.0
-        r.pop("kernels", None)
-    summary: dict[str, Any] = {"n_networks": len(val), "failed": sum(not r["ok"] for r in rows)}
-    if len(val) >= 2:
-        st = error_stats(np.array([r["predicted_ms"] for r in val]), np.array([r["measured_ms"] for r in val]))
-        summary.update(st)
-        st0 = error_stats(np.array([r["sum_kernels_ms"] for r in val]), np.array([r["measured_ms"] for r in val]))
-        summary["without_overhead"] = st0
     report = {
         "hardware": hardware, "space": space_name, "seed": seed, "precision": "float32 (see hao.latency.validate)",
         "protocol": "torch.export -> relax.frontend.torch.from_exported_program -> ConvertLayout(NHWC) -> "
                     "relax zero pipeline -> tasks from tuning_db or tuned with MetaSchedule "
                     f"({trials_per_task} trials/task) -> compile_relax -> VirtualMachine time_evaluator "
                     "(lowest median of 3 sessions x 7 repeats, min_repeat_ms 20); BN folded in torch",
-        "threads": threads, "overhead": {"ms": pred.overhead_ms_, "per_kernel_ms": pred.overhead_per_kernel_ms_,
+        "threads": threads, "overhead": {"network_scale": pred.network_scale_, "ms": pred.overhead_ms_,
+                                         "per_kernel_ms": pred.overhead_per_kernel_ms_,
                                          "fitted_on_networks": len(fit_rows)},
         "relax_tasks": {"tuned": tuner.tuned_tasks, "reused_from_database": tuner.reused_tasks},
         "wall_s": round(time.perf_counter() - t_start, 1), "summary": summary, "networks": rows,

@@ -1,0 +1,59 @@
+"""Validation helpers that need no TVM: BN folding / float export model, and scoring of network rows."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from hao.latency.validate import float_model, fold_batchnorm, score_rows
+
+
+def test_fold_batchnorm_preserves_outputs():
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU())
+    with torch.no_grad():
+        m[1].running_mean.uniform_(-1, 1)
+        m[1].running_var.uniform_(0.5, 2)
+        m[1].weight.uniform_(0.5, 1.5)
+    m.eval()
+    x = torch.randn(2, 3, 8, 8)
+    ref = m(x)
+    fold_batchnorm(m)
+    assert isinstance(m[1], nn.Identity)
+    torch.testing.assert_close(m(x), ref, rtol=1e-4, atol=1e-5)
+
+
+def test_float_model_of_a_space_candidate():
+    from hao.quant import quant_layers
+    from hao.space import get_space
+
+    sp = get_space("mbconv-fmnist")
+    c = sp.sample(np.random.default_rng(0))
+    m = float_model(sp, c)
+    assert all(layer.w_bits == 32 and layer.a_bits == 32 for _, layer in quant_layers(m))
+    assert not any(isinstance(x, (nn.BatchNorm2d, nn.ReLU6)) for x in m.modules())
+    assert m(torch.randn(1, *sp.input_shape)).shape[-1] == 10
+
+
+def _rows(scale, a, b, n_fit=3, n_val=10, seed=0):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n_fit + n_val):
+        s, n = float(rng.uniform(1, 3)), int(rng.integers(40, 60))
+        rows.append({"role": "overhead-fit" if i < n_fit else "validation", "ok": True, "sum_kernels_ms": s,
+                     "n_kernels": n, "measured_ms": scale * s + a + b * n})
+    return rows
+
+
+def test_score_rows_recovers_additive_overhead():
+    summary, (scale, a, b) = score_rows(_rows(1.0, 0.2, 0.01), network_scale=False)
+    assert scale == 1.0 and a == pytest.approx(0.2, abs=1e-6) and b == pytest.approx(0.01, abs=1e-6)
+    assert summary["share_within_10pct"] == 1.0 and summary["median_abs_err_pct"] < 1e-6
+    assert summary["n_networks"] == 10
+
+
+def test_score_rows_with_scale():
+    summary, (scale, a, b) = score_rows(_rows(1.5, 0.1, 0.0, n_fit=4), network_scale=True)
+    assert scale == pytest.approx(1.5, rel=1e-6)
+    assert summary["kendall_tau"] == pytest.approx(1.0)
