@@ -77,7 +77,7 @@ class LatencyMeter:
         self.cache, self.retime = cache, retime
         self.tuner = None
         if use_tvm:
-            from hao.latency.table import hardware_dir
+            from hao.latency.table import hardware_dir, load_table
             from hao.latency.tvm_backend import pin_threads
             from hao.latency.validate import _Tuner
             pin_threads(threads)
@@ -269,6 +269,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--overhead-networks", type=int, default=2,
                    help="random networks compiled to fit the per-network overhead (0: keep the table's)")
     p.add_argument("--threads", type=int, default=2, help="TVM and torch threads (the table's are in its meta.json)")
+    p.add_argument("--table-rows-before", default=None, metavar="ISO_UTC",
+                   help="use only the table rows with measured_at <= this (e.g. 2026-11-23T13:11:00Z): a fixed "
+                        "snapshot while a calibration run is still appending rows, so that every phase searches "
+                        "the same front")
     p.add_argument("--phase", choices=("all", "accuracy", "latency"), default="all",
                    help="run only the accuracy or only the TVM part (cached in OUT/cache_*.json; two processes can "
                         "run them side by side), then 'all' assembles the outputs from the caches")
@@ -289,7 +293,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import hao
     from hao.data import fashion_mnist, loader
     from hao.latency.predictor import LatencyPredictor
-    from hao.latency.table import hardware_dir
+    from hao.latency.table import hardware_dir, load_table
     from hao.proxy import AccuracyProxy, default_checkpoint_dir
     from hao.search.api import reference_candidates
     from hao.space.base import Candidate
@@ -307,7 +311,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         from hao._imports import lazy_import
         lazy_import("tvm")  # a named error now rather than after the search
     with sw("load"):
-        predictor = LatencyPredictor.from_table(a.hardware)
+        table = load_table(a.hardware)
+        if a.table_rows_before:  # a fixed snapshot of a table that a calibration run is still appending to
+            from hao.latency.table import LatencyTable
+            keep = table.df["measured_at"].astype(str) <= a.table_rows_before
+            table = LatencyTable(table.df[keep].reset_index(drop=True),
+                                 {**table.meta, "snapshot": f"rows measured_at <= {a.table_rows_before}"},
+                                 path=table.path, source=f"{a.hardware} (snapshot)")
+        predictor = LatencyPredictor.from_table(table)
         overhead_source = ("predictor.json of the table" if (hardware_dir(a.hardware) / "predictor.json").is_file()
                            else "none (0 ms)")
         proxy = AccuracyProxy.from_checkpoint(space, folder)
@@ -444,6 +455,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     summary = {
         "experiment": "fmnist_joint_search", "run": facts,
         "settings": {"space": space.name, "hardware": a.hardware, "table_rows": n_table_rows,
+                     "table_rows_before": a.table_rows_before,
                      "checkpoint_dir": str(folder), "n_points": a.n_points, "n_verify": a.n_verify,
                      "verify_random": a.verify_random, "random_trials": n_eval, "calib_images": a.calib_images,
                      "test_images": len(test), "seed": a.seed, "threads": a.threads, "tvm": use_tvm,
