@@ -319,6 +319,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                  {**table.meta, "snapshot": f"rows measured_at <= {a.table_rows_before}"},
                                  path=table.path, source=f"{a.hardware} (snapshot)")
         predictor = LatencyPredictor.from_table(table)
+        # the overhead the search uses (the table's predictor.json, if any); step 4a refits it for verification
+        search_overhead = (float(predictor.overhead_ms_), float(predictor.overhead_per_kernel_ms_))
         overhead_source = ("predictor.json of the table" if (hardware_dir(a.hardware) / "predictor.json").is_file()
                            else "none (0 ms)")
         proxy = AccuracyProxy.from_checkpoint(space, folder)
@@ -431,7 +433,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ks = space.kernels(c)
         baselines[lab] = {"config": c.to_json(), **base_acc[lab],
                           "proxy": None if f32 else float(proxy.score([c])[0]),
-                          "predicted_ms": predictor.network_latency(float_kernels(space, c) if f32 else ks),
+                          # as the search predicts it (same overhead as the front's predicted_ms)
+                          "predicted_ms": float(predictor.predict(float_kernels(space, c) if f32 else ks,
+                                                                  prefer_measured=True).sum())
+                          + search_overhead[0] + search_overhead[1] * len(ks),
                           "predicted_fp32_ms": predictor.network_latency(float_kernels(space, c)),
                           "measured_fp32_ms": base_lat.get("measured_ms")}
         rows.append({"source": "baseline", "label": lab, **baselines[lab],
@@ -467,7 +472,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                             " predicted-vs-measured compares the predictor's float32 figure for the same architecture."
                             " The searched mixed-precision latency ('predicted_ms') is the table/predictor's.",
         "overhead": {"ms": predictor.overhead_ms_, "per_kernel_ms": predictor.overhead_per_kernel_ms_,
-                     "source": overhead_source},
+                     "source": overhead_source,
+                     "used_by_the_search": {"ms": search_overhead[0], "per_kernel_ms": search_overhead[1],
+                                            "source": "the table's predictor.json" if any(search_overhead)
+                                            else "none"}},
         "search": {"ilp_answers": len(ilp.df), "ilp_front_size": len(front), "ilp_meta": jsonable(ilp.meta),
                    "random_samples": n_eval, "random_front_size": len(rfront)},
         "verified_front": {"n": len(ver), "latency": lat_stats, "latency_without_overhead": lat_stats_raw,
