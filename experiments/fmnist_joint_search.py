@@ -238,9 +238,10 @@ def plot(path: Path, ilp: Any, rnd: Any, rows: list[dict], baselines: dict[str, 
     c.set_ylabel("predicted [ms] (same architecture, float32)")
     c.legend(fontsize=7)
     c.grid(alpha=0.3)
+    tau = summary["verified_front"]["kendall_tau_proxy_vs_acc_drop"]["tau"]
     fig.suptitle(f"mbconv-fmnist on {summary['settings']['hardware']}: Kendall τ(proxy, accuracy drop) on the "
-                 f"verified ILP front = {summary['verified_front']['kendall_tau_proxy_vs_acc_drop']['tau']}",
-                 fontsize=10)
+                 f"verified ILP front = {'n/a' if tau is None else f'{tau:.2f}'} "
+                 f"(n={summary['verified_front']['n']})", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
