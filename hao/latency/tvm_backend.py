@@ -504,7 +504,9 @@ class TVMBackend(LatencyBackend):
             self.database = ms.database.JSONDatabase(work_dir=str(self.database_dir))
         else:
             self.database = ms.database.MemoryDatabase()
-        self.session = _Session(self.rpc)
+        # Local: one session for the run. RPC: a session per kernel, requested only after tuning — a server
+        # serves one client at a time, and the tuner's RPCRunner needs it while we tune.
+        self.session = _Session(None) if self.rpc is None else None
         self._work = tempfile.TemporaryDirectory(prefix="hao_ms_")
         evaluator = ms.runner.EvaluatorConfig(number=1, repeat=3, min_repeat_ms=5)
         if self.rpc is None:
@@ -521,7 +523,8 @@ class TVMBackend(LatencyBackend):
     def close(self) -> None:
         if not self._opened:
             return
-        self.session.close()
+        if self.session is not None:
+            self.session.close()
         self._work.cleanup()
         self._opened = False
 
@@ -590,6 +593,9 @@ class TVMBackend(LatencyBackend):
             vnni = "vpdpbusd" in asm
             rng = np.random.default_rng(self.seed)
             inputs = prog.make_inputs(rng)
+            if self.rpc is not None:
+                stage = "opening the RPC session"
+                self.session = _Session(self.rpc, session_timeout=120)
             err = math.nan
             if self.check and run_kernel.key() not in self._checked:
                 stage = "checking the output"
@@ -642,6 +648,10 @@ class TVMBackend(LatencyBackend):
             return Measurement(kernel, ok=False, impl=prec, reason=f"{stage}: {type(exc).__name__}: "
                                f"{str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''} "
                                f"[{tb[-1][:200] if tb else ''}]")
+        finally:
+            if self.rpc is not None and self.session is not None:
+                self.session.close()
+                self.session = None
 
     # ---- metadata -----------------------------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:

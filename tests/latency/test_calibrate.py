@@ -150,5 +150,5 @@ calibrate("hw", plan, RooflineBackend(delay_s=0.01), root={str(tmp_path)!r}, pro
             proc.kill()
     t = LatencyTable.load(tmp_path / "hw")
     meta = json.loads((tmp_path / "hw" / "meta.json").read_text())
-    assert meta["rows"] == len(t) > 20
+    assert meta["rows"] == len(t) >= 20
     assert "finished_at" in meta["calibration_runs"][-1]
