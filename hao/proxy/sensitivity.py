@@ -163,7 +163,9 @@ class SensitivityTable:
             dw2 = perturbation_sq_norm(self.weights[p.path], p)
             e = {"omega": max(lt.per_param, 0.0) * dw2, "omega_se": lt.per_param_se * dw2, "dw_sq": dw2}
             self.entries[k] = e
-        return e["omega"]
+        # Entries cached by older versions may hold a negative Ω (negative trace); ‖ΔW‖² ≥ 0, so clamping the
+        # product equals clamping the curvature.
+        return max(e["omega"], 0.0)
 
     def dw_sq(self, p: LayerPerturbation) -> float:
         """‖ΔW_l‖² of a perturbation (the Hessian-free baseline's term)."""

@@ -34,7 +34,7 @@ def test_fmnist_smoke(tmp_path):
     assert v["kendall_tau_proxy_vs_acc_drop"]["n"] == 2
     for c in d["candidates"]:
         # the proxy can be < 0: some layers' Hutchinson trace estimates are negative (noise) in sensitivity.json
-        assert 0.0 <= c["accuracy"] <= 1.0 and c["predicted_ms"] > 0 and np.isfinite(c["proxy"])
+        assert 0.0 <= c["accuracy"] <= 1.0 and c["predicted_ms"] > 0 and c["proxy"] >= 0  # Ω is clamped at zero curvature
     assert set(d["baselines"]) == {"uniform int8 (largest arch)", "float32 (largest arch)"}
     # random search at the same evaluation count as the ILP sweep
     assert d["search"]["random_samples"] == d["settings"]["n_points"]
