@@ -33,8 +33,8 @@ def test_fmnist_smoke(tmp_path):
     assert 0 <= v["latency"]["share_within_10pct"] <= 1
     assert v["kendall_tau_proxy_vs_acc_drop"]["n"] == 2
     for c in d["candidates"]:
-        # the proxy can be < 0: some layers' Hutchinson trace estimates are negative (noise) in sensitivity.json
-        assert 0.0 <= c["accuracy"] <= 1.0 and c["predicted_ms"] > 0 and c["proxy"] >= 0  # Ω is clamped at zero curvature
+        # Ω is clamped at zero curvature (noisy negative trace estimates), so the proxy is never negative
+        assert 0.0 <= c["accuracy"] <= 1.0 and c["predicted_ms"] > 0 and c["proxy"] >= 0
     assert set(d["baselines"]) == {"uniform int8 (largest arch)", "float32 (largest arch)"}
     # random search at the same evaluation count as the ILP sweep
     assert d["search"]["random_samples"] == d["settings"]["n_points"]
