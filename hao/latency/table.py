@@ -123,6 +123,9 @@ def validate_frame(df: pd.DataFrame, file: str = "<table>") -> pd.DataFrame:
                 raise TableError(f"{_where(file, i, c)}: {v!r} is not a number; expected a positive int.") from None
             if math.isnan(fv):
                 raise TableError(f"{_where(file, i, c)}: value is NaN/empty; expected a positive int.")
+            if math.isinf(fv) or abs(fv) > 2 ** 31 - 1:
+                raise TableError(f"{_where(file, i, c)}: {v!r} is out of range; expected a positive int "
+                                 f"<= {2 ** 31 - 1}.")
             if fv != int(fv) or fv < 1:
                 raise TableError(f"{_where(file, i, c)}: {v!r} is not a positive int.")
             if c in ("w_bits", "a_bits") and int(fv) not in BITS:
@@ -142,12 +145,15 @@ def validate_frame(df: pd.DataFrame, file: str = "<table>") -> pd.DataFrame:
             if (strict and fv <= lo) or (not strict and fv < lo):
                 raise TableError(f"{_where(file, i, c)}: {fv:g} must be {'>' if strict else '>='} {lo:g}"
                                  f"{' (a latency cannot be zero or negative)' if c == 'latency_ms' else ''}.")
+            if c == "repeats" and fv > 2 ** 31 - 1:
+                raise TableError(f"{_where(file, i, c)}: {v!r} is out of range; expected a count <= {2 ** 31 - 1}.")
             vals.append(fv)
         out[c] = np.asarray(vals, dtype=np.float64)
     out["repeats"] = out["repeats"].astype(np.int64)
     for c in ("vnni", "tuning_trials"):
         if c in out.columns:
-            out[c] = pd.to_numeric(out[c], errors="coerce").fillna(0).astype(np.int64)
+            num = pd.to_numeric(out[c], errors="coerce").replace([np.inf, -np.inf], np.nan)
+            out[c] = num.fillna(0).clip(-(2 ** 31), 2 ** 31 - 1).astype(np.int64)
     for c in ("tune_s", "max_abs_err", "energy_mj"):
         if c in out.columns:
             out[c] = pd.to_numeric(out[c], errors="coerce")
@@ -173,9 +179,15 @@ def _read_meta(path: Path) -> dict[str, Any]:
         raise TableError(f"{path}: no meta.json. Every hardware folder needs one with keys "
                          f"{list(REQUIRED_META_KEYS)} (see DESIGN §3).")
     try:
-        meta = json.loads(path.read_text())
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TableError(f"{path}: cannot read meta.json ({exc}). It must be a UTF-8 JSON file.") from None
+    try:
+        meta = json.loads(text)
     except json.JSONDecodeError as exc:
         raise TableError(f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}.") from None
+    except RecursionError:
+        raise TableError(f"{path}: meta.json is nested too deeply to parse.") from None
     if not isinstance(meta, dict):
         raise TableError(f"{path}: meta.json must hold a JSON object, got {type(meta).__name__}.")
     missing = [k for k in REQUIRED_META_KEYS if k not in meta]
