@@ -62,6 +62,23 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
                       repeat=args.repeat, min_repeat_ms=args.min_repeat_ms)
     else:
         params = {}
+    if args.rpc and args.backend == "tvm" and args.rpc_workers != 1:
+        from hao.latency.farm import farm_calibrate, free_servers, tvm_backend_factory
+        from hao.latency.tvm_backend import parse_rpc
+
+        host, port, key = parse_rpc(args.rpc)
+        n = args.rpc_workers if args.rpc_workers and args.rpc_workers > 0 else free_servers(host, port, key)
+        if n < 1:
+            from hao.errors import ConfigError
+
+            raise ConfigError(f"no RPC server is registered under key {key!r} at {host}:{port}; start one "
+                              f"with `python -m tvm.exec.rpc_server --tracker {host}:{port} --key {key}`.")
+        rpc = params.pop("rpc")
+        res = farm_calibrate(args.hardware, plan, tvm_backend_factory(rpc, **params), n, root=root,
+                             retry_failed=args.retry_failed, space_name=",".join(args.space),
+                             command="hao " + " ".join(sys.argv[1:]) if sys.argv else None)
+        print(json.dumps(res, indent=2))
+        return 0
     backend = get_backend(args.backend, **params)
     res = calibrate(args.hardware, plan, backend, root=root, retry_failed=args.retry_failed,
                     progress=not args.no_progress, space_name=",".join(args.space),
@@ -137,6 +154,9 @@ def add_latency_commands(subparsers: Any) -> None:
     p.add_argument("--trials", type=int, default=8, help="MetaSchedule trials per kernel (default 8)")
     p.add_argument("--threads", type=int, default=2, help="TVM_NUM_THREADS (default 2)")
     p.add_argument("--rpc", default=None, help="HOST:PORT:KEY of a TVM RPC tracker (remote hardware)")
+    p.add_argument("--rpc-workers", type=int, default=1,
+                   help="with --rpc: measure on N servers of the tracker key in parallel (0 = one per registered "
+                        "server; default 1 = sequential)")
     p.add_argument("--precisions", default="w32a32,w8a8",
                    help="bit pairs every shape is measured at (default w32a32,w8a8)")
     p.add_argument("--no-space-bits", action="store_true",

@@ -1,0 +1,175 @@
+"""A measurement farm: kernels measured in parallel on several RPC servers registered under one tracker key.
+
+One worker thread per server slot; each worker owns its own backend (made by ``make_backend(worker_id)``), and
+each backend requests its own session from the tracker per kernel, so the tracker spreads kernels over the free
+servers. A kernel whose measurement fails (a server that dies mid-kernel shows up as a failed session) is put
+back once for another worker and session; the retry is recorded in ``meta.json`` (``calibration_runs[-1]
+["retries"]``) and in the result. Rows are appended with :func:`hao.latency.calibrate.append_row` (one
+``write()`` per row, ``O_APPEND``, fsync, under a lock), so a kill at any instant leaves a valid table and a
+resume measures only what is missing, exactly as :func:`hao.latency.calibrate.calibrate` does.
+"""
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from hao.errors import ConfigError
+from hao.kernel import KEY_COLUMNS, KernelSpec
+from hao.latency.backend import LatencyBackend
+from hao.latency.calibrate import (FAILED_COLUMNS, CalibrationResult, _ensure_header, _load_meta, _now,
+                                   _read_keys, _write_meta, append_row, repair_tail)
+from hao.latency.table import TABLE_COLUMNS, models_root
+
+__all__ = ["farm_calibrate", "free_servers", "tvm_backend_factory"]
+
+
+def free_servers(host: str, port: int, key: str) -> int:
+    """Number of servers registered under ``key`` at the tracker ``host:port`` (free or busy): the default
+    number of farm workers."""
+    from tvm import rpc as tvm_rpc
+
+    try:
+        summary = tvm_rpc.connect_tracker(host, port).summary()
+    except Exception as exc:  # noqa: BLE001
+        raise ConfigError(f"Could not reach the RPC tracker {host}:{port} ({type(exc).__name__}: {exc}).") from exc
+    return sum(1 for s in summary.get("server_info", []) if str(s.get("key", "")).split(":")[-1] == key)
+
+
+def tvm_backend_factory(rpc: str, **kwargs: Any) -> Callable[[int], LatencyBackend]:
+    """``make_backend`` for :func:`farm_calibrate`: one :class:`TVMBackend` per worker on the tracker ``rpc``.
+    ``database_dir`` (if given) gets a sub-folder per worker (the JSON database is not shared across threads)."""
+    from hao.latency.tvm_backend import TVMBackend
+
+    def make(i: int) -> LatencyBackend:
+        kw = dict(kwargs)
+        if kw.get("database_dir") is not None:
+            kw["database_dir"] = Path(kw["database_dir"]) / f"worker{i}"
+        return TVMBackend(rpc=rpc, **kw)
+
+    return make
+
+
+def farm_calibrate(hardware: str, kernels: Sequence[KernelSpec], make_backend: Callable[[int], LatencyBackend],
+                   n_workers: int, *, root: str | os.PathLike | None = None, retry_failed: bool = False,
+                   space_name: str | None = None, command: str | None = None,
+                   max_kernels: int | None = None) -> CalibrationResult:
+    """Measure the kernels ``latency_models/<hardware>/`` lacks with ``n_workers`` parallel backends.
+
+    Returns counts like :func:`~hao.latency.calibrate.calibrate` plus ``retries`` (list of dicts: kernel,
+    worker, reason)."""
+    if not isinstance(n_workers, int) or n_workers < 1:
+        raise ConfigError(f"--rpc-workers must be an int >= 1, got {n_workers!r}.")
+    if not hardware or any(c in hardware for c in "/\\") or hardware.startswith("."):
+        raise ConfigError(f"--hardware must be a folder name without slashes, got {hardware!r}.")
+    folder = Path(root if root is not None else models_root()) / hardware
+    folder.mkdir(parents=True, exist_ok=True)
+    table_p, failed_p, meta_p = folder / "table.csv", folder / "failed.csv", folder / "meta.json"
+    repaired = repair_tail(table_p) + repair_tail(failed_p)
+    header = _ensure_header(table_p, TABLE_COLUMNS)
+    missing_cols = [c for c in KEY_COLUMNS + ("latency_ms", "std_ms", "repeats") if c not in header]
+    if missing_cols:
+        raise ConfigError(f"{table_p}: existing header lacks {missing_cols}; it was not written by hao.")
+    fheader = _ensure_header(failed_p, FAILED_COLUMNS)
+    done = _read_keys(table_p)
+    failed_before = _read_keys(failed_p)
+    todo = [k for k in kernels if k.key() not in done and (retry_failed or k.key() not in failed_before)]
+    if max_kernels is not None:
+        todo = todo[:max_kernels]
+    skipped = len(kernels) - len(todo)
+    run_info: dict[str, Any] = {"started_at": _now(), "space": space_name, "command": command,
+                                "planned": len(kernels), "to_measure": len(todo), "skipped_existing": skipped,
+                                "repaired_bytes": repaired, "farm_workers": n_workers}
+    work: "queue.Queue[tuple[KernelSpec, int, int | None]]" = queue.Queue()
+    for k in todo:
+        work.put((k, 0, None))
+    lock = threading.Lock()
+    counts = {"measured": 0, "failed": 0}
+    retries: list[dict[str, Any]] = []
+    pending = [len(todo)]
+    errors: list[BaseException] = []
+    desc_box: list[dict[str, Any]] = []
+    stop = threading.Event()
+    t0 = time.perf_counter()
+
+    def worker(i: int) -> None:
+        backend = make_backend(i)
+        try:
+            backend.open()
+            with lock:
+                if not desc_box:
+                    desc_box.append(backend.describe())
+                    _write_meta(meta_p, _load_meta(meta_p), hardware, desc_box[0], run_info, folder)
+            while not stop.is_set():
+                with lock:
+                    if pending[0] == 0:
+                        return
+                try:
+                    k, attempt, last_worker = work.get(timeout=0.2)
+                except queue.Empty:
+                    continue
+                if attempt > 0 and last_worker == i and n_workers > 1 and not work.empty():
+                    work.put((k, attempt, last_worker))  # prefer another worker for a retry
+                    time.sleep(0.05)
+                    continue
+                try:
+                    m = backend.measure(k)
+                except Exception as exc:  # noqa: BLE001 - the backend says the whole session is gone
+                    from hao.latency.backend import Measurement
+
+                    m = Measurement(k, ok=False, reason=f"session: {type(exc).__name__}: {exc}"[:500])
+                with lock:
+                    if m.ok:
+                        row = m.as_row()
+                        row["layout"] = m.extra.get("layout", k.layout)
+                        row["measured_at"] = _now()
+                        append_row(table_p, header, row)
+                        counts["measured"] += 1
+                        pending[0] -= 1
+                    elif attempt == 0:
+                        retries.append({"kernel": k.short(), "worker": i, "reason": m.reason[:300]})
+                        work.put((k, 1, i))
+                    else:
+                        append_row(failed_p, fheader, {**k.to_dict(), "impl": m.impl,
+                                                       "reason": f"after 1 retry: {m.reason}"[:500],
+                                                       "measured_at": _now()})
+                        counts["failed"] += 1
+                        pending[0] -= 1
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            with lock:
+                errors.append(exc)
+        finally:
+            try:
+                backend.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+    threads = [threading.Thread(target=worker, args=(i,), name=f"hao-farm-{i}", daemon=True)
+               for i in range(n_workers)]
+    try:
+        for t in threads:
+            t.start()
+        while any(t.is_alive() for t in threads):
+            for t in threads:
+                t.join(timeout=0.2)
+            with lock:
+                if errors and len(errors) == n_workers:  # every worker is gone: give up
+                    break
+    except BaseException:
+        stop.set()
+        raise
+    finally:
+        stop.set()
+        wall = time.perf_counter() - t0
+        n = counts["measured"] + counts["failed"]
+        run_info.update(finished_at=_now(), measured=counts["measured"], failed=counts["failed"],
+                        retries=list(retries), wall_s=round(wall, 1), wall_s_per_kernel=round(wall / max(1, n), 2),
+                        worker_errors=[f"{type(e).__name__}: {e}"[:300] for e in errors])
+        _write_meta(meta_p, _load_meta(meta_p), hardware, None, run_info, folder, final=True)
+    if errors and pending[0] > 0:
+        raise errors[0]
+    return CalibrationResult(hardware=hardware, folder=str(folder), measured=counts["measured"],
+                             failed=counts["failed"], skipped=skipped, wall_s=round(wall, 1), retries=retries)
