@@ -119,7 +119,7 @@ def train_supernet(space: SearchSpace, net: torch.nn.Module, data: TensorDataset
     rng = np.random.default_rng(cfg.seed)
     log: list[dict] = []
     if state_path.exists():
-        st = torch.load(state_path, map_location="cpu", weights_only=False)
+        st = torch.load(state_path, map_location="cpu", weights_only=True)  # tensors, numbers, strings only
         if st["config"] != asdict(cfg):
             raise ConfigError(f"{state_path} was written with config {st['config']}, not {asdict(cfg)}; use "
                               "another work_dir or the same settings to resume.")
