@@ -87,3 +87,20 @@ class ElasticBatchNorm2d(nn.BatchNorm2d):
 
 def static_linear(lin: nn.Linear, w_bits: int, a_bits: int) -> QLinear:
     return QLinear.from_linear(lin, w_bits, a_bits)
+
+
+def extract_subnet(space, candidate, supernet, seed: int, supernet_cls: type) -> nn.Module:
+    """Shared ``build()`` of supernet spaces: activate ``candidate`` on ``supernet`` (or a fresh seeded one),
+    cut out the standalone sub-network, and restore the supernet's previously active candidate."""
+    from hao.errors import ConfigError
+    space.validate(candidate)
+    net = supernet if supernet is not None else space.supernet(seed)
+    if not isinstance(net, supernet_cls):
+        raise ConfigError(f"build() needs a {supernet_cls.__name__} of space {space.name!r}, "
+                          f"got {type(net).__name__}.")
+    previous = net.active
+    net.set_active(candidate)
+    try:
+        return net.extract()
+    finally:
+        net.set_active(previous)

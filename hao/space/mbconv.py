@@ -16,7 +16,7 @@ from hao.errors import ConfigError
 from hao.kernel import KernelSpec
 from hao.quant import QLinear
 from hao.space.base import Candidate, Decision, Gate, LayerPerturbation, SearchSpace, Unit
-from hao.space.elastic import ElasticBatchNorm2d, ElasticConv2d
+from hao.space.elastic import ElasticBatchNorm2d, ElasticConv2d, extract_subnet
 
 __all__ = ["MBConvSpace", "MBConvSupernet"]
 
@@ -321,13 +321,4 @@ class MBConvSpace(SearchSpace):
         return MBConvSupernet(self, seed)
 
     def build(self, candidate: Candidate, supernet: Any = None, seed: int = 0) -> MBConvNet:
-        self.validate(candidate)
-        net = supernet if supernet is not None else self.supernet(seed)
-        if not isinstance(net, MBConvSupernet):
-            raise ConfigError(f"build() needs an MBConvSupernet of space {self.name!r}, got {type(net).__name__}.")
-        previous = net.active
-        net.set_active(candidate)
-        try:
-            return net.extract()
-        finally:
-            net.set_active(previous)
+        return extract_subnet(self, candidate, supernet, seed, MBConvSupernet)

@@ -17,7 +17,7 @@ from hao.errors import ConfigError
 from hao.kernel import KernelSpec
 from hao.quant import QLinear, check_bits
 from hao.space.base import Candidate, Decision, Gate, LayerPerturbation, SearchSpace, Unit
-from hao.space.elastic import ElasticBatchNorm2d, ElasticConv2d
+from hao.space.elastic import ElasticBatchNorm2d, ElasticConv2d, extract_subnet
 from hao.space.mbconv import ConvBNAct
 
 __all__ = ["ResNetSpace", "ResNetSupernet"]
@@ -245,13 +245,4 @@ class ResNetSpace(SearchSpace):
         return ResNetSupernet(self, seed)
 
     def build(self, candidate: Candidate, supernet: Any = None, seed: int = 0) -> ResNetNet:
-        self.validate(candidate)
-        net = supernet if supernet is not None else self.supernet(seed)
-        if not isinstance(net, ResNetSupernet):
-            raise ConfigError(f"build() needs a ResNetSupernet of space {self.name!r}, got {type(net).__name__}.")
-        previous = net.active
-        net.set_active(candidate)
-        try:
-            return net.extract()
-        finally:
-            net.set_active(previous)
+        return extract_subnet(self, candidate, supernet, seed, ResNetSupernet)
