@@ -28,8 +28,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--configs", default="double_backward:1,double_backward:8,forward_over_reverse:8,"
-                                        "forward_over_reverse:16",
+    p.add_argument("--configs", default="double_backward:8,forward_over_reverse:8,ggn:1,ggn:8",
                    help="comma list of method:vectors_per_call for hao")
     p.add_argument("--out", default=None)
     a = p.parse_args(argv)
@@ -60,6 +59,7 @@ def main(argv: list[str] | None = None) -> dict:
     configs = [(c.split(":")[0], int(c.split(":")[1])) for c in a.configs.split(",")]
     times: dict[str, list[float]] = {f"hao {m} x{k}": [] for m, k in configs} | {"pyhessian": []}
     totals: dict[str, float] = {}
+    rel_se: dict[str, list[float]] = {k: [] for k in times}
     with float_weights(net):
         n_layers = n_params_layers = 0
         for r in range(a.repeats):
@@ -69,6 +69,7 @@ def main(argv: list[str] | None = None) -> dict:
                                     vectors_per_call=k)
                 times[f"hao {m} x{k}"].append(time.perf_counter() - t0)
                 totals[f"hao {m} x{k}"] = tr.total
+                rel_se[f"hao {m} x{k}"].append(tr.total_se / abs(tr.total))
                 n_layers = len(tr)
             model = copy.deepcopy(net)
             with torch.random.fork_rng():
@@ -78,6 +79,7 @@ def main(argv: list[str] | None = None) -> dict:
                 vals = h.trace(maxIter=a.samples, tol=-1.0)
                 times["pyhessian"].append(time.perf_counter() - t0)
             totals["pyhessian"] = float(sum(vals) / len(vals))
+            rel_se["pyhessian"].append(float(statistics.stdev(vals) / len(vals) ** 0.5 / abs(totals["pyhessian"])))
             del h, model
             print(f"repeat {r}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items()), flush=True)
     med = {k: statistics.median(v) for k, v in times.items()}
@@ -85,12 +87,21 @@ def main(argv: list[str] | None = None) -> dict:
     res = {"model": model_desc, "data": data_desc, "samples": a.samples, "repeats": a.repeats,
            "threads": torch.get_num_threads(), "hao_layers": n_layers, "median_s": med,
            "ratio_vs_pyhessian": {k: v / base for k, v in med.items()}, "all_s": times,
-           "note": "hao: per-layer traces of every conv/linear weight; PyHessian: one trace over all parameters "
-                   "(incl. BN affine and biases); both include building the gradient graph"}
+           "total_trace_last_repeat": totals,
+           "median_relative_se_of_total": {k: statistics.median(v) for k, v in rel_se.items()},
+           "time_to_equal_se_vs_pyhessian": {
+               k: med[k] / base * (statistics.median(rel_se[k]) / statistics.median(rel_se["pyhessian"])) ** 2
+               for k in med},
+           "note": "hao: per-layer traces of every conv/linear weight (ggn: also sampled with first-order backward "
+                   "passes, exact for this piecewise-linear net); PyHessian: one trace over all parameters "
+                   "(incl. BN affine and biases); both include building the gradient graph. time_to_equal_se = "
+                   "time ratio x (relative SE ratio)^2: the cost of reaching PyHessian's standard error"}
     print(f"\n{model_desc}; {data_desc}; {a.samples} Rademacher samples; {res['threads']} thread(s); "
           f"median of {a.repeats}")
     for k, v in med.items():
-        print(f"  {k:34s} {v:8.2f} s   {v / base:5.2f}x PyHessian")
+        print(f"  {k:34s} {v:8.2f} s   {v / base:5.2f}x PyHessian   total {totals[k]:10.2f} "
+              f"rel.SE {res['median_relative_se_of_total'][k]:.3f}   time to equal SE "
+              f"{res['time_to_equal_se_vs_pyhessian'][k]:5.2f}x")
     if a.out:
         Path(a.out).mkdir(parents=True, exist_ok=True)
         (Path(a.out) / "proxy_traces.json").write_text(json.dumps(res, indent=2))

@@ -9,11 +9,11 @@ from hao.proxy.build import compute_sensitivity, supernet_traces, zeroq_traces
 from hao.proxy.hutchinson import (HessianTraces, LayerTrace, hessian_traces, preserve_model_state,
                                   weight_layers)
 from hao.proxy.proxy import AccuracyProxy, BaseAccuracyProxy, WeightNormProxy, default_checkpoint_dir
-from hao.proxy.sensitivity import (SENSITIVITY_FILE, SensitivityCacheError, SensitivityTable, float_weights,
-                                   perturbation_sq_norm)
+from hao.proxy.sensitivity import (SENSITIVITY_FILE, SensitivityCacheError, SensitivityTable,
+                                   activation_quant_mse, float_weights, perturbation_sq_norm)
 from hao.proxy.zeroq import distill_batch
 
-__all__ = ["AccuracyProxy", "BaseAccuracyProxy", "HessianTraces", "LayerTrace", "SENSITIVITY_FILE",
+__all__ = ["AccuracyProxy", "activation_quant_mse", "BaseAccuracyProxy", "HessianTraces", "LayerTrace", "SENSITIVITY_FILE",
            "SensitivityCacheError", "SensitivityTable", "WeightNormProxy", "compute_sensitivity",
            "default_checkpoint_dir", "distill_batch", "float_weights", "hessian_traces", "perturbation_sq_norm", "preserve_model_state",
            "supernet_traces", "weight_layers", "zeroq_traces"]

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from hao.errors import ConfigError
 from hao.proxy.hutchinson import HessianTraces, hessian_traces
-from hao.proxy.sensitivity import SensitivityTable, float_weights
+from hao.proxy.sensitivity import SensitivityTable, activation_quant_mse, float_weights
 from hao.proxy.zeroq import distill_batch
 from hao.space.base import SearchSpace
 
@@ -20,10 +20,14 @@ __all__ = ["supernet_traces", "compute_sensitivity", "zeroq_traces"]
 
 def supernet_traces(space: SearchSpace, supernet: torch.nn.Module, batches: Sequence, *, samples: int = 64,
                     tol: float | None = None, seed: int = 0, vectors_per_call: int = 8,
-                    method: str = "double_backward", progress: bool = False) -> HessianTraces:
+                    method: str = "ggn", progress: bool = False, activations: bool | None = None) -> HessianTraces:
     """Per-layer traces of the supernet's largest sub-network with float weights and activations (eval mode).
 
-    The supernet's active candidate and bits are restored afterwards."""
+    ``method="ggn"`` (default; every hao space is piecewise linear, so it is the Hessian trace) also gives the
+    input-activation traces unless ``activations=False``. The supernet's active candidate and bits are restored
+    afterwards."""
+    if activations is None:
+        activations = method == "ggn"
     if not hasattr(supernet, "set_active"):
         raise ConfigError(f"supernet_traces needs a weight-sharing supernet with set_active(), got "
                           f"{type(supernet).__name__}; call hessian_traces(model, ...) for a plain model.")
@@ -32,7 +36,8 @@ def supernet_traces(space: SearchSpace, supernet: torch.nn.Module, batches: Sequ
     try:
         with float_weights(supernet):
             return hessian_traces(supernet, F.cross_entropy, list(batches), samples=samples, tol=tol, seed=seed,
-                                  vectors_per_call=vectors_per_call, method=method, progress=progress)
+                                  vectors_per_call=vectors_per_call, method=method, progress=progress,
+                                  activations=activations)
     finally:
         if previous is not None:
             supernet.set_active(previous)
@@ -60,10 +65,19 @@ def compute_sensitivity(space: SearchSpace, supernet: torch.nn.Module, batches: 
     """Traces on ``batches`` (real data) → :class:`SensitivityTable` carrying ``checkpoint``'s sha256."""
     t0 = time.perf_counter()
     tr = supernet_traces(space, supernet, batches, samples=samples, tol=tol, seed=seed, progress=progress, **kw)
+    act_mse = None
+    if tr.activations:
+        previous = getattr(supernet, "active", None)
+        supernet.set_active(space.largest())
+        try:
+            act_mse = activation_quant_mse(supernet, list(batches), [a.path for a in tr.activations])
+        finally:
+            if previous is not None:
+                supernet.set_active(previous)
     sha = None
     if checkpoint is not None:
         from hao.train.supernet import file_sha256
         sha = file_sha256(checkpoint)
     m = {"trace_data": f"{sum(int(b[0].shape[0]) for b in batches)} images in {len(batches)} batches",
          "trace_wall_s": time.perf_counter() - t0} | dict(meta or {})
-    return SensitivityTable.compute(space, supernet, tr, checkpoint_sha256=sha, meta=m)
+    return SensitivityTable.compute(space, supernet, tr, checkpoint_sha256=sha, meta=m, activation_mse=act_mse)

@@ -103,33 +103,37 @@ class _AdditiveProxy(BaseAccuracyProxy):
 
 
 class AccuracyProxy(_AdditiveProxy):
-    """Hessian proxy: predicted loss increase ½ Σ_l Tr(H_l)/n_l · ‖ΔW_l‖² (HAWQ-V2, extended to architecture).
+    """Hessian proxy: predicted loss increase ½ Σ_l Tr(H_l)/n_l · ‖ΔW_l‖² (HAWQ-V2, extended to architecture)
+    + ½ Σ_l Tr(H^A_l)·f_l·e_l(a_bits) for activation bits when the table has activation statistics (and
+    ``activations=True``; see :mod:`hao.proxy.sensitivity`).
 
     >>> proxy = AccuracyProxy.from_checkpoint(hao.get_space("mbconv-fmnist"))   # doctest: +SKIP
     >>> proxy.score([space.largest(), space.uniform(4, 4)])                     # doctest: +SKIP
     """
 
-    def __init__(self, space: SearchSpace, table: SensitivityTable) -> None:
+    def __init__(self, space: SearchSpace, table: SensitivityTable, *, activations: bool = True) -> None:
         super().__init__(space)
         if not isinstance(table, SensitivityTable):
             raise ConfigError(f"AccuracyProxy needs a SensitivityTable, got {type(table).__name__}.")
         if table.space != space.name:
             raise ConfigError(f"The sensitivity table belongs to space {table.space!r}, not {space.name!r}.")
         self.table = table
+        #: whether the activation-quantization term is used (needs a table with activation statistics)
+        self.activations = bool(activations and table.activations)
 
     def _layer_cost(self, p) -> float:
-        return self.table.omega(p)
+        return self.table.omega(p, activations=self.activations)
 
     @classmethod
     def from_checkpoint(cls, space: SearchSpace, folder: str | os.PathLike | None = None, *,
-                        verify: bool = True) -> "AccuracyProxy":
+                        verify: bool = True, activations: bool = True) -> "AccuracyProxy":
         """Load ``folder/sensitivity.json`` (default: the committed ``checkpoints/<space>``), checking that it
         matches ``folder/supernet.pt`` by sha256 when ``verify`` and the checkpoint is present."""
         folder = Path(folder) if folder is not None else default_checkpoint_dir(space.name)
         ckpt = folder / "supernet.pt"
         table = SensitivityTable.load(folder / SENSITIVITY_FILE, checkpoint=ckpt if verify and ckpt.exists() else None,
                                       space=space)
-        return cls(space, table)
+        return cls(space, table, activations=activations)
 
 
 class WeightNormProxy(_AdditiveProxy):
