@@ -244,11 +244,12 @@ def macs_objective(space: SearchSpace, name: str = "macs_m") -> AdditiveObjectiv
 
 def latency_objective(space: SearchSpace, predictor: Any, name: str = "latency_ms",
                       overhead_ms: float | None = None) -> AdditiveObjective:
-    """Predicted latency in ms: Σ per-kernel predictions + the predictor's per-network overhead.
+    """Predicted latency in ms, as ``LatencyPredictor.network_latency`` computes it: scale · Σ per-kernel
+    predictions + the per-network overhead (a + b·kernels).
 
     ``predictor`` is a fitted ``hao.latency.LatencyPredictor`` or any object with ``predict(kernels)`` returning
     ms per kernel. The overhead is taken from ``overhead_ms`` if given, else from the predictor's
-    ``overhead_ms_`` attribute (0 if it has none).
+    ``overhead_ms_`` attribute (0 if it has none); the scale from its ``network_scale_`` (1 if it has none).
     """
     if callable(getattr(predictor, "predict", None)):
         fn = predictor.predict
@@ -260,6 +261,10 @@ def latency_objective(space: SearchSpace, predictor: Any, name: str = "latency_m
     if overhead_ms is None:
         overhead_ms = float(getattr(predictor, "overhead_ms_", 0.0) or 0.0)
     per_kernel = float(getattr(predictor, "overhead_per_kernel_ms_", 0.0) or 0.0)
+    scale = float(getattr(predictor, "network_scale_", 1.0) or 1.0)
+    if not (np.isfinite(scale) and scale > 0):
+        raise ConfigError(f"The predictor's network_scale_ must be a positive number, got {scale!r}; refit it with "
+                          "`hao latency validate`.")
     try:  # a hao LatencyPredictor uses measured rows where the table has them (as network_latency does)
         import inspect
         measured = "prefer_measured" in inspect.signature(fn).parameters
@@ -268,7 +273,7 @@ def latency_objective(space: SearchSpace, predictor: Any, name: str = "latency_m
 
     def cost(ks: list[KernelSpec]) -> np.ndarray:
         out = np.asarray(fn(ks, prefer_measured=True) if measured else fn(ks), dtype=np.float64)
-        return out + per_kernel
+        return scale * out + per_kernel
 
     return kernel_objective(space, name, cost, constant=overhead_ms, unit="ms")
 

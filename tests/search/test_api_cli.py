@@ -58,6 +58,12 @@ def test_latency_objective_uses_overheads(resnet) -> None:
     assert lat.evaluate([c])[0] == pytest.approx(0.5 + n * 0.11)
     with pytest.raises(ConfigError, match="predict"):
         latency_objective(resnet, 3)
+    # a fitted network scale multiplies Σ kernels, exactly as LatencyPredictor.network_latency does
+    Pred.network_scale_ = 0.6
+    assert latency_objective(resnet, Pred()).evaluate([c])[0] == pytest.approx(0.5 + n * (0.06 + 0.01))
+    Pred.network_scale_ = -1.0
+    with pytest.raises(ConfigError, match="network_scale_"):
+        latency_objective(resnet, Pred())
 
 
 def test_proxy_adapter_matches_proxy_score(resnet) -> None:
