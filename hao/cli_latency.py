@@ -46,12 +46,19 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 
     pin_threads(args.threads)
     from hao.latency.backend import get_backend
-    from hao.latency.calibrate import calibrate, plan_kernels, space_kernels
+    from hao.latency.calibrate import calibrate, plan_kernels, retime, space_kernels
     from hao.latency.table import models_root
     from hao.space import get_space
 
+    spaces = args.space or []
+    if not spaces and not args.retime:
+        raise ConfigError("calibrate needs at least one --space NAME (see `hao spaces`); only --retime may omit "
+                          "it (then every row of the table is re-timed).")
+    if args.retime and (args.retry_failed or (args.rpc and args.rpc_workers != 1)):
+        raise ConfigError("--retime re-measures rows already in table.csv one at a time; drop --retry-failed and "
+                          "--rpc-workers (a retime uses one backend: local, or one --rpc server).")
     kernels = []
-    for name in args.space:
+    for name in spaces:
         kernels.extend(space_kernels(get_space(name)))
     plan = plan_kernels(kernels, precisions=_parse_bits(args.precisions), include_space_bits=not args.no_space_bits,
                         limit=args.kernels, seed=args.seed)
@@ -59,7 +66,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     if args.backend == "tvm":
         params = dict(target=_parse_target(args.target), trials=args.trials, threads=args.threads, rpc=args.rpc,
                       database_dir=os.path.join(root, args.hardware, "tuning_db"), seed=args.seed,
-                      repeat=args.repeat, min_repeat_ms=args.min_repeat_ms)
+                      repeat=args.repeat, min_repeat_ms=args.min_repeat_ms, rounds=args.rounds)
     else:
         params = {}
     if args.rpc and args.backend == "tvm" and args.rpc_workers != 1:
@@ -69,8 +76,6 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         host, port, key = parse_rpc(args.rpc)
         n = args.rpc_workers if args.rpc_workers and args.rpc_workers > 0 else free_servers(host, port, key)
         if n < 1:
-            from hao.errors import ConfigError
-
             raise ConfigError(f"no RPC server is registered under key {key!r} at {host}:{port}; start one "
                               f"with `python -m tvm.exec.rpc_server --tracker {host}:{port} --key {key}`.")
         rpc = params.pop("rpc")
@@ -80,6 +85,13 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         print(json.dumps(res, indent=2))
         return 0
     backend = get_backend(args.backend, **params)
+    if args.retime:
+        res = retime(args.hardware, backend, plan if spaces else None, root=root, progress=not args.no_progress,
+                     space_name=",".join(spaces) or None,
+                     command="hao " + " ".join(sys.argv[1:]) if sys.argv else None,
+                     max_kernels=args.kernels if not spaces else None)
+        print(json.dumps(res, indent=2))
+        return 0
     res = calibrate(args.hardware, plan, backend, root=root, retry_failed=args.retry_failed,
                     progress=not args.no_progress, space_name=",".join(args.space),
                     command="hao " + " ".join(sys.argv[1:]) if sys.argv else None)
@@ -121,14 +133,19 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
     rep = validate_networks(args.hardware, args.space, n_networks=args.networks, seed=args.seed,
                             trials_per_task=args.trials, calib_networks=args.calib_networks,
-                            progress=not args.no_progress, out=args.out)
+                            progress=not args.no_progress, out=args.out, rounds=args.rounds,
+                            network_scale={"on": True, "off": False}.get(args.network_scale, args.network_scale))
     if args.json:
         print(json.dumps(rep, indent=2, default=str))
     else:
         s = rep["summary"]
         print(f"{rep['hardware']} / {rep['space']}: {s['n_networks']} networks; median |err| "
               f"{s['median_abs_err_pct']:.1f}%, within ±10%: {s['share_within_10pct']:.0%}, "
-              f"Kendall tau {s['kendall_tau']:.3f}; report: {rep['report_path']}")
+              f"Kendall tau {s['kendall_tau']:.3f}; model: {s['model']}; report: {rep['report_path']}")
+        for name, alt in s.get("model_selection", {}).get("alternatives", {}).items():
+            if "median_abs_err_pct" in alt:
+                print(f"  {name:<8} {alt['model']}: median |err| {alt['median_abs_err_pct']:.1f}%, within ±10%: "
+                      f"{alt['share_within_10pct']:.0%}")
     return 0
 
 
@@ -145,12 +162,19 @@ def add_latency_commands(subparsers: Any) -> None:
     """Register ``calibrate`` and ``latency`` on an argparse sub-parser collection."""
     p = subparsers.add_parser("calibrate", help="measure a space's kernels with TVM into latency_models/NAME")
     p.add_argument("--hardware", required=True, help="hardware folder name, e.g. cpu-rocketlake-2t")
-    p.add_argument("--space", required=True, action="append",
-                   help="search space name (repeat for several); see `hao spaces`")
+    p.add_argument("--space", action="append", default=None,
+                   help="search space name (repeat for several); see `hao spaces`. Required unless --retime")
+    p.add_argument("--retime", action="store_true",
+                   help="re-measure rows already in table.csv with the schedules in tuning_db/ (no new tuning "
+                        "unless a record is missing) and replace their timings; with --space only the rows the "
+                        "spaces' plan covers, else every row. Resumable (retime.csv); table.csv is rewritten "
+                        "atomically at the end")
     p.add_argument("--target", default=None,
                    help='TVM JSON target, e.g. \'{"kind":"llvm","mcpu":"znver4","num-cores":2}\' '
                         "(default: this CPU as LLVM names it)")
-    p.add_argument("--kernels", type=int, default=None, help="measure at most N planned kernels (seeded subset)")
+    p.add_argument("--kernels", type=int, default=None,
+                   help="measure at most N planned kernels (seeded subset); with --retime and no --space: re-time "
+                        "at most N rows in this run")
     p.add_argument("--trials", type=int, default=8, help="MetaSchedule trials per kernel (default 8)")
     p.add_argument("--threads", type=int, default=2, help="TVM_NUM_THREADS (default 2)")
     p.add_argument("--rpc", default=None, help="HOST:PORT:KEY of a TVM RPC tracker (remote hardware)")
@@ -163,6 +187,9 @@ def add_latency_commands(subparsers: Any) -> None:
                    help="do not add the sub-8-bit pairs the space uses (flagged int8-mapped rows)")
     p.add_argument("--repeat", type=int, default=7, help="time_evaluator repeats (default 7)")
     p.add_argument("--min-repeat-ms", type=int, default=15, help="time_evaluator min_repeat_ms (default 15)")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="timing sessions per kernel; the one with the lowest median is kept (default 3; more "
+                        "sessions resist other processes on a shared machine)")
     p.add_argument("--backend", default="tvm", help="latency backend (tvm, or roofline for a dry run)")
     p.add_argument("--root", default=None, help="folder holding hardware folders (default latency_models/)")
     p.add_argument("--retry-failed", action="store_true", help="measure kernels in failed.csv again")
@@ -183,7 +210,13 @@ def add_latency_commands(subparsers: Any) -> None:
     pv.add_argument("--networks", type=int, default=20, help="validation networks (seeded random candidates)")
     pv.add_argument("--calib-networks", type=int, default=4,
                     help="extra networks (other seeds) used only to fit the per-network overhead")
+    pv.add_argument("--network-scale", choices=("off", "on", "auto"), default="off",
+                    help="off: measured = sum(kernels) + a + b*n_kernels; on: also fit a factor on sum(kernels); "
+                         "auto: the one with the lower leave-one-out error on the calibration networks (needs "
+                         "--calib-networks >= 3). The report scores both either way (default off)")
     pv.add_argument("--trials", type=int, default=8, help="MetaSchedule trials per new Relax task")
+    pv.add_argument("--rounds", type=int, default=3,
+                    help="timing sessions per network; the one with the lowest median is kept (default 3)")
     pv.add_argument("--threads", type=int, default=2)
     pv.add_argument("--seed", type=int, default=0)
     pv.add_argument("--out", default=None, help="report path (default: <table folder>/validation_<space>.json)")

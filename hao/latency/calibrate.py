@@ -13,6 +13,12 @@ Guarantees (issue 3 and issue 7):
 * **Resume**: keys already in ``table.csv`` (or in ``failed.csv``, unless ``retry_failed``) are skipped.
 * **Failures are data**: a kernel that fails to build, tune or match its reference is appended to
   ``failed.csv`` with the reason, and the run goes on.
+
+:func:`retime` (``hao calibrate --retime``) re-measures rows a table already has, with the schedules already
+in its tuning database (a table measured on a loaded machine is inflated; re-timing needs no new tuning).
+Re-timed rows go to ``retime.csv`` (appended and fsynced like ``table.csv``); ``table.csv`` is rewritten
+atomically only when every selected row is re-timed, and ``retime.csv`` is then removed. A killed retime
+leaves ``table.csv`` untouched and resumes from ``retime.csv``.
 """
 from __future__ import annotations
 
@@ -34,8 +40,8 @@ from hao.kernel import KEY_COLUMNS, KernelSpec
 from hao.latency.backend import LatencyBackend, kernel_precision, replace_bits
 from hao.latency.table import TABLE_COLUMNS, atomic_write_text, models_root
 
-__all__ = ["space_kernels", "plan_kernels", "calibrate", "CalibrationResult", "append_row", "repair_tail",
-           "FAILED_COLUMNS"]
+__all__ = ["space_kernels", "plan_kernels", "calibrate", "retime", "CalibrationResult", "append_row",
+           "repair_tail", "FAILED_COLUMNS", "RETIME_FILE"]
 
 FAILED_COLUMNS = tuple(KEY_COLUMNS) + ("impl", "reason", "measured_at")
 
@@ -146,6 +152,10 @@ def _fmt(v: Any) -> Any:
     if isinstance(v, (bool, np.bool_)):
         return int(v)
     return v
+
+
+def _row_key(r: dict[str, str]) -> tuple:
+    return tuple(r[c] if c == "op" else int(float(r[c])) for c in KEY_COLUMNS)
 
 
 def _read_keys(path: Path) -> set[tuple]:
@@ -298,3 +308,197 @@ def _read_rows(p: Path) -> list[dict[str, str]]:
         return []
     with open(p, newline="") as fh:
         return list(csv.DictReader(fh))
+
+
+# ---- retime -------------------------------------------------------------------------------------------------
+#: Side file of a retime in progress (inside the hardware folder).
+RETIME_FILE = "retime.csv"
+#: Columns a retime takes from the new measurement; the others (tuning_trials, tune_s, energy_mj...) are kept
+#: unless the schedule had to be tuned again (then tuning_trials/tune_s are the new ones).
+RETIME_COLUMNS = ("latency_ms", "std_ms", "repeats", "layout", "impl", "vnni", "max_abs_err", "measured_at")
+
+
+def load_average() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (OSError, AttributeError):  # pragma: no cover - not on Unix
+        return None
+
+
+def retime(hardware: str, backend: LatencyBackend, kernels: Sequence[KernelSpec] | None = None, *,
+           root: str | os.PathLike | None = None, progress: bool = True, space_name: str | None = None,
+           command: str | None = None, max_kernels: int | None = None) -> CalibrationResult:
+    """Re-measure rows already in ``latency_models/<hardware>/table.csv`` and replace their timings.
+
+    ``kernels``: re-time the table rows among these (a space's plan); ``None``: every row. The backend's
+    schedules come from the hardware's tuning database (the TVM backend tunes only a kernel whose record is
+    missing). Each re-timed row is appended (one fsynced ``write()``) to ``retime.csv``; a resumed retime skips
+    the keys already there. When every selected row is re-timed, ``table.csv`` is rewritten atomically (same
+    rows, same order, same key set; timing columns :data:`RETIME_COLUMNS` replaced) and ``retime.csv`` removed.
+    A kernel that fails to re-measure keeps its old row and is listed in the run entry of ``meta.json``
+    (``kind: "retime"``, with load averages at start and end and the wall time). ``max_kernels`` stops after
+    that many measurements (the table is then rewritten only if nothing is left).
+    """
+    if not hardware or any(c in hardware for c in "/\\") or hardware.startswith("."):
+        raise ConfigError(f"--hardware must be a folder name without slashes, got {hardware!r}.")
+    if max_kernels is not None and (not isinstance(max_kernels, int) or max_kernels < 0):
+        raise ConfigError(f"max_kernels must be an int >= 0 or None, got {max_kernels!r}.")
+    folder = Path(root if root is not None else models_root()) / hardware
+    table_p, side_p, meta_p = folder / "table.csv", folder / RETIME_FILE, folder / "meta.json"
+    if not table_p.is_file():
+        raise ConfigError(f"--retime re-measures an existing table, but {table_p} does not exist. Measure it "
+                          f"first with `hao calibrate --hardware {hardware} --space ...` (without --retime).")
+    repaired = repair_tail(table_p) + repair_tail(side_p)
+    with open(table_p, newline="") as fh:
+        rd = csv.DictReader(fh)
+        header = list(rd.fieldnames or [])
+        rows = list(rd)
+    missing_cols = [c for c in KEY_COLUMNS + ("latency_ms", "std_ms", "repeats") if c not in header]
+    if missing_cols:
+        raise ConfigError(f"{table_p}: header lacks {missing_cols}; it was not written by hao, so it cannot be "
+                          "re-timed. Move it away or choose another --hardware name.")
+    if not rows:
+        raise ConfigError(f"{table_p} has no rows to re-time; run `hao calibrate` without --retime first.")
+    by_key: dict[tuple, int] = {}
+    for i, r in enumerate(rows, start=1):
+        try:
+            key = _row_key(r)
+        except (KeyError, TypeError, ValueError):
+            bad = {c: r.get(c) for c in KEY_COLUMNS}
+            raise ConfigError(f"{table_p}, row {i} (line {i + 1}): unreadable kernel key {bad}; fix or delete that line "
+                              "(`hao latency list` names what is wrong).") from None
+        if key in by_key:
+            raise ConfigError(f"{table_p}, row {i} (line {i + 1}): duplicate kernel key {key} (first in row "
+                              f"{by_key[key] + 1}); keep one of the two rows, then re-time.")
+        by_key[key] = i - 1
+    table_kernels = [KernelSpec(r["op"], int(r["in_channels"]), int(r["out_channels"]), int(r["in_h"]),
+                                int(r["in_w"]), kernel=int(r["kernel"]), stride=int(r["stride"]),
+                                groups=int(r["groups"]), batch=int(r["batch"]), w_bits=int(r["w_bits"]),
+                                a_bits=int(r["a_bits"]), layout=r.get("layout") or "NHWC") for r in rows]
+    if kernels is None:
+        selected = table_kernels
+        not_in_table = 0
+    else:
+        seen: set[tuple] = set()
+        selected = []
+        for k in kernels:
+            key = k.key()
+            if key in by_key and key not in seen:
+                seen.add(key)
+                selected.append(table_kernels[by_key[key]])
+        not_in_table = len({k.key() for k in kernels} - set(by_key))
+        if not selected:
+            raise ConfigError(f"none of the {len(kernels)} planned kernels is in {table_p}; check the --space "
+                              "flags (use the ones the table was calibrated with; see calibration_runs in "
+                              "meta.json) or drop --space to re-time every row.")
+    # rows re-timed by an interrupted run
+    side_header = _ensure_header(side_p, header)
+    if side_header != header:
+        raise ConfigError(f"{side_p} has columns {side_header}, table.csv has {header}: it belongs to another "
+                          f"table. Delete {side_p} and run the retime again.")
+    done: dict[tuple, dict[str, str]] = {}
+    for r in _read_rows(side_p):
+        try:
+            done[_row_key(r)] = r
+        except (KeyError, TypeError, ValueError):
+            continue
+    sel_keys = {k.key() for k in selected}
+    resumed = len(sel_keys & set(done))
+    todo = [k for k in selected if k.key() not in done]
+    if max_kernels is not None:
+        todo = todo[:max_kernels]
+    n_ok = n_fail = 0
+    failures: list[dict[str, Any]] = []
+    failed_keys: set[tuple] = set()
+    t0 = time.perf_counter()
+    meta = _load_meta(meta_p)
+    run_info: dict[str, Any] = {
+        "kind": "retime", "started_at": _now(), "space": space_name, "command": command,
+        "selected_rows": len(selected), "planned_not_in_table": not_in_table, "resumed_from_side_file": resumed,
+        "to_measure": len(todo), "repaired_bytes": repaired, "loadavg_start": load_average()}
+    old_handler = None
+    if threading.current_thread() is threading.main_thread():
+        def _on_term(signum: int, frame: Any) -> None:
+            raise KeyboardInterrupt(f"signal {signum}")
+
+        old_handler = signal.signal(signal.SIGTERM, _on_term)
+    merged = False
+    desc: dict[str, Any] | None = None
+    ratios: list[float] = []
+    backend.open()
+    try:
+        desc = backend.describe()
+        if desc.get("synthetic") and "SYNTHETIC" not in str(meta.get("source", "")):
+            run_info["warning"] = "synthetic backend used to re-time a measured table"
+        for c in ("backend", "threads", "timing", "device"):
+            if c in desc:
+                run_info[c] = desc[c]
+        _write_meta(meta_p, meta, hardware, None, run_info, folder)
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(selected), initial=resumed, desc=f"retime {hardware}", unit="kernel",
+                       dynamic_ncols=True)
+        for k in todo:
+            m = backend.measure(k)
+            old = rows[by_key[k.key()]]
+            if m.ok:
+                new = m.as_row()
+                new["layout"] = m.extra.get("layout", k.layout)
+                new["measured_at"] = _now()
+                row = dict(old)
+                for c in RETIME_COLUMNS:
+                    if c in header:
+                        row[c] = _fmt(new.get(c))
+                if m.tuning_trials:  # the schedule was missing and had to be tuned now
+                    for c in ("tuning_trials", "tune_s"):
+                        if c in header:
+                            row[c] = _fmt(new.get(c))
+                append_row(side_p, header, row)
+                done[k.key()] = {c: str(row.get(c, "")) for c in header}
+                n_ok += 1
+                try:
+                    ratios.append(float(m.latency_ms) / float(old["latency_ms"]))
+                except (TypeError, ValueError, ZeroDivisionError):
+                    pass
+            else:
+                n_fail += 1
+                failed_keys.add(k.key())
+                failures.append({"kernel": k.short(), "reason": m.reason[:300]})
+            if bar is not None:
+                bar.set_postfix_str(f"{k.short()[:38]} {'%.4g ms' % m.latency_ms if m.ok else 'FAILED'}")
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+        left = [k for k in selected if k.key() not in done and k.key() not in failed_keys]
+        if not left:
+            # every selected row re-timed (or failed and kept): rewrite table.csv in one atomic step
+            new_rows = [done.get(key, r) if key in sel_keys else r
+                        for key, r in zip((_row_key(r) for r in rows), rows)]
+            text = _csv_line(header) + "".join(_csv_line([r.get(c, "") for c in header]) for r in new_rows)
+            atomic_write_text(table_p, text)
+            merged = True
+            side_p.unlink(missing_ok=True)
+    finally:
+        if old_handler is not None:
+            signal.signal(signal.SIGTERM, old_handler)
+        backend.close()
+        wall = time.perf_counter() - t0
+        run_info.update(finished_at=_now(), measured=n_ok, failed=n_fail, failures=failures[:50],
+                        table_rewritten=merged, loadavg_end=load_average(), wall_s=round(wall, 1),
+                        wall_s_per_kernel=round(wall / max(1, n_ok + n_fail), 2))
+        if ratios:
+            q = np.quantile(ratios, [0.1, 0.5, 0.9])
+            run_info["new_over_old_latency"] = {"p10": round(float(q[0]), 3), "median": round(float(q[1]), 3),
+                                                "p90": round(float(q[2]), 3), "n": len(ratios)}
+        if not merged:
+            run_info["note"] = (f"interrupted or limited: {len(done)} re-timed rows wait in {RETIME_FILE}; "
+                                "table.csv is unchanged. Run the same command again to resume.")
+        meta = _load_meta(meta_p)
+        # a retime of every row makes the backend's protocol (timing sessions...) the table's own
+        whole = merged and len(selected) == len(rows) and desc is not None
+        _write_meta(meta_p, meta, hardware, desc if whole else None, run_info, folder, final=True)
+    return CalibrationResult(hardware=hardware, folder=str(folder), retimed=n_ok, failed=n_fail,
+                             resumed=resumed, selected=len(selected), table_rewritten=merged,
+                             wall_s=round(wall, 1))

@@ -32,6 +32,7 @@ import numpy as np
 from hao._imports import lazy_import
 from hao.errors import ConfigError
 from hao.latency.backend import replace_bits
+from hao.latency.calibrate import load_average
 from hao.latency.predictor import LatencyPredictor, error_stats
 from hao.latency.table import atomic_write_text, hardware_dir, load_table
 
@@ -183,42 +184,103 @@ def compile_network(model: Any, input_shape: tuple[int, ...], tuner: _Tuner, rou
             "max_abs_err_vs_torch": err, "tasks_tuned": tuner.tuned_tasks - before, "tune_s": round(tune_s, 1)}
 
 
-def score_rows(rows: list[dict[str, Any]], network_scale: bool = True) -> tuple[dict[str, Any], tuple]:
-    """Fit measured ≈ scale·Σkernels + a + b·n (nonnegative least squares on relative error; scale fixed to 1
-    unless ``network_scale``) on the ``overhead-fit`` rows, then score the ``validation`` rows. Sets
-    ``predicted_ms``/``err_pct`` on every row. Returns (summary, (scale, a, b))."""
+def _fit_coefs(fit: list[dict[str, Any]], network_scale: bool) -> tuple[float, float, float]:
+    """NNLS on relative error: measured ≈ scale·Σ + a + b·n (scale fixed to 1 unless ``network_scale``)."""
     from scipy.optimize import nnls
 
+    if not fit:
+        return 1.0, 0.0, 0.0
+    y = np.array([r["measured_ms"] for r in fit])
+    s = np.array([r["sum_kernels_ms"] for r in fit])
+    n = np.array([r["n_kernels"] for r in fit], float)
+    if network_scale and len(fit) >= 2:
+        coef, _ = nnls(np.stack([s, np.ones_like(n), n], 1) / y[:, None], np.ones_like(y))
+        return float(coef[0]), float(coef[1]), float(coef[2])
+    coef, _ = nnls(np.stack([np.ones_like(n), n], 1) / y[:, None], (y - s) / y)
+    return 1.0, float(coef[0]), float(coef[1])
+
+
+def _loo_abs_err_pct(fit: list[dict[str, Any]], network_scale: bool) -> list[float]:
+    """Leave-one-out |relative error| (%) of each calibration network under the model fitted on the others."""
+    errs = []
+    for i, r in enumerate(fit):
+        scale, a, b = _fit_coefs(fit[:i] + fit[i + 1:], network_scale)
+        pred = scale * r["sum_kernels_ms"] + a + b * r["n_kernels"]
+        errs.append(abs(pred - r["measured_ms"]) / r["measured_ms"] * 100.0)
+    return errs
+
+
+def _model_str(scale: float, a: float, b: float) -> str:
+    return f"measured = {scale:.4g} * sum(kernels) + {a:.4g} ms + {b:.4g} ms * n_kernels"
+
+
+def score_rows(rows: list[dict[str, Any]], network_scale: bool | str = True) -> tuple[dict[str, Any], tuple]:
+    """Fit measured ≈ scale·Σkernels + a + b·n (nonnegative least squares on relative error; scale fixed to 1
+    unless ``network_scale``) on the ``overhead-fit`` rows, then score the ``validation`` rows. Sets
+    ``predicted_ms``/``err_pct`` on every row. Returns (summary, (scale, a, b)).
+
+    ``network_scale="auto"`` picks between the two models on the calibration networks only: the one with the
+    lower mean leave-one-out |relative error| (the additive model on a tie or with fewer than 3 calibration
+    networks). ``summary["model_selection"]`` holds both LOO scores and, for the record, both models' scores on
+    the validation networks (``alternatives``) — the validation networks never influence the choice."""
+    if network_scale not in (True, False, "auto", "on", "off"):
+        raise ConfigError(f"network_scale must be True, False or 'auto' (--network-scale on|off|auto), got "
+                          f"{network_scale!r}.")
     fit = [r for r in rows if r["role"] == "overhead-fit" and r.get("ok")]
-    scale, a, b = 1.0, 0.0, 0.0
-    if fit:
-        y = np.array([r["measured_ms"] for r in fit])
-        s = np.array([r["sum_kernels_ms"] for r in fit])
-        n = np.array([r["n_kernels"] for r in fit], float)
-        if network_scale and len(fit) >= 2:
-            coef, _ = nnls(np.stack([s, np.ones_like(n), n], 1) / y[:, None], np.ones_like(y))
-            scale, a, b = (float(c) for c in coef)
-        else:
-            coef, _ = nnls(np.stack([np.ones_like(n), n], 1) / y[:, None], (y - s) / y)
-            a, b = (float(c) for c in coef)
+    val = [r for r in rows if r["role"] == "validation" and r.get("ok")]
+    selection: dict[str, Any] = {"requested": {True: "on", False: "off"}.get(network_scale, network_scale)}
+    loo = {}
+    if len(fit) >= 3:
+        for name, flag in (("additive", False), ("scale", True)):
+            e = _loo_abs_err_pct(fit, flag)
+            loo[name] = {"mean_abs_err_pct": float(np.mean(e)), "median_abs_err_pct": float(np.median(e)),
+                         "share_within_10pct": float(np.mean(np.asarray(e) <= 10.0))}
+        selection["leave_one_out_on_calibration_networks"] = loo
+    if network_scale == "auto":
+        use_scale = bool(loo) and loo["scale"]["mean_abs_err_pct"] < loo["additive"]["mean_abs_err_pct"]
+        selection["chosen"] = "scale" if use_scale else "additive"
+        selection["rule"] = ("lower mean leave-one-out |error| on the calibration networks (additive on a tie or "
+                             "with < 3 calibration networks)")
+    else:
+        use_scale = network_scale in (True, "on")
+        selection["chosen"] = "scale" if use_scale else "additive"
+    alternatives = {}
+    meas = np.array([r["measured_ms"] for r in val])
+    for name, flag in (("additive", False), ("scale", True)):
+        c = _fit_coefs(fit, flag)
+        alt: dict[str, Any] = {"model": _model_str(*c), "coefficients": {"scale": c[0], "a_ms": c[1],
+                                                                          "b_ms_per_kernel": c[2]}}
+        if len(val) >= 2:
+            alt.update(error_stats(np.array([c[0] * r["sum_kernels_ms"] + c[1] + c[2] * r["n_kernels"]
+                                             for r in val]), meas))
+        alternatives[name] = alt
+    selection["alternatives"] = alternatives
+    scale, a, b = _fit_coefs(fit, use_scale)
     for r in rows:
         r["predicted_ms"] = scale * r["sum_kernels_ms"] + a + b * r["n_kernels"]
         if r.get("ok"):
             r["err_pct"] = (r["predicted_ms"] - r["measured_ms"]) / r["measured_ms"] * 100.0
-    val = [r for r in rows if r["role"] == "validation" and r.get("ok")]
     summary: dict[str, Any] = {"n_networks": len(val), "failed": sum(not r.get("ok") for r in rows),
-                               "model": f"measured = {scale:.4g} * sum(kernels) + {a:.4g} ms + {b:.4g} ms * n_kernels"}
+                               "model": _model_str(scale, a, b)}
     if len(val) >= 2:
-        meas = np.array([r["measured_ms"] for r in val])
         summary.update(error_stats(np.array([r["predicted_ms"] for r in val]), meas))
         summary["raw_sum_of_kernels"] = error_stats(np.array([r["sum_kernels_ms"] for r in val]), meas)
+        summary["measured_over_sum_kernels"] = {
+            "median": float(np.median(meas / np.array([r["sum_kernels_ms"] for r in val]))),
+            "min": float(np.min(meas / np.array([r["sum_kernels_ms"] for r in val]))),
+            "max": float(np.max(meas / np.array([r["sum_kernels_ms"] for r in val])))}
+    summary["model_selection"] = selection
     return summary, (scale, a, b)
 
 
 def validate_networks(hardware: str, space_name: str, n_networks: int = 20, seed: int = 0,
                       trials_per_task: int = 8, calib_networks: int = 4, threads: int = 2, progress: bool = True,
-                      out: str | os.PathLike | None = None, network_scale: bool = False) -> dict[str, Any]:
-    """Run the validation described in the module docstring; returns (and writes) the report dict."""
+                      out: str | os.PathLike | None = None, network_scale: bool | str = False,
+                      rounds: int = 3) -> dict[str, Any]:
+    """Run the validation described in the module docstring; returns (and writes) the report dict.
+
+    ``network_scale``: False (default; measured = Σkernels + a + b·n), True (also a factor on Σkernels) or
+    ``"auto"`` (chosen by leave-one-out error on the calibration networks, see :func:`score_rows`)."""
     from hao.latency.tvm_backend import pin_threads
     from hao.space import get_space
 
@@ -226,6 +288,13 @@ def validate_networks(hardware: str, space_name: str, n_networks: int = 20, seed
         raise ConfigError(f"--networks must be an int >= 2 (Kendall τ needs two), got {n_networks!r}.")
     if not isinstance(calib_networks, int) or calib_networks < 0:
         raise ConfigError(f"--calib-networks must be an int >= 0, got {calib_networks!r}.")
+    if not isinstance(rounds, int) or isinstance(rounds, bool) or rounds < 1:
+        raise ConfigError(f"--rounds must be an int >= 1, got {rounds!r}.")
+    if network_scale not in (True, False, "auto", "on", "off"):
+        raise ConfigError(f"--network-scale must be on, off or auto, got {network_scale!r}.")
+    if network_scale == "auto" and calib_networks < 3:
+        raise ConfigError(f"--network-scale auto chooses by leave-one-out error on the calibration networks and "
+                          f"needs --calib-networks >= 3, got {calib_networks}.")
     pin_threads(threads)
     folder = hardware_dir(hardware)
     table = load_table(hardware)
@@ -248,13 +317,14 @@ def validate_networks(hardware: str, space_name: str, n_networks: int = 20, seed
 
         bar = tqdm(total=len(cands), desc=f"validate {hardware}/{space_name}", unit="net", dynamic_ncols=True)
     t_start = time.perf_counter()
+    loadavg_start = load_average()
     try:
         for i, c in enumerate(cands):
             kernels = [replace_bits(k, 32, 32) for k in space.kernels(c)]
             n_meas = sum(table.latency(k) is not None for k in kernels)
             model = float_model(space, c, seed=seed)
             try:
-                res = compile_network(model, tuple(space.input_shape), tuner)
+                res = compile_network(model, tuple(space.input_shape), tuner, rounds=rounds)
                 res["ok"] = True
             except Exception as exc:  # noqa: BLE001 - recorded in the report
                 res = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:500]}
@@ -272,14 +342,16 @@ def validate_networks(hardware: str, space_name: str, n_networks: int = 20, seed
         tuner.close()
     summary, coefs = score_rows(rows, network_scale=network_scale)
     pred.network_scale_, pred.overhead_ms_, pred.overhead_per_kernel_ms_ = coefs
+    pred.network_scale = summary["model_selection"]["chosen"] == "scale"
     fit_rows = [r for r in rows if r["role"] == "overhead-fit" and r["ok"]]
     report = {
         "hardware": hardware, "space": space_name, "seed": seed, "precision": "float32 (see hao.latency.validate)",
         "protocol": "torch.export -> relax.frontend.torch.from_exported_program -> ConvertLayout(NHWC) -> "
                     "relax zero pipeline -> tasks from tuning_db or tuned with MetaSchedule "
                     f"({trials_per_task} trials/task) -> compile_relax -> VirtualMachine time_evaluator "
-                    "(lowest median of 3 sessions x 7 repeats, min_repeat_ms 20); BN folded in torch",
-        "threads": threads, "overhead": {"network_scale": pred.network_scale_, "ms": pred.overhead_ms_,
+                    f"(lowest median of {rounds} sessions x 7 repeats, min_repeat_ms 20); BN folded in torch",
+        "threads": threads, "loadavg_start": loadavg_start, "loadavg_end": load_average(),
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "overhead": {"network_scale": pred.network_scale_, "ms": pred.overhead_ms_,
                                          "per_kernel_ms": pred.overhead_per_kernel_ms_,
                                          "fitted_on_networks": len(fit_rows)},
         "relax_tasks": {"tuned": tuner.tuned_tasks, "reused_from_database": tuner.reused_tasks},
@@ -287,7 +359,8 @@ def validate_networks(hardware: str, space_name: str, n_networks: int = 20, seed
     }
     path = Path(out) if out else folder / f"validation_{space_name}.json"
     atomic_write_text(path, json.dumps(report, indent=2, default=str) + "\n")
-    pred.save_overhead(folder, extra={"fitted_by": f"hao latency validate {hardware} --space {space_name}",
+    pred.save_overhead(folder, extra={"fitted_by": f"hao latency validate {hardware} --space {space_name} "
+                                                    f"--network-scale {summary['model_selection']['requested']}",
                                       "validation_report": path.name})
     report["report_path"] = str(path)
     return report

@@ -152,3 +152,121 @@ calibrate("hw", plan, RooflineBackend(delay_s=0.01), root={str(tmp_path)!r}, pro
     meta = json.loads((tmp_path / "hw" / "meta.json").read_text())
     assert meta["rows"] == len(t) >= 20
     assert "finished_at" in meta["calibration_runs"][-1]
+
+
+# ---- retime ---------------------------------------------------------------------------------------------------
+def _retime_fixture(tmp_path):
+    """A small measured table (roofline at 50 GMAC/s) and its rows by key."""
+    from hao.latency.calibrate import plan_kernels
+
+    plan = plan_kernels(KS)
+    calibrate("hw", plan, RooflineBackend(), root=tmp_path, progress=False)
+    return plan, (tmp_path / "hw" / "table.csv").read_text()
+
+
+def _by_key(folder):
+    t = LatencyTable.load(folder)
+    return t, {k.key(): t.latency(k) for k in t.kernels()}
+
+
+class _Interrupting(RooflineBackend):
+    """Roofline at another speed that raises KeyboardInterrupt (a Ctrl-C / kill) after ``stop_after`` kernels."""
+
+    def __init__(self, stop_after=None, **kw):
+        super().__init__(**kw)
+        self.stop_after, self.seen = stop_after, []
+
+    def measure(self, kernel):
+        if self.stop_after is not None and len(self.seen) >= self.stop_after:
+            raise KeyboardInterrupt("simulated interruption")
+        self.seen.append(kernel.key())
+        return super().measure(kernel)
+
+
+def test_retime_replaces_rows_and_keeps_keys(tmp_path):
+    import json
+
+    from hao.latency.calibrate import RETIME_FILE, retime
+
+    plan, before_text = _retime_fixture(tmp_path)
+    t0, lat0 = _by_key(tmp_path / "hw")
+    res = retime("hw", RooflineBackend(peak_gmacs=5.0, overhead_us=50.0), root=tmp_path, progress=False)
+    assert res["retimed"] == len(plan) and res["table_rewritten"] and res["failed"] == 0
+    t1, lat1 = _by_key(tmp_path / "hw")  # load_table validates the rewritten file
+    assert list(t1.df["op"]) == list(t0.df["op"]) and t1.keys() == t0.keys()  # same rows, same order
+    assert all(lat1[k] > lat0[k] for k in lat0)  # every row replaced by the (slower) new measurement
+    assert list(t1.df["tuning_trials"]) == list(t0.df["tuning_trials"])  # tuning facts kept
+    assert not (tmp_path / "hw" / RETIME_FILE).exists()
+    run = json.loads((tmp_path / "hw" / "meta.json").read_text())["calibration_runs"][-1]
+    assert run["kind"] == "retime" and run["measured"] == len(plan) and run["table_rewritten"]
+    assert len(run["loadavg_start"]) == 3 and len(run["loadavg_end"]) == 3 and run["wall_s"] >= 0
+    assert run["new_over_old_latency"]["median"] > 1
+
+
+def test_retime_only_the_planned_rows(tmp_path):
+    from hao.latency.calibrate import retime
+
+    plan, _ = _retime_fixture(tmp_path)
+    _, lat0 = _by_key(tmp_path / "hw")
+    subset = plan[:3] + [KernelSpec("conv2d", 3, 5, 9, 9)]  # the last one is not in the table: ignored
+    res = retime("hw", RooflineBackend(peak_gmacs=5.0, overhead_us=50.0), subset, root=tmp_path, progress=False)
+    assert res["retimed"] == 3 and res["selected"] == 3
+    _, lat1 = _by_key(tmp_path / "hw")
+    changed = {k for k in lat0 if lat1[k] != lat0[k]}
+    assert changed == {k.key() for k in plan[:3]}
+
+
+def test_retime_resumes_after_interruption(tmp_path):
+    from hao.latency.calibrate import RETIME_FILE, retime
+
+    plan, before_text = _retime_fixture(tmp_path)
+    _, lat0 = _by_key(tmp_path / "hw")
+    first = _Interrupting(stop_after=4, peak_gmacs=5.0, overhead_us=50.0)
+    with pytest.raises(KeyboardInterrupt):
+        retime("hw", first, root=tmp_path, progress=False)
+    # table.csv untouched, the 4 re-timed rows wait in the side file
+    assert (tmp_path / "hw" / "table.csv").read_text() == before_text
+    side = read_table_csv(tmp_path / "hw" / RETIME_FILE)
+    assert len(side) == 4
+    with open(tmp_path / "hw" / RETIME_FILE, "a") as fh:  # a torn write of a 5th row
+        fh.write("conv2d,16,32,8")
+    second = _Interrupting(peak_gmacs=5.0, overhead_us=50.0)
+    res = retime("hw", second, root=tmp_path, progress=False)
+    assert res["resumed"] == 4 and res["retimed"] == len(plan) - 4 and res["table_rewritten"]
+    assert not set(first.seen) & set(second.seen)  # nothing measured twice
+    assert set(first.seen) | set(second.seen) == set(lat0)
+    t1, lat1 = _by_key(tmp_path / "hw")
+    assert len(t1) == len(plan) and all(lat1[k] > lat0[k] for k in lat0)
+    assert not (tmp_path / "hw" / RETIME_FILE).exists()
+
+
+def test_retime_failure_keeps_the_old_row(tmp_path):
+    import json
+
+    from hao.latency.calibrate import retime
+
+    plan, _ = _retime_fixture(tmp_path)
+    _, lat0 = _by_key(tmp_path / "hw")
+    res = retime("hw", RooflineBackend(peak_gmacs=5.0, overhead_us=50.0, fail_ops=("dwconv2d",)), root=tmp_path,
+                 progress=False)
+    assert res["failed"] == 3 and res["table_rewritten"]
+    _, lat1 = _by_key(tmp_path / "hw")
+    for k in lat0:
+        assert (lat1[k] == lat0[k]) == (k[0] == "dwconv2d")
+    run = json.loads((tmp_path / "hw" / "meta.json").read_text())["calibration_runs"][-1]
+    assert len(run["failures"]) == 3 and "fail_ops" in run["failures"][0]["reason"]
+
+
+def test_retime_errors_name_the_fix(tmp_path):
+    from hao.latency.calibrate import RETIME_FILE, retime
+
+    with pytest.raises(ConfigError, match=r"does not exist.*without --retime"):
+        retime("nothing", RooflineBackend(), root=tmp_path, progress=False)
+    with pytest.raises(ConfigError, match="without slashes"):
+        retime("../x", RooflineBackend(), root=tmp_path, progress=False)
+    _retime_fixture(tmp_path)
+    with pytest.raises(ConfigError, match=r"none of the 1 planned kernels.*--space"):
+        retime("hw", RooflineBackend(), [KernelSpec("conv2d", 3, 5, 9, 9)], root=tmp_path, progress=False)
+    (tmp_path / "hw" / RETIME_FILE).write_text("op,latency_ms\n")
+    with pytest.raises(ConfigError, match=f"Delete .*{RETIME_FILE}"):
+        retime("hw", RooflineBackend(), root=tmp_path, progress=False)

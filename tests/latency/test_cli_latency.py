@@ -52,3 +52,20 @@ def test_import_command(tmp_path, capsys, shared_data):
 def test_unknown_importer(capsys):
     assert main(["latency", "import", "nn-meter"]) == 2
     assert "available importers" in capsys.readouterr().err
+
+
+def test_calibrate_retime_cli(tmp_path, capsys):
+    base = ["calibrate", "--hardware", "dry", "--backend", "roofline", "--root", str(tmp_path), "--no-progress"]
+    assert main(base + ["--space", "resnet-cifar", "--kernels", "20"]) == 0
+    capsys.readouterr()
+    assert main(base + ["--retime", "--kernels", "5"]) == 0  # every row, at most 5 in this run
+    part = json.loads(capsys.readouterr().out)
+    assert part["retimed"] == 5 and not part["table_rewritten"]
+    assert main(base + ["--retime", "--space", "resnet-cifar", "--kernels", "20"]) == 0  # resumes
+    done = json.loads(capsys.readouterr().out)
+    assert done["resumed"] == 5 and done["retimed"] == 15 and done["table_rewritten"]
+
+
+def test_calibrate_needs_space_unless_retime(tmp_path, capsys):
+    assert main(["calibrate", "--hardware", "dry", "--backend", "roofline", "--root", str(tmp_path)]) == 2
+    assert "--space" in capsys.readouterr().err

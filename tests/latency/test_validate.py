@@ -57,3 +57,25 @@ def test_score_rows_with_scale():
     summary, (scale, a, b) = score_rows(_rows(1.5, 0.1, 0.0, n_fit=4), network_scale=True)
     assert scale == pytest.approx(1.5, rel=1e-6)
     assert summary["kendall_tau"] == pytest.approx(1.0)
+
+
+def test_score_rows_auto_chooses_on_calibration_networks_only():
+    # the networks really are 0.6·Σ + 0.05 ms: leave-one-out on the calibration networks picks the scale model
+    rows = _rows(0.6, 0.05, 0.0, n_fit=6)
+    summary, (scale, a, b) = score_rows(rows, network_scale="auto")
+    sel = summary["model_selection"]
+    assert sel["chosen"] == "scale" and scale == pytest.approx(0.6, rel=1e-6)
+    loo = sel["leave_one_out_on_calibration_networks"]
+    assert loo["scale"]["mean_abs_err_pct"] < loo["additive"]["mean_abs_err_pct"]
+    assert set(sel["alternatives"]) == {"additive", "scale"}
+    assert sel["alternatives"]["scale"]["share_within_10pct"] == 1.0
+    # additive truth: the additive model is at least as good out of sample -> kept (simpler on a tie)
+    summary, (scale, a, b) = score_rows(_rows(1.0, 0.3, 0.0, n_fit=6), network_scale="auto")
+    assert summary["model_selection"]["chosen"] == "additive" and scale == 1.0
+    # changing only the validation networks cannot change the choice
+    rows2 = _rows(0.6, 0.05, 0.0, n_fit=6)
+    for r in rows2[6:]:
+        r["measured_ms"] = r["sum_kernels_ms"] + 0.3
+    assert score_rows(rows2, network_scale="auto")[0]["model_selection"]["chosen"] == "scale"
+    with pytest.raises(Exception, match="network_scale must be"):
+        score_rows(rows, network_scale="maybe")
