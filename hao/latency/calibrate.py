@@ -318,6 +318,23 @@ RETIME_FILE = "retime.csv"
 RETIME_COLUMNS = ("latency_ms", "std_ms", "repeats", "layout", "impl", "vnni", "max_abs_err", "measured_at")
 
 
+def scheduling_priority() -> dict[str, Any]:
+    """This process's nice value and, where the kernel groups processes by session (autogroup), the group's
+    nice: with autogroups a process nice only ranks processes of the same session, so a measurement that must
+    not be slowed by other sessions' jobs needs the group's nice (``echo -10 > /proc/self/autogroup``)."""
+    out: dict[str, Any] = {}
+    try:
+        out["nice"] = os.nice(0)
+    except OSError:  # pragma: no cover
+        pass
+    try:
+        out["autogroup"] = Path("/proc/self/autogroup").read_text().strip()
+        out["autogroup_enabled"] = Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() == "1"
+    except OSError:
+        pass
+    return out
+
+
 def load_average() -> list[float] | None:
     try:
         return [round(x, 2) for x in os.getloadavg()]
@@ -415,7 +432,8 @@ def retime(hardware: str, backend: LatencyBackend, kernels: Sequence[KernelSpec]
     run_info: dict[str, Any] = {
         "kind": "retime", "started_at": _now(), "space": space_name, "command": command,
         "selected_rows": len(selected), "planned_not_in_table": not_in_table, "resumed_from_side_file": resumed,
-        "to_measure": len(todo), "repaired_bytes": repaired, "loadavg_start": load_average()}
+        "to_measure": len(todo), "repaired_bytes": repaired, "loadavg_start": load_average(),
+        "priority": scheduling_priority()}
     old_handler = None
     if threading.current_thread() is threading.main_thread():
         def _on_term(signum: int, frame: Any) -> None:

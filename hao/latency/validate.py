@@ -32,7 +32,7 @@ import numpy as np
 from hao._imports import lazy_import
 from hao.errors import ConfigError
 from hao.latency.backend import replace_bits
-from hao.latency.calibrate import load_average
+from hao.latency.calibrate import load_average, scheduling_priority
 from hao.latency.predictor import LatencyPredictor, error_stats
 from hao.latency.table import atomic_write_text, hardware_dir, load_table
 
@@ -351,6 +351,7 @@ def validate_networks(hardware: str, space_name: str, n_networks: int = 20, seed
                     f"({trials_per_task} trials/task) -> compile_relax -> VirtualMachine time_evaluator "
                     f"(lowest median of {rounds} sessions x 7 repeats, min_repeat_ms 20); BN folded in torch",
         "threads": threads, "loadavg_start": loadavg_start, "loadavg_end": load_average(),
+        "priority": scheduling_priority(),
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "overhead": {"network_scale": pred.network_scale_, "ms": pred.overhead_ms_,
                                          "per_kernel_ms": pred.overhead_per_kernel_ms_,
                                          "fitted_on_networks": len(fit_rows)},

@@ -200,6 +200,7 @@ def test_retime_replaces_rows_and_keeps_keys(tmp_path):
     run = json.loads((tmp_path / "hw" / "meta.json").read_text())["calibration_runs"][-1]
     assert run["kind"] == "retime" and run["measured"] == len(plan) and run["table_rewritten"]
     assert len(run["loadavg_start"]) == 3 and len(run["loadavg_end"]) == 3 and run["wall_s"] >= 0
+    assert "nice" in run["priority"] and run["backend"] == "roofline"
     assert run["new_over_old_latency"]["median"] > 1
 
 
