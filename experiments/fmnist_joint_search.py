@@ -13,9 +13,11 @@ Pipeline (DESIGN §1 and §6):
    same number of evaluations (``--random-trials``, default = the ILP's number of budget solves) is the
    baseline front. The search uses the table's kernels as calibrated (plus the table's fitted network overhead
    if ``predictor.json`` exists; otherwise none).
-3. **Per-network overhead** (TVM only): ``--overhead-networks`` seeded random candidates (seed+1000, disjoint
-   from everything verified) are compiled end to end with TVM and fit the predictor's ``a + b·kernels``
-   overhead, as ``hao latency validate`` does; predicted-vs-measured is reported with and without it.
+3. **Per-network model**: by default the search and the verification use the network model that
+   ``hao latency validate`` fitted on its own calibration networks and validated on held-out ones (the
+   table's ``predictor.json``: measured ≈ scale·Σ kernels + a + b·kernels). ``--overhead-networks N`` instead
+   compiles N seeded random candidates (seed+1000, disjoint from everything verified) with TVM and refits it
+   here; predicted-vs-measured is reported with and without it.
 4. **Verification** of up to ``--n-verify`` Pareto candidates spread evenly over latency (plus
    ``--verify-random`` candidates of the random front and the uniform baselines):
 
@@ -267,8 +269,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    help="replace the TVM whole-network timing by the predictor's float32 figure (stated in outputs)")
     p.add_argument("--tvm-trials", type=int, default=8, help="MetaSchedule trials for a task not in tuning_db")
     p.add_argument("--timing-rounds", type=int, default=3, help="time_evaluator sessions (lowest median kept)")
-    p.add_argument("--overhead-networks", type=int, default=2,
-                   help="random networks compiled to fit the per-network overhead (0: keep the table's)")
+    p.add_argument("--overhead-networks", type=int, default=0,
+                   help="random networks compiled here to refit the per-network overhead (default 0: keep the "
+                        "model `hao latency validate` fitted and validated, the table's predictor.json)")
     p.add_argument("--threads", type=int, default=2, help="TVM and torch threads (the table's are in its meta.json)")
     p.add_argument("--table-rows-before", default=None, metavar="ISO_UTC",
                    help="use only the table rows with measured_at <= this (e.g. 2026-11-23T13:11:00Z): a fixed "
@@ -321,7 +324,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                  path=table.path, source=f"{a.hardware} (snapshot)")
         predictor = LatencyPredictor.from_table(table)
         # the overhead the search uses (the table's predictor.json, if any); step 4a refits it for verification
-        search_overhead = (float(predictor.overhead_ms_), float(predictor.overhead_per_kernel_ms_))
+        search_overhead = (float(predictor.overhead_ms_), float(predictor.overhead_per_kernel_ms_),
+                           float(getattr(predictor, "network_scale_", 1.0)))
         overhead_source = ("predictor.json of the table" if (hardware_dir(a.hardware) / "predictor.json").is_file()
                            else "none (0 ms)")
         proxy = AccuracyProxy.from_checkpoint(space, folder)
@@ -435,8 +439,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         baselines[lab] = {"config": c.to_json(), **base_acc[lab],
                           "proxy": None if f32 else float(proxy.score([c])[0]),
                           # as the search predicts it (same overhead as the front's predicted_ms)
-                          "predicted_ms": float(predictor.predict(float_kernels(space, c) if f32 else ks,
-                                                                  prefer_measured=True).sum())
+                          "predicted_ms": search_overhead[2] * float(predictor.predict(
+                              float_kernels(space, c) if f32 else ks, prefer_measured=True).sum())
                           + search_overhead[0] + search_overhead[1] * len(ks),
                           "predicted_fp32_ms": predictor.network_latency(float_kernels(space, c)),
                           "measured_fp32_ms": base_lat.get("measured_ms")}
@@ -473,8 +477,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                             " predicted-vs-measured compares the predictor's float32 figure for the same architecture."
                             " The searched mixed-precision latency ('predicted_ms') is the table/predictor's.",
         "overhead": {"ms": predictor.overhead_ms_, "per_kernel_ms": predictor.overhead_per_kernel_ms_,
+                     "network_scale": float(getattr(predictor, "network_scale_", 1.0)),
                      "source": overhead_source,
                      "used_by_the_search": {"ms": search_overhead[0], "per_kernel_ms": search_overhead[1],
+                                            "network_scale": search_overhead[2],
                                             "source": "the table's predictor.json" if any(search_overhead)
                                             else "none"}},
         "search": {"ilp_answers": len(ilp.df), "ilp_front_size": len(front), "ilp_meta": jsonable(ilp.meta),

@@ -12,7 +12,8 @@ error) with: the Hessian proxy (real-data traces), the same proxy with data-free
 Hessian, −FLOPs (MACs) and −BOPs (smaller networks are predicted to lose more), and a seeded random score.
 Candidates draw each layer's bits with a per-candidate probability of low bits (uniform in [0, 1]) so that the
 set spans mild to severe compression. Writes ``candidates.csv``, ``fidelity.json`` and ``traces.csv`` to --out
-and states its wall time. The proxy ignores activation bits (DESIGN §4: weights only, for now).
+and states its wall time. The Hessian proxy has a weight term and, when the sensitivity table carries activation
+statistics (format 2), an activation-bit term; its weights-only variant is scored too.
 """
 from __future__ import annotations
 
@@ -128,7 +129,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     import hao
     from hao.data import fashion_mnist, loader
-    from hao.proxy import AccuracyProxy, HessianTraces, SensitivityTable, WeightNormProxy, default_checkpoint_dir, zeroq_traces
+    from hao.proxy import (AccuracyProxy, SensitivityTable, WeightNormProxy, default_checkpoint_dir,
+                           zeroq_sensitivity)
     from hao.train import load_supernet
 
     torch.set_num_threads(a.threads)
@@ -174,19 +176,21 @@ def main(argv: list[str] | None = None) -> dict:
     from hao.proxy.sensitivity import layer_weights
     table.weights = layer_weights(net)
     wn = WeightNormProxy(space, table)
-    # ZeroQ traces (data-free) and the proxy built on them
+    w_only = AccuracyProxy(space, table, activations=False) if proxy.activations else None
+    # ZeroQ (data-free): traces and activation statistics on inputs distilled from BN statistics
     zq = None
     if not a.skip_zeroq:
         t0 = time.perf_counter()
-        zpath = out / "zeroq_traces.json"
+        zpath = out / "zeroq_sensitivity.json"
         if a.rescore and zpath.exists():
             zd = json.loads(zpath.read_text())
-            ztr, zinfo = HessianTraces.from_dict(zd["traces"]), zd["info"]
+            zt, zinfo = SensitivityTable.from_dict(zd["table"]), zd["info"]
+            zt.weights = layer_weights(net)
         else:
-            ztr, zinfo = zeroq_traces(space, net, n=a.zeroq_images, steps=a.zeroq_steps, seed=a.seed,
-                                      samples=a.trace_samples, progress=True)
-            zpath.write_text(json.dumps({"traces": ztr.to_dict(), "info": zinfo}))
-        zt = SensitivityTable.compute(space, net, ztr)
+            zt, zinfo = zeroq_sensitivity(space, net, n=a.zeroq_images, steps=a.zeroq_steps, seed=a.seed,
+                                          samples=a.trace_samples, progress=True)
+            zpath.write_text(json.dumps({"table": zt.to_dict(), "info": zinfo}))
+        ztr = zt.traces
         zq = AccuracyProxy(space, zt)
         zinfo.setdefault("wall_s", time.perf_counter() - t0)
         tr_rows = []
@@ -201,6 +205,8 @@ def main(argv: list[str] | None = None) -> dict:
     df["acc_drop"] = ref_acc - df["accuracy"]
     df["loss_increase"] = df["loss"] - ref_loss
     df["proxy_hessian"] = proxy.score(cs)
+    if w_only is not None:
+        df["proxy_hessian_weights_only"] = w_only.score(cs)
     df["proxy_weight_norm"] = wn.score(cs)
     if zq is not None:
         df["proxy_zeroq"] = zq.score(cs)
@@ -210,8 +216,8 @@ def main(argv: list[str] | None = None) -> dict:
     df["random"] = np.random.default_rng(a.seed + 99).uniform(size=len(cs))
     df.to_csv(out / "candidates.csv", index=False)
 
-    scores = [s for s in ("proxy_hessian", "proxy_zeroq", "proxy_weight_norm", "neg_macs", "neg_bops", "random")
-              if s in df]
+    scores = [s for s in ("proxy_hessian", "proxy_hessian_weights_only", "proxy_zeroq", "proxy_weight_norm",
+                          "neg_macs", "neg_bops", "random") if s in df]
     taus: dict = {}
     for kind in ("joint", "bits", "arch", "all"):
         sub = df if kind == "all" else df[df["set"] == kind]
@@ -229,7 +235,10 @@ def main(argv: list[str] | None = None) -> dict:
               "n_candidates": len(cands), "calib_images": a.calib_images, "test_images": len(test),
               "threads": a.threads, "workers": a.workers, "seed": a.seed, "kendall_tau": taus, "eval_wall_s": eval_wall,
               "eval_s_per_candidate": eval_wall / max(1, len(cands)),
-              "proxy_ignores": "activation bits (a_bits)", "wall_s": time.perf_counter() - t_start}
+              "proxy_terms": "weights and activation bits" if proxy.activations else "weights only (table has no "
+                                                                                        "activation statistics)",
+              "trace_method": table.traces.info.get("method"), "trace_samples": table.traces.samples,
+              "wall_s": time.perf_counter() - t_start}
     if zq is not None:
         from scipy.stats import kendalltau, pearsonr
         tr = pd.read_csv(out / "traces.csv")

@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--max-minutes", type=float, default=None, help="stop this call after so many minutes")
     p.add_argument("--calib-images", type=int, default=2000)
+    p.add_argument("--test-images", type=int, default=10000, help="seeded subset of the 10k test split if fewer")
     p.add_argument("--finalize-partial", action="store_true",
                    help="evaluate and save even if --max-minutes stopped training before --steps (stated in meta)")
     p.add_argument("--sensitivity-only", action="store_true",
@@ -68,6 +69,8 @@ def main(argv: list[str] | None = None) -> dict:
         return summary
     sha = save_supernet(net, out / "supernet.pt")
     calib = list(loader(train.subset(a.calib_images, seed=a.seed + 1), 250))
+    if a.test_images < len(test):
+        test = test.subset(a.test_images, seed=a.seed + 7)
     test_batches = list(loader(test, 500))
     t0 = time.perf_counter()
     accs = {}
@@ -89,7 +92,8 @@ def main(argv: list[str] | None = None) -> dict:
             "steps": summary["steps_done"], "finished_schedule": summary["finished"], "epochs": summary["epochs"],
             "train_wall_s": summary["wall_s"], "threads": a.threads, "cpu": platform.processor() or platform.machine(),
             "torch": torch.__version__, "eval_protocol": f"BN recalibrated + activation ranges calibrated on "
-                                                        f"{a.calib_images} train images, fake-quant eval on 10k test",
+                                                        f"{a.calib_images} train images, fake-quant eval on "
+                                                        f"{len(test)} test images",
             "eval_wall_s": time.perf_counter() - t0, "accuracy": accs}
     (out / "meta.json").write_text(json.dumps(meta, indent=2))
     if a.checkpoint_dir:

@@ -5,7 +5,7 @@
     proxy = AccuracyProxy(space, table)            # or AccuracyProxy.from_checkpoint(space)
     proxy.score(candidates)                        # ½ Σ Ω per candidate; proxy.unit_costs(), proxy.constant
 """
-from hao.proxy.build import compute_sensitivity, supernet_traces, zeroq_traces
+from hao.proxy.build import compute_sensitivity, supernet_traces, zeroq_sensitivity, zeroq_traces
 from hao.proxy.hutchinson import (HessianTraces, LayerTrace, hessian_traces, preserve_model_state,
                                   weight_layers)
 from hao.proxy.proxy import AccuracyProxy, BaseAccuracyProxy, WeightNormProxy, default_checkpoint_dir
@@ -16,4 +16,4 @@ from hao.proxy.zeroq import distill_batch
 __all__ = ["AccuracyProxy", "activation_quant_mse", "BaseAccuracyProxy", "HessianTraces", "LayerTrace", "SENSITIVITY_FILE",
            "SensitivityCacheError", "SensitivityTable", "WeightNormProxy", "compute_sensitivity",
            "default_checkpoint_dir", "distill_batch", "float_weights", "hessian_traces", "perturbation_sq_norm", "preserve_model_state",
-           "supernet_traces", "weight_layers", "zeroq_traces"]
+           "supernet_traces", "weight_layers", "zeroq_sensitivity", "zeroq_traces"]

@@ -15,7 +15,7 @@ from hao.proxy.sensitivity import SensitivityTable, activation_quant_mse, float_
 from hao.proxy.zeroq import distill_batch
 from hao.space.base import SearchSpace
 
-__all__ = ["supernet_traces", "compute_sensitivity", "zeroq_traces"]
+__all__ = ["supernet_traces", "compute_sensitivity", "zeroq_traces", "zeroq_sensitivity"]
 
 
 def supernet_traces(space: SearchSpace, supernet: torch.nn.Module, batches: Sequence, *, samples: int = 64,
@@ -81,3 +81,19 @@ def compute_sensitivity(space: SearchSpace, supernet: torch.nn.Module, batches: 
     m = {"trace_data": f"{sum(int(b[0].shape[0]) for b in batches)} images in {len(batches)} batches",
          "trace_wall_s": time.perf_counter() - t0} | dict(meta or {})
     return SensitivityTable.compute(space, supernet, tr, checkpoint_sha256=sha, meta=m, activation_mse=act_mse)
+
+
+def zeroq_sensitivity(space: SearchSpace, supernet: torch.nn.Module, *, n: int = 128, steps: int = 200,
+                      seed: int = 0, **kw: Any) -> tuple[SensitivityTable, dict]:
+    """Data-free sensitivity table: distill ``n`` inputs from the largest float sub-network's BN statistics
+    (ZeroQ), then compute traces *and* activation statistics on them (:func:`compute_sensitivity`)."""
+    previous = getattr(supernet, "active", None)
+    supernet.set_active(space.largest())
+    try:
+        with float_weights(supernet):
+            x, y, info = distill_batch(supernet, n, space.input_shape, steps=steps, seed=seed)
+    finally:
+        if previous is not None:
+            supernet.set_active(previous)
+    table = compute_sensitivity(space, supernet, [(x, y)], seed=seed, meta={"data": "ZeroQ distilled"} | info, **kw)
+    return table, info

@@ -161,13 +161,19 @@ def test_demo_fails_clearly_without_sensitivities(tmp_path, monkeypatch) -> None
 @pytest.mark.skipif(not (REPO / "checkpoints" / "mbconv-fmnist" / "sensitivity.json").is_file()
                     or not list((REPO / "latency_models").glob("cpu-*/table.csv")),
                     reason="the committed CPU table or checkpoints/mbconv-fmnist/sensitivity.json is not there yet")
-def test_demo_runs_under_a_minute(tmp_path) -> None:
-    import time
+def test_demo_writes_a_valid_front(tmp_path) -> None:
+    """The README's main job; its speed is a benchmark figure (README), not a timed test."""
+    import pandas as pd
+
     from hao import cli_search
-    t0 = time.perf_counter()
     assert cli_search.run_demo(tmp_path, progress=False) == 0
-    assert time.perf_counter() - t0 < 60
-    assert (tmp_path / "pareto.csv").is_file() and (tmp_path / "pareto.png").is_file()
+    assert (tmp_path / "pareto.csv").is_file() and (tmp_path / "pareto.png").stat().st_size > 5000
+    df = pd.read_csv(tmp_path / "pareto.csv")
+    objs = [c for c in ("proxy", "latency_ms") if c in df]
+    assert len(objs) == 2 and len(df) >= 5 and (df["proxy"] >= 0).all() and (df["latency_ms"] > 0).all()
+    v = df[objs].to_numpy()
+    for i in range(len(v)):   # no candidate of the front dominates another
+        assert not any((v[j] <= v[i]).all() and (v[j] < v[i]).any() for j in range(len(v)) if j != i)
 
 
 def test_optuna_local_workers_share_one_study(tmp_path) -> None:
