@@ -13,8 +13,8 @@ import torch.nn.functional as F
 
 from hao.errors import ConfigError
 
-__all__ = ["check_bits", "quantize_weight", "quantize_weight_error", "ActQuant", "QConv2d", "QLinear",
-           "calibrate_activations", "set_bits", "quant_layers"]
+__all__ = ["check_bits", "reference_kernels", "quantize_weight", "quantize_weight_error", "ActQuant", "QConv2d",
+           "QLinear", "calibrate_activations", "set_bits", "quant_layers"]
 
 VALID_BITS = (2, 3, 4, 5, 6, 7, 8, 32)
 
@@ -29,17 +29,87 @@ def _ste(x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return x + (q - x).detach()
 
 
+try:  # torch.func wraps tensors (grad/vmap/jvp levels); the fused kernels below only see plain tensors
+    from torch._C._functorch import is_functorch_wrapped_tensor as _is_wrapped
+except ImportError:  # pragma: no cover - older/newer torch without this private hook
+    def _is_wrapped(t: torch.Tensor) -> bool:
+        return bool(torch._C._are_functorch_transforms_active())
+
+
+def _plain(t: torch.Tensor) -> bool:
+    """An ordinary tensor: not wrapped by a ``torch.func`` transform and carrying no forward-mode tangent.
+    Anything else takes the reference formulas, exactly as before (their autograd/batching rules are known)."""
+    if _is_wrapped(t):
+        return False
+    return torch.autograd.forward_ad.unpack_dual(t).tangent is None
+
+
+_REFERENCE = False
+
+
+@contextlib.contextmanager
+def reference_kernels() -> Iterator[None]:
+    """Within this context every quantizer uses the defining elementwise formulas, uncached (the pre-fusion
+    implementation, kept for tests and benchmarks)."""
+    global _REFERENCE
+    prev, _REFERENCE = _REFERENCE, True
+    try:
+        yield
+    finally:
+        _REFERENCE = prev
+
+
+def _fast(t: torch.Tensor) -> bool:
+    return not _REFERENCE and _plain(t)
+
+
+def _needs_grad(t: torch.Tensor) -> bool:
+    return torch.is_grad_enabled() and t.requires_grad
+
+
+def _weight_scale(w: torch.Tensor, qmax: int) -> torch.Tensor:
+    flat = w.detach().reshape(w.shape[0], -1)
+    scale = flat.abs().amax(dim=1).clamp_min(1e-12) / qmax
+    return scale.reshape((-1,) + (1,) * (w.dim() - 1))
+
+
+def _weight_reference(w: torch.Tensor, bits: int) -> torch.Tensor:
+    """The defining formula (kept verbatim; used for torch.func/forward-AD inputs and by the tests)."""
+    qmax = 2 ** (bits - 1) - 1
+    scale = _weight_scale(w, qmax)
+    q = torch.clamp(torch.round(w / scale), -qmax, qmax) * scale
+    return _ste(w, q)
+
+
+def _weight_values(w: torch.Tensor, bits: int) -> torch.Tensor:
+    """Quantized values of a plain, detached weight, bit-identical to :func:`_weight_reference`.
+
+    ``w / scale`` is computed exactly as in the reference; round-half-to-even and the clamp to
+    ``[-qmax, qmax]`` are then one fused ``fake_quantize_per_tensor_affine`` call with unit scale and zero point 0
+    (its ``x * (1/1)`` is exact and ``nearbyint`` is half-to-even, like ``torch.round``). We do not hand the real
+    per-channel scale to ``fake_quantize_per_channel_affine``: that kernel computes ``w * (1/scale)``, which can
+    land on the other side of a rounding tie than ``w / scale`` (one quantization step off, on a set of relative
+    width ~2**-24 around the ties), and the weight path is cached in eval mode, so its speed does not matter there.
+    """
+    qmax = 2 ** (bits - 1) - 1
+    scale = _weight_scale(w, qmax)
+    return torch.fake_quantize_per_tensor_affine(w / scale, 1.0, 0, -qmax, qmax).mul_(scale)
+
+
 def quantize_weight(w: torch.Tensor, bits: int) -> torch.Tensor:
-    """Symmetric uniform per-output-channel quantization (axis 0), straight-through gradient."""
+    """Symmetric uniform per-output-channel quantization (axis 0), straight-through gradient.
+
+    Values: ``clamp(round(w / s), -qmax, qmax) * s`` with ``s = max|w_c| / qmax`` per output channel. When no
+    gradient is needed the quantized tensor is returned as is; otherwise ``w + (q - w).detach()`` (gradient 1
+    everywhere). Both are the same numbers: ``q - w`` is exact (Sterbenz: no weight is clipped, so
+    ``|w - q| <= s/2 <= |q|/2`` or ``q == 0``), hence ``w + (q - w) == q``."""
     check_bits(bits, "w_bits")
     if bits == 32:
         return w
-    qmax = 2 ** (bits - 1) - 1
-    flat = w.detach().reshape(w.shape[0], -1)
-    scale = flat.abs().amax(dim=1).clamp_min(1e-12) / qmax
-    scale = scale.reshape((-1,) + (1,) * (w.dim() - 1))
-    q = torch.clamp(torch.round(w / scale), -qmax, qmax) * scale
-    return _ste(w, q)
+    if not _fast(w):
+        return _weight_reference(w, bits)
+    q = _weight_values(w.detach(), bits)
+    return _ste(w, q) if _needs_grad(w) else q
 
 
 @torch.no_grad()
@@ -77,23 +147,96 @@ class ActQuant(nn.Module):
                 self.calibrated.fill_(True)
         if self.bits == 32:
             return x
+        if not _fast(x):
+            return self._reference(x)
+        scale, zero = self._qparams(x)
+        levels = 2 ** self.bits - 1
+        if not 0 <= zero <= levels:  # only with non-finite ranges; keep the reference's behaviour
+            return self._reference(x)
+        xd = x.detach()
+        if self.exact_division:
+            q = torch.fake_quantize_per_tensor_affine(xd / scale, 1.0, zero, 0, levels).mul_(scale)
+        else:
+            q = torch.fake_quantize_per_tensor_affine(xd, float(scale), zero, 0, levels)
+        return _ste(x, q) if _needs_grad(x) else q
+
+    #: ``True``: ``x / scale`` exactly as the reference, then one fused round/clamp kernel: bit-identical to the
+    #: grid value ``_reference(x, ste=False)`` for finite inputs (a NaN input gives the lowest level, not NaN).
+    #: ``False``: a single fused kernel, which computes ``x * (1/scale)``; that can fall on the other side of a
+    #: rounding tie (one quantization step, on a set of relative width ~2**-24 around ties).
+    exact_division = True
+
+    def _range(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if bool(self.calibrated):
             lo, hi = self.lo, self.hi
         else:
             lo, hi = x.detach().amin(), x.detach().amax()
-        lo = torch.minimum(lo, torch.zeros_like(lo))
-        hi = torch.maximum(hi, torch.zeros_like(hi))
+        return torch.minimum(lo, torch.zeros_like(lo)), torch.maximum(hi, torch.zeros_like(hi))
+
+    def _qparams(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """(scale as a 0-dim float tensor, integer zero point), computed exactly as in :meth:`_reference`."""
+        lo, hi = self._range(x)
+        scale = (hi - lo).clamp_min(1e-8) / (2 ** self.bits - 1)
+        z = float(torch.round(-lo / scale))
+        return scale, int(z) if z == z and abs(z) < 2 ** 31 else -1
+
+    def _reference(self, x: torch.Tensor, ste: bool = True) -> torch.Tensor:
+        """The defining formulas (kept verbatim; used for torch.func/forward-AD inputs and by the tests).
+
+        ``ste=False`` returns the grid value ``q`` itself. With ``ste=True`` (as before) it is ``x + (q - x)``,
+        which equals ``q`` except on clipped inputs far outside the range (``|x| > 2|q|``), where ``q - x`` is
+        rounded: there it is off the grid by at most ~``|x| * 2**-23``. The fast path returns ``q`` when no
+        gradient is needed."""
+        lo, hi = self._range(x)
         levels = 2 ** self.bits - 1
         scale = (hi - lo).clamp_min(1e-8) / levels
         zero = torch.round(-lo / scale)
         q = (torch.clamp(torch.round(x / scale) + zero, 0, levels) - zero) * scale
-        return _ste(x, q)
+        return _ste(x, q) if ste else q
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}"
 
 
-class QConv2d(nn.Conv2d):
+class _CachedWeightQuant:
+    """Eval-mode cache of a layer's quantized weight (weights do not change while evaluating).
+
+    The cache holds the detached quantized values; it is used only in eval mode and only for a plain weight
+    tensor, and it is keyed on the weight object, its in-place version counter (``weight._version``: optimizer
+    steps, ``load_state_dict``, ``with torch.no_grad(): w.mul_(..)``), storage, dtype and ``w_bits``. In training
+    mode nothing is cached (and any cached value is dropped), as it is on every ``train()``/``eval()`` call.
+    Writes through ``weight.data`` bypass the version counter: call :meth:`clear_weight_cache` after those.
+    When a gradient is needed the straight-through form ``w + (q - w).detach()`` is returned, as uncached.
+    """
+
+    _wq_cache: tuple | None = None
+
+    def clear_weight_cache(self) -> None:
+        self._wq_cache = None
+
+    def train(self, mode: bool = True):
+        self._wq_cache = None
+        return super().train(mode)
+
+    def _quantized_weight(self) -> torch.Tensor:
+        w, bits = self.weight, self.w_bits
+        if bits == 32:
+            return w
+        if self.training or not _fast(w) or w.is_inference():
+            self._wq_cache = None
+            return quantize_weight(w, bits)
+        check_bits(bits, "w_bits")
+        key = (w._version, w.data_ptr(), w.dtype, w.device, tuple(w.shape), bits)
+        c = self._wq_cache
+        if c is None or c[0] is not w or c[1] != key:
+            with torch.inference_mode(False), torch.no_grad():  # a normal tensor, usable outside inference mode
+                q = _weight_values(w.detach(), bits)
+            c = self._wq_cache = (w, key, q)
+        q = c[2]
+        return _ste(w, q) if _needs_grad(w) else q
+
+
+class QConv2d(_CachedWeightQuant, nn.Conv2d):
     """``nn.Conv2d`` whose input is fake-quantized to ``a_bits`` and weight to ``w_bits``."""
 
     def __init__(self, *args, w_bits: int = 32, a_bits: int = 32, **kwargs) -> None:
@@ -106,7 +249,7 @@ class QConv2d(nn.Conv2d):
         return self.act_quant.bits
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(self.act_quant(x), quantize_weight(self.weight, self.w_bits), self.bias)
+        return self._conv_forward(self.act_quant(x), self._quantized_weight(), self.bias)
 
     @classmethod
     def from_conv(cls, conv: nn.Conv2d, w_bits: int = 32, a_bits: int = 32) -> "QConv2d":
@@ -121,7 +264,7 @@ class QConv2d(nn.Conv2d):
         return super().extra_repr() + f", w_bits={self.w_bits}, a_bits={self.a_bits}"
 
 
-class QLinear(nn.Linear):
+class QLinear(_CachedWeightQuant, nn.Linear):
     """``nn.Linear`` with fake-quantized input (``a_bits``) and weight (``w_bits``)."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *, w_bits: int = 32,
@@ -135,7 +278,7 @@ class QLinear(nn.Linear):
         return self.act_quant.bits
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(self.act_quant(x), quantize_weight(self.weight, self.w_bits), self.bias)
+        return F.linear(self.act_quant(x), self._quantized_weight(), self.bias)
 
     @classmethod
     def from_linear(cls, lin: nn.Linear, w_bits: int = 32, a_bits: int = 32) -> "QLinear":
