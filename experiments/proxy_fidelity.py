@@ -87,18 +87,74 @@ def _eval_one(item):
             "eval_s": time.perf_counter() - t0, "candidate": c.to_json()}
 
 
-def _evaluate_all(space, net, cands, calib, test_batches, progress=True, workers=1, threads=1):
-    """BN-recalibrated fake-quant accuracy of every candidate; ``workers`` processes (forked) share the work."""
+def _interleave(items: list) -> list[int]:
+    """Evaluation order: round-robin over the sets (joint, bits, arch), so that a run stopped early
+    (``--max-minutes``) still holds every set in proportion."""
+    by: dict[str, list[int]] = {}
+    for i, (kind, _) in enumerate(items):
+        by.setdefault(kind, []).append(i)
+    order, queues = [], [list(v) for v in by.values()]
+    total = len(items)
+    while len(order) < total:
+        for q in queues:
+            # take from each set in proportion to its size
+            share = max(1, round(len(q) / max(1, min(len(x) for x in queues if x)))) if q else 0
+            for _ in range(share):
+                if q:
+                    order.append(q.pop(0))
+    return order
+
+
+def _evaluate_all(space, net, cands, calib, test_batches, progress=True, workers=1, threads=1,
+                  cache: Path | None = None, deadline: float | None = None):
+    """BN-recalibrated fake-quant accuracy of every candidate; ``workers`` processes (forked) share the work.
+
+    With ``cache`` (a JSON-lines file) every finished evaluation is appended at once and a re-run evaluates
+    only the missing candidates; with ``deadline`` (``time.time()``) no new candidate starts after it. Returns
+    the rows in ``cands`` order, ``None`` for candidates not evaluated."""
     from tqdm import tqdm
-    if workers <= 1:
-        _init_worker(space, net, calib, test_batches, threads)
-        return [_eval_one(it) for it in tqdm(cands, desc="evaluate", disable=not progress, mininterval=10)]
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"), initializer=_init_worker,
-                             initargs=(space, net, calib, test_batches, threads)) as ex:
-        return list(tqdm(ex.map(_eval_one, cands), total=len(cands), desc="evaluate", disable=not progress,
-                         mininterval=10))
+    done: dict[tuple, dict] = {}
+    if cache is not None and cache.is_file():
+        for line in cache.read_text().splitlines():
+            try:
+                r = json.loads(line)
+                done[(r["set"], r["candidate"])] = r
+            except (json.JSONDecodeError, KeyError):
+                continue    # a torn last line from a kill
+    todo = [i for i in _interleave(cands) if (cands[i][0], cands[i][1].to_json()) not in done]
+    bar = tqdm(total=len(todo), desc="evaluate", disable=not progress, mininterval=10)
+
+    def record(r: dict) -> None:
+        done[(r["set"], r["candidate"])] = r
+        if cache is not None:
+            with open(cache, "a") as f:
+                f.write(json.dumps(r) + "\n")
+        bar.update(1)
+
+    try:
+        if workers <= 1:
+            _init_worker(space, net, calib, test_batches, threads)
+            for i in todo:
+                if deadline is not None and time.time() > deadline:
+                    break
+                record(_eval_one(cands[i]))
+        else:
+            import multiprocessing as mp
+            from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+            with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"), initializer=_init_worker,
+                                     initargs=(space, net, calib, test_batches, threads)) as ex:
+                queue, running = list(todo), set()
+                while queue or running:
+                    while queue and len(running) < workers and (deadline is None or time.time() < deadline):
+                        running.add(ex.submit(_eval_one, cands[queue.pop(0)]))
+                    if not running:
+                        break
+                    fin, running = wait(running, return_when=FIRST_COMPLETED)
+                    for f in fin:
+                        record(f.result())
+    finally:
+        bar.close()
+    return [done.get((k, c.to_json())) for k, c in cands]
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -121,6 +177,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--skip-zeroq", action="store_true")
     p.add_argument("--rescore", action="store_true",
                    help="reuse --out/evaluations_raw.csv (same seed and counts) and only recompute the scores")
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="start no new evaluation after so many minutes; score the candidates evaluated so far "
+                        "(re-run the same command to resume: evaluations are cached in OUT/evaluations.jsonl)")
     p.add_argument("--wait-sensitivity-min", type=float, default=0.0,
                    help="wait so long for checkpoint-dir/sensitivity.json to appear (computed concurrently)")
     a = p.parse_args(argv)
@@ -156,15 +215,26 @@ def main(argv: list[str] | None = None) -> dict:
     if a.rescore:
         raw = pd.read_csv(out / "evaluations_raw.csv").to_dict("records")
         ref_rows, rows = raw[:len(refs)], raw[len(refs):]
-        if [r["candidate"] for r in rows] != [c.to_json() for _, c in cands]:
+        byjson = {(k, c.to_json()): (k, c) for k, c in cands}
+        if any((r["set"], r["candidate"]) not in byjson for r in rows):
             raise SystemExit("--rescore: evaluations_raw.csv holds other candidates; use the same seed and counts.")
+        cands = [byjson[(r["set"], r["candidate"])] for r in rows]
         eval_wall = float(sum(r["eval_s"] for r in rows)) / max(1, a.workers)
     else:
+        cache = out / "evaluations.jsonl"
+        deadline = None if a.max_minutes is None else time.time() + 60 * a.max_minutes
         ref_rows = _evaluate_all(space, net, refs, calib, test_batches, progress=False, workers=a.workers,
-                                 threads=a.threads)
+                                 threads=a.threads, cache=cache)
         t0 = time.perf_counter()
-        rows = _evaluate_all(space, net, cands, calib, test_batches, workers=a.workers, threads=a.threads)
+        rows = _evaluate_all(space, net, cands, calib, test_batches, workers=a.workers, threads=a.threads,
+                             cache=cache, deadline=deadline)
         eval_wall = time.perf_counter() - t0
+        missing = sum(r is None for r in rows)
+        if missing:
+            print(f"--max-minutes: {missing} of {len(rows)} candidates not evaluated; scoring the "
+                  f"{len(rows) - missing} that were (re-run the same command to evaluate the rest)", flush=True)
+        keep = [i for i, r in enumerate(rows) if r is not None]
+        cands, rows = [cands[i] for i in keep], [rows[i] for i in keep]
         pd.DataFrame(ref_rows + rows).to_csv(out / "evaluations_raw.csv", index=False)  # safe before scoring
     cs = [c for _, c in cands]
     # the proxies are read only now, so that evaluation can start while the sensitivity table is computed
@@ -232,7 +302,9 @@ def main(argv: list[str] | None = None) -> dict:
                 taus[kind][target][s] = {"tau": t, "se": se}
     result = {"space": space.name, "checkpoint_dir": str(folder), "reference": {"accuracy": ref_acc, "loss": ref_loss},
               "reference_subnets": {r["set"]: {k: r[k] for k in ("accuracy", "accuracy_se", "loss")} for r in ref_rows},
-              "n_candidates": len(cands), "calib_images": a.calib_images, "test_images": len(test),
+              "n_candidates": len(cands),
+              "n_planned": {"joint": a.n_joint, "bits": a.n_bits, "arch": a.n_arch},
+              "calib_images": a.calib_images, "test_images": len(test),
               "threads": a.threads, "workers": a.workers, "seed": a.seed, "kendall_tau": taus, "eval_wall_s": eval_wall,
               "eval_s_per_candidate": eval_wall / max(1, len(cands)),
               "proxy_terms": "weights and activation bits" if proxy.activations else "weights only (table has no "
