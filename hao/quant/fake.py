@@ -154,17 +154,20 @@ class ActQuant(nn.Module):
         if not 0 <= zero <= levels:  # only with non-finite ranges; keep the reference's behaviour
             return self._reference(x)
         xd = x.detach()
-        if self.exact_division:
+        if self.fused_kernel:
             q = torch.fake_quantize_per_tensor_affine(xd / scale, 1.0, zero, 0, levels).mul_(scale)
-        else:
-            q = torch.fake_quantize_per_tensor_affine(xd, float(scale), zero, 0, levels)
+        else:  # clamp(round(y) + z, 0, L) - z == clamp(round(y), -z, L - z): integers, exact in float32
+            q = (xd / scale).round_().clamp_(-zero, levels - zero).mul_(scale)
         return _ste(x, q) if _needs_grad(x) else q
 
-    #: ``True``: ``x / scale`` exactly as the reference, then one fused round/clamp kernel: bit-identical to the
-    #: grid value ``_reference(x, ste=False)`` for finite inputs (a NaN input gives the lowest level, not NaN).
-    #: ``False``: a single fused kernel, which computes ``x * (1/scale)``; that can fall on the other side of a
-    #: rounding tie (one quantization step, on a set of relative width ~2**-24 around ties).
-    exact_division = True
+    #: The fast path computes ``x / scale`` exactly as the reference, then rounds half-to-even and clamps
+    #: in place (default) or with one ``fake_quantize_per_tensor_affine`` call (``fused_kernel = True``; on CPU
+    #: that kernel measured slower than the two vectorized in-place passes, see benchmarks/quant_eval_speed.py).
+    #: Both are bit-identical to the grid value ``_reference(x, ste=False)`` for finite inputs (a NaN input gives
+    #: NaN in place, the lowest level with the fused kernel). Passing the scale to the kernel instead would compute
+    #: ``x * (1/scale)``, which can fall on the other side of a rounding tie (one quantization step, on a set of
+    #: relative width ~2**-24 around ties), so it is not offered.
+    fused_kernel = False
 
     def _range(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if bool(self.calibrated):

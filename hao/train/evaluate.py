@@ -87,9 +87,10 @@ class EvalResult:
     n: int
 
 
-#: Loader batches larger than this are run in chunks of this many examples (cache-friendlier on CPU; see
-#: benchmarks/quant_eval_speed.py). Results are unchanged: see :func:`evaluate_full`.
-EVAL_CHUNK = 256
+#: Loader batches larger than this are run in chunks of this many examples (bounded working set). Results are
+#: unchanged: see :func:`evaluate_full`. Measured on the largest mbconv-fmnist W8A8 sub-network, 2 threads
+#: (benchmarks/quant_eval_speed.py): chunks of 128/256/500 were all slower than whole batches of 1000.
+EVAL_CHUNK = 1000
 
 
 def _per_example(model: nn.Module) -> bool:
