@@ -22,6 +22,7 @@ import json
 import logging
 import multiprocessing
 import os
+import datetime
 import time
 import warnings
 from collections.abc import Sequence
@@ -311,6 +312,18 @@ class OptunaSolver(Solver):
                         # the remaining trials are running elsewhere (or belong to a dead worker)
                         time.sleep(min(1.0, self.heartbeat_interval))
                         optuna.storages.fail_stale_trials(study)
+                        # a worker killed before its trial's first heartbeat leaves a RUNNING trial that has no
+                        # heartbeat, which Optuna never marks stale: fail RUNNING trials started longer ago than
+                        # 3 grace periods (live workers' trials here take far less; a live one that loses its
+                        # trial this way carries on with a new one, see below)
+                        now = datetime.datetime.now()
+                        for t in trials:
+                            if t.state == TS.RUNNING and t.datetime_start is not None and \
+                                    (now - t.datetime_start).total_seconds() > 3 * self.grace_period:
+                                try:
+                                    study._storage.set_trial_state_values(t._trial_id, TS.FAIL)
+                                except Exception:  # noqa: BLE001 - another worker finished or failed it first
+                                    pass
                         continue
                     try:
                         study.optimize(objective, n_trials=1)
