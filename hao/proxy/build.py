@@ -1,8 +1,9 @@
 """Compute the sensitivity table of a trained supernet: traces of its largest float sub-network → Ω table."""
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,24 @@ from hao.space.base import SearchSpace
 __all__ = ["supernet_traces", "compute_sensitivity", "zeroq_traces", "zeroq_sensitivity"]
 
 
+@contextlib.contextmanager
+def _largest_active(space: SearchSpace, supernet: torch.nn.Module) -> Iterator[None]:
+    """Activate the space's largest candidate on the supernet; restore the previously active one on exit."""
+    previous = getattr(supernet, "active", None)
+    supernet.set_active(space.largest())
+    try:
+        yield
+    finally:
+        if previous is not None:
+            supernet.set_active(previous)
+
+
+def _distill(space: SearchSpace, supernet: torch.nn.Module, n: int, steps: int, seed: int) -> tuple:
+    """ZeroQ inputs distilled from the largest float sub-network's BN statistics: (x, y, info)."""
+    with _largest_active(space, supernet), float_weights(supernet):
+        return distill_batch(supernet, n, space.input_shape, steps=steps, seed=seed)
+
+
 def supernet_traces(space: SearchSpace, supernet: torch.nn.Module, batches: Sequence, *, samples: int = 64,
                     tol: float | None = None, seed: int = 0, vectors_per_call: int = 8,
                     method: str = "ggn", progress: bool = False, activations: bool | None = None) -> HessianTraces:
@@ -31,29 +50,16 @@ def supernet_traces(space: SearchSpace, supernet: torch.nn.Module, batches: Sequ
     if not hasattr(supernet, "set_active"):
         raise ConfigError(f"supernet_traces needs a weight-sharing supernet with set_active(), got "
                           f"{type(supernet).__name__}; call hessian_traces(model, ...) for a plain model.")
-    previous = getattr(supernet, "active", None)
-    supernet.set_active(space.largest())
-    try:
-        with float_weights(supernet):
-            return hessian_traces(supernet, F.cross_entropy, list(batches), samples=samples, tol=tol, seed=seed,
-                                  vectors_per_call=vectors_per_call, method=method, progress=progress,
-                                  activations=activations)
-    finally:
-        if previous is not None:
-            supernet.set_active(previous)
+    with _largest_active(space, supernet), float_weights(supernet):
+        return hessian_traces(supernet, F.cross_entropy, list(batches), samples=samples, tol=tol, seed=seed,
+                              vectors_per_call=vectors_per_call, method=method, progress=progress,
+                              activations=activations)
 
 
 def zeroq_traces(space: SearchSpace, supernet: torch.nn.Module, *, n: int = 128, steps: int = 200,
                  seed: int = 0, **kw: Any) -> tuple[HessianTraces, dict]:
     """Data-free traces: distill ``n`` inputs from the largest float sub-network's BN statistics, then trace."""
-    previous = getattr(supernet, "active", None)
-    supernet.set_active(space.largest())
-    try:
-        with float_weights(supernet):
-            x, y, info = distill_batch(supernet, n, space.input_shape, steps=steps, seed=seed)
-    finally:
-        if previous is not None:
-            supernet.set_active(previous)
+    x, y, info = _distill(space, supernet, n, steps, seed)
     tr = supernet_traces(space, supernet, [(x, y)], seed=seed, **kw)
     return tr, info
 
@@ -67,13 +73,8 @@ def compute_sensitivity(space: SearchSpace, supernet: torch.nn.Module, batches: 
     tr = supernet_traces(space, supernet, batches, samples=samples, tol=tol, seed=seed, progress=progress, **kw)
     act_mse = None
     if tr.activations:
-        previous = getattr(supernet, "active", None)
-        supernet.set_active(space.largest())
-        try:
+        with _largest_active(space, supernet):
             act_mse = activation_quant_mse(supernet, list(batches), [a.path for a in tr.activations])
-        finally:
-            if previous is not None:
-                supernet.set_active(previous)
     sha = None
     if checkpoint is not None:
         from hao.train.supernet import file_sha256
@@ -87,13 +88,6 @@ def zeroq_sensitivity(space: SearchSpace, supernet: torch.nn.Module, *, n: int =
                       seed: int = 0, **kw: Any) -> tuple[SensitivityTable, dict]:
     """Data-free sensitivity table: distill ``n`` inputs from the largest float sub-network's BN statistics
     (ZeroQ), then compute traces *and* activation statistics on them (:func:`compute_sensitivity`)."""
-    previous = getattr(supernet, "active", None)
-    supernet.set_active(space.largest())
-    try:
-        with float_weights(supernet):
-            x, y, info = distill_batch(supernet, n, space.input_shape, steps=steps, seed=seed)
-    finally:
-        if previous is not None:
-            supernet.set_active(previous)
+    x, y, info = _distill(space, supernet, n, steps, seed)
     table = compute_sensitivity(space, supernet, [(x, y)], seed=seed, meta={"data": "ZeroQ distilled"} | info, **kw)
     return table, info

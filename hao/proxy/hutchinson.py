@@ -188,17 +188,22 @@ def _rademacher(shapes: Sequence[torch.Size], k: int, gen: torch.Generator, dtyp
     return [c.reshape(k, *s) for c, s in zip(flat.split(sizes, dim=1), shapes)]
 
 
+def _bind(obj: Any, model: nn.Module, loss_fn: Callable, names: list[str]) -> None:
+    """Shared set-up of the samplers: detached primals of the selected parameters, the rest of the state."""
+    from torch.func import functional_call
+    obj.model, obj.loss_fn, obj.names, obj._call = model, loss_fn, names, functional_call
+    named = dict(model.named_parameters())
+    named.update(dict(model.named_buffers()))
+    obj.primals = [named[n].detach() for n in names]
+    obj.rest = {n: t.detach() for n, t in named.items() if n not in set(names)}
+
+
 class _HVP:
     """Batched Hessian-vector products of ``loss_fn(model(x), y)`` w.r.t. the selected parameters."""
 
     def __init__(self, model: nn.Module, loss_fn: Callable, names: list[str], method: str) -> None:
-        from torch.func import functional_call
-        self.model, self.loss_fn, self.names, self.method = model, loss_fn, names, method
-        self._call = functional_call
-        named = dict(model.named_parameters())
-        named.update(dict(model.named_buffers()))
-        self.primals = [named[n].detach() for n in names]
-        self.rest = {n: t.detach() for n, t in named.items() if n not in set(names)}
+        _bind(self, model, loss_fn, names)
+        self.method = method
         self._graph: tuple | None = None
 
     def _loss(self, ws: Sequence[torch.Tensor], x: Any, y: Any) -> torch.Tensor:
@@ -259,13 +264,8 @@ class _GGN:
     """
 
     def __init__(self, model: nn.Module, loss_fn: Callable, names: list[str], act_paths: list[str]) -> None:
-        from torch.func import functional_call
-        self.model, self.loss_fn, self.names, self.act_paths = model, loss_fn, names, act_paths
-        self._call = functional_call
-        named = dict(model.named_parameters())
-        named.update(dict(model.named_buffers()))
-        self.primals = [named[n].detach() for n in names]
-        self.rest = {n: t.detach() for n, t in named.items() if n not in set(names)}
+        _bind(self, model, loss_fn, names)
+        self.act_paths = act_paths
         self.ce = _is_plain_cross_entropy(loss_fn)
         self._acts: dict[str, list[torch.Tensor]] = {}
         mods = dict(model.named_modules())
