@@ -499,7 +499,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                        for r in ver + rver],
     }
     if use_tvm and meter is not None and meter.tuner is not None:
-        summary["tvm_tasks"] = {"tuned_new": meter.tuner.tuned_tasks, "reused_from_database": meter.tuner.reused_tasks}
+        summary["tvm_tasks"] = {"tuned_new": meter.tuner.tuned_tasks, "reused_from_database": meter.tuner.reused_tasks,
+                                "table_schedule_replayed": meter.tuner.transferred_tasks}
     summary["wall_s"] = sw.report()
     try:
         summary["run"]["load_avg_1_5_15_at_end"] = list(__import__("os").getloadavg())

@@ -62,6 +62,15 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         kernels.extend(space_kernels(get_space(name)))
     plan = plan_kernels(kernels, precisions=_parse_bits(args.precisions), include_space_bits=not args.no_space_bits,
                         limit=args.kernels, seed=args.seed)
+    if args.op:
+        from hao.kernel import OPS
+
+        bad = sorted(set(args.op) - set(OPS))
+        if bad:
+            raise ConfigError(f"--op {', '.join(bad)}: unknown op; valid ops are {', '.join(OPS)}.")
+        if not spaces:
+            raise ConfigError("--op filters the spaces' plan; give the --space flags too.")
+        plan = [k for k in plan if k.op in set(args.op)]
     root = args.root or str(models_root())
     if args.backend == "tvm":
         params = dict(target=_parse_target(args.target), trials=args.trials, threads=args.threads, rpc=args.rpc,
@@ -169,6 +178,9 @@ def add_latency_commands(subparsers: Any) -> None:
                         "unless a record is missing) and replace their timings; with --space only the rows the "
                         "spaces' plan covers, else every row. Resumable (retime.csv); table.csv is rewritten "
                         "atomically at the end")
+    p.add_argument("--op", action="append", default=None,
+                   help="only kernels of this op (repeat for several; e.g. --op dwconv2d after a change to the "
+                        "depthwise program). Needs --space")
     p.add_argument("--target", default=None,
                    help='TVM JSON target, e.g. \'{"kind":"llvm","mcpu":"znver4","num-cores":2}\' '
                         "(default: this CPU as LLVM names it)")

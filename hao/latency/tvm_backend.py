@@ -6,7 +6,8 @@ first ``import tvm`` — :func:`pin_threads` does it and :class:`TVMBackend` rec
 Kernels (DESIGN §3; facts in shared/TVM_NOTES.md):
 
 * **float32** — NHWC. ``conv2d``: ``topi.nn.conv2d_nhwc`` (HWIO weights) + bias + ReLU; ``dwconv2d``:
-  ``topi.nn.depthwise_conv2d_nhwc`` + bias + ReLU; ``dense``: ``topi.nn.dense`` + bias; ``avgpool``: global mean;
+  ``topi.nn.group_conv2d_nhwc`` with groups = channels (HWIO weights ``(K, K, 1, C)``, the form Relax lowers a
+  depthwise ``nn.conv2d`` to, so a compiled network's task can replay the table kernel's schedule) + bias + ReLU; ``dense``: ``topi.nn.dense`` + bias; ``avgpool``: global mean;
   ``add``: element-wise add. (BatchNorm is folded into the bias, as an inference compiler does.)
 * **int8** — u8 activations x i8 weights -> i32 accumulators, then bias and requantization
   (``u8(clip(round(f32(acc + bias) * scale[c]), 0, 255))``, ReLU included by the clip). Layout NCHW16c
@@ -149,8 +150,10 @@ def _fp32_program(k: KernelSpec) -> KernelProgram:
             wt = te.placeholder((K, K, C, O), f32, name="weight")
             conv = topi.nn.conv2d_nhwc(data, wt, S, P, 1, out_dtype=f32)
         else:
-            wt = te.placeholder((K, K, C, 1), f32, name="weight")
-            conv = topi.nn.depthwise_conv2d_nhwc(data, wt, S, P, 1, out_dtype=f32)
+            # the form Relax legalizes a depthwise nn.conv2d (NHWC/HWIO, groups = C) into: a network's
+            # depthwise task then has the same blocks and loops, and can run this kernel's tuned schedule
+            wt = te.placeholder((K, K, 1, C), f32, name="weight")
+            conv = topi.nn.group_conv2d_nhwc(data, wt, S, P, 1, C, out_dtype=f32)
         bias = te.placeholder((O,), f32, name="bias")
         out = topi.nn.relu(topi.add(conv, bias))
         func = _finish([data, wt, bias, out], te)
@@ -167,7 +170,7 @@ def _fp32_program(k: KernelSpec) -> KernelProgram:
                 w_oihw = w.transpose(3, 2, 0, 1)
                 y = _torch_conv(d.transpose(0, 3, 1, 2), w_oihw, S, P, 1)
             else:
-                w_oihw = w.transpose(2, 3, 0, 1)  # (C, 1, K, K)
+                w_oihw = w.transpose(3, 2, 0, 1)  # (K, K, 1, C) -> (C, 1, K, K)
                 y = _torch_conv(d.transpose(0, 3, 1, 2), w_oihw, S, P, C)
             return np.maximum(y.transpose(0, 2, 3, 1) + b, 0)
 

@@ -10,9 +10,10 @@ For each seeded random candidate of a space:
    architecture (every kernel at w32a32). The int8 rows are validated per kernel (output checked, timed).
 2. ``torch.export.export`` -> ``tvm.relax.frontend.torch.from_exported_program`` -> ``ConvertLayout`` to
    NHWC (the calibrated float layout) -> ``relax.get_pipeline("zero")`` (legalize, fold constants, fuse).
-3. Every fused TIR task is looked up in the hardware's tuning database (``tuning_db/``) and tuned with
-   MetaSchedule (same settings as calibration) only if absent; the best record is committed to that
-   database, so calibration, validation and later compiles share schedules.
+3. Every fused convolution task runs its table kernel's schedule (the trace replayed on the task, see
+   ``_Tuner._replay``), so the network runs the code the table timed; any other task (transposes, the
+   classifier, pooling) takes its best record in the hardware's tuning database (``tuning_db/``) or is tuned
+   with MetaSchedule (same settings as calibration) and committed there.
 4. ``compile_relax`` -> ``relax.VirtualMachine``; timed as the kernels are (``time_evaluator``, lowest median
    of several sessions).
 5. The first ``calib_networks`` networks (their own seeds) fit the predictor's per-network overhead
@@ -134,63 +135,110 @@ class _Tuner:
             return KernelSpec("dwconv2d", c, o, h, w, kh, stride, c, 32, 32)
         return None
 
-    def _from_table_kernel(self, tmod: Any) -> bool:
-        """Give a fused conv task the schedule of its table kernel (the same convolution + bias + ReLU, timed
-        for the table) by replaying that kernel's MetaSchedule trace on the task; True if it applied. The
-        table's Σ then describes the schedules the network really runs, instead of each network task getting
-        its own separately tuned 8-trial schedule (0.3–5x the table kernel's time)."""
+    @staticmethod
+    def _replay(trace: Any, tmod: Any, target: Any) -> Any:
+        """Apply a table kernel's trace to a task; a ``compute_inline`` the task cannot take is skipped.
+
+        The table kernel is conv + bias + ReLU and its trace inlines the bias block into the ReLU; a projection
+        task (conv + bias, or conv + bias + residual) has no ReLU, so its bias block is the output and cannot be
+        inlined; it stays the convolution's consumer, where the trace's ``reverse_compute_at`` places it. Any
+        other failing instruction makes the replay fail (returns None). Schedule primitives keep the program's
+        meaning, and the result is compiled once as a check."""
         import tvm
-        from tvm.s_tir import meta_schedule as ms
+        from tvm.s_tir.schedule import Trace
+
+        def attempt(insts: list) -> Any:
+            sch = tvm.s_tir.Schedule(tmod)
+            Trace(insts, {i: d for i, d in trace.decisions.items() if any(i.same_as(j) for j in insts)}
+                  ).apply_to_schedule(sch, remove_postproc=False)
+            return sch
+
+        kept: list = []
+        try:
+            sch = attempt(list(trace.insts))
+        except Exception:  # noqa: BLE001 - retry instruction by instruction
+            sch = None
+            for inst in trace.insts:
+                try:
+                    attempt(kept + [inst])
+                    kept.append(inst)
+                except Exception:  # noqa: BLE001
+                    if inst.kind.name != "ComputeInline":
+                        return None
+            try:
+                sch = attempt(kept)
+            except Exception:  # noqa: BLE001
+                return None
+        try:
+            tvm.compile(sch.mod, target)  # the trace may apply yet leave an invalid program
+        except Exception:  # noqa: BLE001
+            return None
+        return sch
+
+    def _from_table_kernel(self, tmod: Any) -> Any:
+        """The schedule of a fused conv task's table kernel (the same convolution + bias + ReLU, timed for
+        the table), replayed on the task (see :meth:`_replay`); None if the task has no table kernel or the
+        trace does not apply. The table's Σ then describes the schedules the network really runs, instead of
+        each network task getting its own separately tuned 8-trial schedule (0.3–5x the table kernel's time)."""
+        import tvm
 
         from hao.latency.tvm_backend import build_kernel_func
 
         k = self.task_kernel(tmod)
         if k is None:
-            return False
+            return None
         db, target = self.backend.database, self.backend.target
         kmod = tvm.IRModule({"main": build_kernel_func(k).func})
         rec = db.query_tuning_record(kmod, target, workload_name="main") if db.has_workload(kmod) else None
         if rec is None:
-            return False
-        try:
-            sch = tvm.s_tir.Schedule(tmod)
-            rec.trace.apply_to_schedule(sch, remove_postproc=False)
-            tvm.compile(sch.mod, target)  # the trace may apply yet leave an invalid program
-        except Exception:  # noqa: BLE001 - block names or loop structure differ: tune the task instead
-            return False
-        db.commit_tuning_record(ms.database.TuningRecord(
-            sch.trace, db.commit_workload(tmod), rec.run_secs, target,
-            ms.arg_info.ArgInfo.from_prim_func(tmod["main"])))
-        return True
+            return None
+        sch = self._replay(rec.trace, tmod, target)
+        return None if sch is None else (sch, rec.run_secs)
 
-    def ensure(self, mod: Any) -> None:
+    def ensure(self, mod: Any) -> Any:
+        """Give every task of ``mod`` (legalized + fused) a schedule and return a database holding exactly one
+        record per task, the one the build must use: the table kernel's schedule where it replays
+        (``reuse_table_schedules``), else the task's best record in the hardware database, else a schedule
+        tuned now (and committed to the hardware database). Transferred schedules are not written to the
+        hardware database (they are recomputed in about a second), so an older, separately tuned record of
+        the same task can never win over them."""
         from tvm.s_tir import meta_schedule as ms
 
         from tvm.s_tir.meta_schedule.tune_context import _normalize_mod
 
         db, target = self.backend.database, self.backend.target
+        chosen = ms.database.MemoryDatabase()
         tasks = ms.relax_integration.extract_tasks(mod, target)
         for task in tasks:
             raw = task.dispatched[0]
             # compile_relax looks records up under the normalized module (its function renamed "main")
             tmod = _normalize_mod(raw)
-            if db.has_workload(tmod) and db.query_tuning_record(tmod, target, workload_name="main") is not None:
-                self.reused_tasks += 1
-                continue
-            if db.has_workload(raw):  # tuned by an older version that keyed records by the raw module
-                rec = db.query_tuning_record(raw, target, workload_name="main")
-                if rec is not None:
-                    db.commit_tuning_record(ms.database.TuningRecord(
-                        rec.trace, db.commit_workload(tmod), rec.run_secs, target, rec.args_info))
-                    self.reused_tasks += 1
+            args = ms.arg_info.ArgInfo.from_prim_func(tmod["main"])
+            if self.reuse_table_schedules:
+                got = self._from_table_kernel(tmod)
+                if got is not None:
+                    sch, run_secs = got
+                    chosen.commit_tuning_record(ms.database.TuningRecord(
+                        sch.trace, chosen.commit_workload(tmod), run_secs, target, args))
+                    self.transferred_tasks += 1
                     continue
-            if self.reuse_table_schedules and self._from_table_kernel(tmod):
-                self.transferred_tasks += 1
-                continue
-            sch, _, _ = self.backend._schedule(tmod)
-            self.tuned_tasks += 1
-            if sch is None:
-                raise ConfigError(f"MetaSchedule found no valid schedule for Relax task {task.task_name!r}.")
+            rec = None
+            for key in (tmod, raw):  # records of older versions were keyed by the raw module
+                if db.has_workload(key):
+                    rec = db.query_tuning_record(key, target, workload_name="main")
+                    if rec is not None:
+                        break
+            if rec is not None:
+                self.reused_tasks += 1
+            else:
+                sch, _, _ = self.backend._schedule(tmod)
+                self.tuned_tasks += 1
+                if sch is None:
+                    raise ConfigError(f"MetaSchedule found no valid schedule for Relax task {task.task_name!r}.")
+                rec = db.query_tuning_record(tmod, target, workload_name="main")
+            chosen.commit_tuning_record(ms.database.TuningRecord(
+                rec.trace, chosen.commit_workload(tmod), rec.run_secs, target, args))
+        return chosen
 
     def close(self) -> None:
         self.backend.close()
@@ -261,13 +309,13 @@ def compile_network(model: Any, input_shape: tuple[int, ...], tuner: _Tuner, rou
             fused = relax.transform.AttachAttrLayoutFreeBuffers()(fused)
     t0 = time.perf_counter()
     before = tuner.tuned_tasks
-    tuner.ensure(fused)
+    chosen = tuner.ensure(fused)
     tune_s = time.perf_counter() - t0
     with target:
         if prepack_weights:
-            exe = _build_prepacked(fused, tuner.backend.database, target)
+            exe = _build_prepacked(fused, chosen, target)
         else:
-            exe = ms.relax_integration.compile_relax(tuner.backend.database, mod, target, params=None)
+            exe = ms.relax_integration.compile_relax(chosen, mod, target, params=None)
     dev = tvm.cpu(0)
     vm = relax.VirtualMachine(exe, dev)
     inp = tvm.runtime.tensor(x.numpy(), dev)
@@ -451,15 +499,16 @@ def validate_networks(hardware: str, space_name: str, n_networks: int = 20, seed
     report = {
         "hardware": hardware, "space": space_name, "seed": seed, "precision": "float32 (see hao.latency.validate)",
         "protocol": "torch.export -> relax.frontend.torch.from_exported_program -> ConvertLayout(NHWC) -> "
-                    "relax zero pipeline -> tasks from tuning_db or tuned with MetaSchedule "
-                    f"({trials_per_task} trials/task) -> compile_relax -> VirtualMachine time_evaluator "
+                    "relax zero pipeline -> conv tasks run their table kernel's schedule (trace replayed), other "
+                    f"tasks from tuning_db or tuned with MetaSchedule ({trials_per_task} trials/task) -> build -> VirtualMachine time_evaluator "
                     f"(lowest median of {rounds} sessions x 7 repeats, min_repeat_ms 20); BN folded in torch",
         "threads": threads, "loadavg_start": loadavg_start, "loadavg_end": load_average(),
         "priority": scheduling_priority(),
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "overhead": {"network_scale": pred.network_scale_, "ms": pred.overhead_ms_,
                                          "per_kernel_ms": pred.overhead_per_kernel_ms_,
                                          "fitted_on_networks": len(fit_rows)},
-        "relax_tasks": {"tuned": tuner.tuned_tasks, "reused_from_database": tuner.reused_tasks},
+        "relax_tasks": {"tuned": tuner.tuned_tasks, "reused_from_database": tuner.reused_tasks,
+                        "table_schedule_replayed": tuner.transferred_tasks},
         "wall_s": round(time.perf_counter() - t_start, 1), "summary": summary, "networks": rows,
     }
     path = Path(out) if out else folder / f"validation_{space_name}.json"
