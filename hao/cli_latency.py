@@ -75,7 +75,8 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     if args.backend == "tvm":
         params = dict(target=_parse_target(args.target), trials=args.trials, threads=args.threads, rpc=args.rpc,
                       database_dir=os.path.join(root, args.hardware, "tuning_db"), seed=args.seed,
-                      repeat=args.repeat, min_repeat_ms=args.min_repeat_ms, rounds=args.rounds)
+                      repeat=args.repeat, min_repeat_ms=args.min_repeat_ms, rounds=args.rounds,
+                      rpc_timeout_s=args.rpc_timeout)
     else:
         params = {}
     if args.rpc and args.backend == "tvm" and args.rpc_workers != 1:
@@ -190,6 +191,9 @@ def add_latency_commands(subparsers: Any) -> None:
     p.add_argument("--trials", type=int, default=8, help="MetaSchedule trials per kernel (default 8)")
     p.add_argument("--threads", type=int, default=2, help="TVM_NUM_THREADS (default 2)")
     p.add_argument("--rpc", default=None, help="HOST:PORT:KEY of a TVM RPC tracker (remote hardware)")
+    p.add_argument("--rpc-timeout", type=int, default=120,
+                   help="seconds one RPC session may last (tuning one kernel, or checking and timing it; "
+                        "default 120); raise it for slow boards")
     p.add_argument("--rpc-workers", type=int, default=1,
                    help="with --rpc: measure on N servers of the tracker key in parallel (0 = one per registered "
                         "server; default 1 = sequential)")

@@ -30,6 +30,7 @@ import os
 import signal
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -41,7 +42,7 @@ from hao.latency.backend import LatencyBackend, kernel_precision, replace_bits
 from hao.latency.table import TABLE_COLUMNS, atomic_write_text, models_root
 
 __all__ = ["space_kernels", "plan_kernels", "calibrate", "retime", "CalibrationResult", "append_row",
-           "repair_tail", "FAILED_COLUMNS", "RETIME_FILE"]
+           "repair_tail", "measured_row", "FAILED_COLUMNS", "RETIME_FILE"]
 
 FAILED_COLUMNS = tuple(KEY_COLUMNS) + ("impl", "reason", "measured_at")
 
@@ -180,14 +181,26 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def calibrate(hardware: str, kernels: Sequence[KernelSpec], backend: LatencyBackend, *,
-              root: str | os.PathLike | None = None, retry_failed: bool = False, progress: bool = True,
-              space_name: str | None = None, command: str | None = None,
-              max_kernels: int | None = None) -> CalibrationResult:
-    """Measure ``kernels`` (in order) that ``latency_models/<hardware>/`` does not have yet and append them.
+@dataclass
+class _Run:
+    """What a calibration run (sequential or farm) works on: the table folder's files, their headers, and the
+    planned kernels the table lacks."""
 
-    ``backend`` is opened and closed here. Returns counts: measured, failed, skipped, wall seconds.
-    """
+    folder: Path
+    table_p: Path
+    failed_p: Path
+    meta_p: Path
+    header: list[str]
+    fheader: list[str]
+    todo: list[KernelSpec]
+    skipped: int
+    repaired: int
+
+
+def _plan_run(hardware: str, kernels: Sequence[KernelSpec], root: str | os.PathLike | None, retry_failed: bool,
+              max_kernels: int | None) -> _Run:
+    """Check the folder name, repair torn last lines, check the header, and list what is left to measure:
+    keys already in ``table.csv`` (or in ``failed.csv``, unless ``retry_failed``) are skipped."""
     if not hardware or any(c in hardware for c in "/\\") or hardware.startswith("."):
         raise ConfigError(f"--hardware must be a folder name without slashes, got {hardware!r}.")
     folder = Path(root if root is not None else models_root()) / hardware
@@ -205,7 +218,28 @@ def calibrate(hardware: str, kernels: Sequence[KernelSpec], backend: LatencyBack
     todo = [k for k in kernels if k.key() not in done and (retry_failed or k.key() not in failed_before)]
     if max_kernels is not None:
         todo = todo[:max_kernels]
-    skipped = len(kernels) - len(todo)
+    return _Run(folder, table_p, failed_p, meta_p, header, fheader, todo, len(kernels) - len(todo), repaired)
+
+
+def measured_row(m: Any, k: KernelSpec) -> dict[str, Any]:
+    """The table row of a successful measurement: its columns, the program's layout, the time of measuring."""
+    row = m.as_row()
+    row["layout"] = m.extra.get("layout", k.layout)
+    row["measured_at"] = _now()
+    return row
+
+
+def calibrate(hardware: str, kernels: Sequence[KernelSpec], backend: LatencyBackend, *,
+              root: str | os.PathLike | None = None, retry_failed: bool = False, progress: bool = True,
+              space_name: str | None = None, command: str | None = None,
+              max_kernels: int | None = None) -> CalibrationResult:
+    """Measure ``kernels`` (in order) that ``latency_models/<hardware>/`` does not have yet and append them.
+
+    ``backend`` is opened and closed here. Returns counts: measured, failed, skipped, wall seconds.
+    """
+    run = _plan_run(hardware, kernels, root, retry_failed, max_kernels)
+    folder, table_p, failed_p, meta_p = run.folder, run.table_p, run.failed_p, run.meta_p
+    header, fheader, todo, skipped, repaired = run.header, run.fheader, run.todo, run.skipped, run.repaired
     n_ok = n_fail = 0
     t0 = time.perf_counter()
     meta = _load_meta(meta_p)
@@ -231,10 +265,7 @@ def calibrate(hardware: str, kernels: Sequence[KernelSpec], backend: LatencyBack
         for k in todo:
             m = backend.measure(k)
             if m.ok:
-                row = m.as_row()
-                row["layout"] = m.extra.get("layout", k.layout)
-                row["measured_at"] = _now()
-                append_row(table_p, header, row)
+                append_row(table_p, header, measured_row(m, k))
                 n_ok += 1
             else:
                 append_row(failed_p, fheader, {**k.to_dict(), "impl": m.impl, "reason": m.reason[:500],
@@ -462,9 +493,7 @@ def retime(hardware: str, backend: LatencyBackend, kernels: Sequence[KernelSpec]
             m = backend.measure(k)
             old = rows[by_key[k.key()]]
             if m.ok:
-                new = m.as_row()
-                new["layout"] = m.extra.get("layout", k.layout)
-                new["measured_at"] = _now()
+                new = measured_row(m, k)
                 row = dict(old)
                 for c in RETIME_COLUMNS:
                     if c in header:

@@ -18,11 +18,10 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from hao.errors import ConfigError
-from hao.kernel import KEY_COLUMNS, KernelSpec
+from hao.kernel import KernelSpec
 from hao.latency.backend import LatencyBackend
-from hao.latency.calibrate import (FAILED_COLUMNS, CalibrationResult, _ensure_header, _load_meta, _now,
-                                   _read_keys, _write_meta, append_row, repair_tail)
-from hao.latency.table import TABLE_COLUMNS, models_root
+from hao.latency.calibrate import (CalibrationResult, _load_meta, _now, _plan_run, _write_meta, append_row,
+                                   measured_row)
 
 __all__ = ["farm_calibrate", "free_servers", "tvm_backend_factory"]
 
@@ -63,23 +62,9 @@ def farm_calibrate(hardware: str, kernels: Sequence[KernelSpec], make_backend: C
     worker, reason)."""
     if not isinstance(n_workers, int) or n_workers < 1:
         raise ConfigError(f"--rpc-workers must be an int >= 1, got {n_workers!r}.")
-    if not hardware or any(c in hardware for c in "/\\") or hardware.startswith("."):
-        raise ConfigError(f"--hardware must be a folder name without slashes, got {hardware!r}.")
-    folder = Path(root if root is not None else models_root()) / hardware
-    folder.mkdir(parents=True, exist_ok=True)
-    table_p, failed_p, meta_p = folder / "table.csv", folder / "failed.csv", folder / "meta.json"
-    repaired = repair_tail(table_p) + repair_tail(failed_p)
-    header = _ensure_header(table_p, TABLE_COLUMNS)
-    missing_cols = [c for c in KEY_COLUMNS + ("latency_ms", "std_ms", "repeats") if c not in header]
-    if missing_cols:
-        raise ConfigError(f"{table_p}: existing header lacks {missing_cols}; it was not written by hao.")
-    fheader = _ensure_header(failed_p, FAILED_COLUMNS)
-    done = _read_keys(table_p)
-    failed_before = _read_keys(failed_p)
-    todo = [k for k in kernels if k.key() not in done and (retry_failed or k.key() not in failed_before)]
-    if max_kernels is not None:
-        todo = todo[:max_kernels]
-    skipped = len(kernels) - len(todo)
+    run = _plan_run(hardware, kernels, root, retry_failed, max_kernels)
+    folder, table_p, failed_p, meta_p = run.folder, run.table_p, run.failed_p, run.meta_p
+    header, fheader, todo, skipped, repaired = run.header, run.fheader, run.todo, run.skipped, run.repaired
     run_info: dict[str, Any] = {"started_at": _now(), "space": space_name, "command": command,
                                 "planned": len(kernels), "to_measure": len(todo), "skipped_existing": skipped,
                                 "repaired_bytes": repaired, "farm_workers": n_workers}
@@ -123,10 +108,7 @@ def farm_calibrate(hardware: str, kernels: Sequence[KernelSpec], make_backend: C
                     m = Measurement(k, ok=False, reason=f"session: {type(exc).__name__}: {exc}"[:500])
                 with lock:
                     if m.ok:
-                        row = m.as_row()
-                        row["layout"] = m.extra.get("layout", k.layout)
-                        row["measured_at"] = _now()
-                        append_row(table_p, header, row)
+                        append_row(table_p, header, measured_row(m, k))
                         counts["measured"] += 1
                         pending[0] -= 1
                     elif attempt == 0:

@@ -453,19 +453,22 @@ class TVMBackend(LatencyBackend):
     rpc: ``"host:port:key"`` of a TVM RPC tracker, or ``None`` for the local CPU.
     repeat, min_repeat_ms: ``time_evaluator`` rounds and the minimum duration of one round.
     population: EvolutionarySearch population size. seed: tuning and input seed.
+    rpc_timeout_s: seconds an RPC session may last (tuning a kernel's candidates, or checking and timing it);
+        raise it for slow boards.
     """
 
     def __init__(self, target: dict[str, Any] | None = None, trials: int = 8,
                  database_dir: str | os.PathLike | None = None, threads: int = DEFAULT_THREADS,
                  rpc: str | None = None, repeat: int = 7, min_repeat_ms: int = 15, population: int = 64,
-                 seed: int = 0, check: bool = True, rounds: int = 3) -> None:
+                 seed: int = 0, check: bool = True, rounds: int = 3, rpc_timeout_s: int = 120) -> None:
         if target is not None and not isinstance(target, dict):
             raise ConfigError(f"target must be a TVM JSON target dict like {{'kind': 'llvm', 'mcpu': 'znver4', "
                               f"'num-cores': 2}}, got {target!r} ({type(target).__name__}).")
         if target is not None and "kind" not in target:
             raise ConfigError(f"target dict needs a 'kind' key (e.g. 'llvm'), got {target!r}.")
         for pname, v, lo in (("trials", trials, 1), ("repeat", repeat, 1), ("min_repeat_ms", min_repeat_ms, 0),
-                             ("population", population, 2), ("threads", threads, 1), ("rounds", rounds, 1)):
+                             ("population", population, 2), ("threads", threads, 1), ("rounds", rounds, 1),
+                             ("rpc_timeout_s", rpc_timeout_s, 1)):
             if not isinstance(v, int) or isinstance(v, bool) or v < lo:
                 raise ConfigError(f"TVMBackend {pname} must be an int >= {lo}, got {v!r}.")
         self.target_dict = dict(target) if target else None
@@ -479,6 +482,7 @@ class TVMBackend(LatencyBackend):
         self.seed = seed
         self.check = check
         self.rounds = rounds
+        self.rpc_timeout_s = rpc_timeout_s
         self.threads_in_effect = pin_threads(threads)
         self._opened = False
         self._checked: dict[tuple, float] = {}
@@ -518,7 +522,7 @@ class TVMBackend(LatencyBackend):
             host, port, key = self.rpc
             self.runner = ms.runner.RPCRunner(
                 rpc_config=ms.runner.RPCConfig(tracker_host=host, tracker_port=port, tracker_key=key,
-                                               session_timeout_sec=120),
+                                               session_timeout_sec=self.rpc_timeout_s),
                 evaluator_config=evaluator)
         self.builder = _in_process_builder(self.threads)
         self._opened = True
@@ -598,7 +602,7 @@ class TVMBackend(LatencyBackend):
             inputs = prog.make_inputs(rng)
             if self.rpc is not None:
                 stage = "opening the RPC session"
-                self.session = _Session(self.rpc, session_timeout=120)
+                self.session = _Session(self.rpc, session_timeout=self.rpc_timeout_s)
             err = math.nan
             if self.check and run_kernel.key() not in self._checked:
                 stage = "checking the output"
@@ -689,7 +693,8 @@ class TVMBackend(LatencyBackend):
             "target": self.target_dict,
             "target_json": str(self.target),
             "threads": self.threads_in_effect,
-            "rpc": None if not self.rpc else {"host": self.rpc[0], "port": self.rpc[1], "key": self.rpc[2]},
+            "rpc": None if not self.rpc else {"host": self.rpc[0], "port": self.rpc[1], "key": self.rpc[2],
+                                              "session_timeout_s": self.rpc_timeout_s},
             "tuning": {"tool": "MetaSchedule (tvm.s_tir.meta_schedule.tune_tir)", "trials_per_kernel": self.trials,
                        "strategy": f"EvolutionarySearch(population_size={self.population}, genetic_num_iters=1)",
                        "cost_model": "random (one search round per kernel)", "seed": self.seed,

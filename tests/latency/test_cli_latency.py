@@ -36,6 +36,7 @@ def test_calibrate_dry_run_and_resume(tmp_path, capsys):
     (["--target", "llvm -mcpu=znver4"], "JSON target dict"),
     (["--precisions", "fp32"], "w32a32,w8a8"),
     (["--space", "no-such-space"], "no-such-space"),
+    (["--op", "conv3d"], "valid ops are conv2d, dwconv2d, dense, avgpool, add"),
 ])
 def test_calibrate_bad_arguments(tmp_path, capsys, bad, msg):
     args = ["calibrate", "--hardware", "x", "--space", "resnet-cifar", "--root", str(tmp_path), "--no-progress"]
@@ -69,3 +70,16 @@ def test_calibrate_retime_cli(tmp_path, capsys):
 def test_calibrate_needs_space_unless_retime(tmp_path, capsys):
     assert main(["calibrate", "--hardware", "dry", "--backend", "roofline", "--root", str(tmp_path)]) == 2
     assert "--space" in capsys.readouterr().err
+
+
+def test_calibrate_op_filter(tmp_path, capsys):
+    """--op keeps only that op's kernels of the plan (e.g. to re-measure depthwise rows after a program change)."""
+    args = ["calibrate", "--hardware", "dry", "--space", "mbconv-fmnist", "--backend", "roofline", "--root",
+            str(tmp_path), "--no-progress", "--precisions", "w32a32", "--no-space-bits", "--op", "dwconv2d"]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    import pandas as pd
+
+    table = pd.read_csv(tmp_path / "dry" / "table.csv")
+    assert out["measured"] == len(table) > 10
+    assert set(table["op"]) == {"dwconv2d"} and set(table["w_bits"]) == {32}

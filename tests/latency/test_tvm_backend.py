@@ -39,6 +39,9 @@ def test_parse_rpc_and_params():
         TVMBackend(target="llvm -mcpu=znver4")
     with pytest.raises(ConfigError, match="trials must be an int >= 1"):
         TVMBackend(trials=0)
+    with pytest.raises(ConfigError, match="rpc_timeout_s must be an int >= 1, got 0"):
+        TVMBackend(rpc_timeout_s=0)
+    assert TVMBackend(rpc="127.0.0.1:9190:cpu", rpc_timeout_s=900).rpc_timeout_s == 900
 
 
 @pytest.mark.parametrize("k", [
