@@ -24,18 +24,20 @@ Pipeline (DESIGN §1 and §6):
    * *accuracy*: the sub-network is extracted from the supernet, BatchNorm statistics and activation ranges are
      recalibrated on ``--calib-images`` training images (``hao.train.prepare_subnet``), and it is evaluated
      fake-quantized on the Fashion-MNIST test split (all 10k by default). **No QAT fine-tune** is done.
-   * *latency*: the whole network is compiled with TVM end to end (``hao.latency.validate.compile_network``:
-     torch.export → Relax → tuning database → VirtualMachine ``time_evaluator``; lowest median of
-     ``3 sessions × 7 repeats``) with ``--threads`` threads. **Precision caveat** (from ``hao.latency.validate``):
+   * *latency*: the whole network is compiled with TVM end to end (``hao.latency.validate.build_network``:
+     torch.export → Relax → every conv task replays its table kernel's schedule, other tasks from the tuning
+     database → output checked against PyTorch), then all verified networks are timed together in
+     ``--timing-rounds`` interleaved passes (VirtualMachine ``time_evaluator``, 7 repeats; each network keeps
+     its lowest session median) with ``--threads`` threads. **Precision caveat** (from ``hao.latency.validate``):
      Relax's PyTorch frontend cannot compile hao's fake-quant graphs to integer code, so the network is
      compiled in **float32** and compared with the predictor's float32 figure for the *same architecture*
      (every kernel at w32a32). The mixed-precision latency the search optimised is the predictor's (table rows
      measured per kernel with TVM's int8 kernels); it is reported next to it, not measured whole.
      ``--no-tvm`` replaces the TVM timing by the predictor's float32 figure and says so in every output.
 
-   The TVM tuning database is a *copy* of the hardware's ``tuning_db`` in ``OUT/tuning_db`` (schedules are
-   reused; new tasks are tuned with ``--tvm-trials`` MetaSchedule trials into the copy, never into the shared
-   database).
+   The TVM tuning database is the hardware's own ``tuning_db`` (the table kernels' schedules; a task without
+   a record is tuned with ``--tvm-trials`` MetaSchedule trials and committed there), or ``OUT/tuning_db``
+   when the hardware folder has none (a fresh clone: the table's schedules are not in git).
 5. **Report** on the verified front: share of candidates with predicted latency within ±10 % of measured,
    median |error|, Kendall τ (predicted vs measured latency; proxy vs verified accuracy drop).
 
@@ -50,7 +52,7 @@ times, thread counts, load), ``fmnist_front.png``. States its wall time.
 from __future__ import annotations
 
 import argparse
-import shutil
+import os
 import sys
 import time
 from pathlib import Path
@@ -79,39 +81,59 @@ class LatencyMeter:
         self.cache, self.retime = cache, retime
         self.tuner = None
         if use_tvm:
-            from hao.latency.table import hardware_dir, load_table
+            from hao.latency.table import hardware_dir
             from hao.latency.tvm_backend import pin_threads
             from hao.latency.validate import _Tuner
             pin_threads(threads)
+            # the table's own tuning database: its kernels' schedules are what the networks' conv tasks replay
+            # (hao.latency.validate._Tuner); without it (a fresh clone) tasks are tuned into OUT/tuning_db
             src = hardware_dir(hardware) / "tuning_db"
-            if src.is_dir() and not db_dir.exists():
-                shutil.copytree(src, db_dir)
+            if src.is_dir():
+                db_dir = src
             db_dir.mkdir(parents=True, exist_ok=True)
+            self.db_dir = db_dir
             self.tuner = _Tuner(db_dir, threads, trials, seed)
 
     def measure(self, cand: Any) -> dict[str, Any]:
-        key = f"lat|tvm={self.use_tvm}|{cand.to_json()}"
-        if self.cache is not None and not self.retime and self.cache.get(key) is not None:
-            return self.cache.get(key)
-        r = self._measure(cand)
-        if self.cache is not None and r.get("ok"):
-            self.cache.put(key, r)
-        return r
+        return self.measure_many([cand])[0]
 
-    def _measure(self, cand: Any) -> dict[str, Any]:
+    def measure_many(self, cands: list[Any], desc: str = "whole-network latency") -> list[dict[str, Any]]:
+        """Latency facts per candidate. With TVM every uncached network is built and checked first, then all of
+        them are timed in ``rounds`` interleaved passes (``hao.latency.validate.time_interleaved``: a load burst
+        on this shared machine then rarely inflates every session of one network)."""
+        keys = [f"lat|tvm={self.use_tvm}|{c.to_json()}" for c in cands]
+        out: list[dict[str, Any] | None] = [None] * len(cands)
+        if self.cache is not None and not self.retime:
+            out = [self.cache.get(k) for k in keys]
+        todo = [i for i, r in enumerate(out) if r is None]
         if not self.use_tvm:
-            ms = self.predictor.network_latency(float_kernels(self.space, cand))
-            return {"measured_ms": ms, "latency_source": "predictor (TVM disabled by --no-tvm)", "ok": True}
-        from hao.latency.validate import compile_network, float_model
-        try:
-            r = compile_network(float_model(self.space, cand), tuple(self.space.input_shape), self.tuner,
-                                rounds=self.rounds)
-            return {**r, "latency_source": "TVM whole network, float32", "ok": True,
-                    "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                    "load_avg_1min": __import__("os").getloadavg()[0]}
-        except Exception as exc:  # noqa: BLE001 - recorded, the run goes on
-            return {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:400],
-                    "latency_source": "TVM whole network, float32 (FAILED)"}
+            for i in todo:
+                ms = self.predictor.network_latency(float_kernels(self.space, cands[i]))
+                out[i] = {"measured_ms": ms, "latency_source": "predictor (TVM disabled by --no-tvm)", "ok": True}
+            return out
+        from tqdm import tqdm
+
+        from hao.latency.validate import build_network, float_model, time_interleaved
+        built: dict[int, Any] = {}
+        for i in tqdm(todo, desc=f"{desc}: build", unit="net", dynamic_ncols=True, disable=not todo):
+            try:
+                built[i] = build_network(float_model(self.space, cands[i]), tuple(self.space.input_shape),
+                                         self.tuner)
+            except Exception as exc:  # noqa: BLE001 - recorded, the run goes on
+                out[i] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:400],
+                          "latency_source": "TVM whole network, float32 (FAILED)"}
+        idx = sorted(built)
+        if idx:
+            load0 = os.getloadavg()[0]
+            times = time_interleaved([built[i] for i in idx], passes=self.rounds)
+            for i, t in zip(idx, times):
+                out[i] = {**t, **built[i].facts, "latency_source": "TVM whole network, float32", "ok": True,
+                          "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                          "load_avg_1min": load0, "timed_with": len(idx)}
+                if self.cache is not None:
+                    self.cache.put(keys[i], out[i])
+        built.clear()
+        return out
 
     def close(self) -> None:
         if self.tuner is not None:
@@ -268,7 +290,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--no-tvm", action="store_true",
                    help="replace the TVM whole-network timing by the predictor's float32 figure (stated in outputs)")
     p.add_argument("--tvm-trials", type=int, default=8, help="MetaSchedule trials for a task not in tuning_db")
-    p.add_argument("--timing-rounds", type=int, default=3, help="time_evaluator sessions (lowest median kept)")
+    p.add_argument("--timing-rounds", type=int, default=5,
+                   help="interleaved timing passes over the verified networks (lowest session median kept; default 5)")
     p.add_argument("--overhead-networks", type=int, default=0,
                    help="random networks compiled here to refit the per-network overhead (default 0: keep the "
                         "model `hao latency validate` fitted and validated, the table's predictor.json)")
@@ -394,9 +417,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             with sw("overhead_fit"):
                 fit = random_candidates(space, a.overhead_networks, a.seed + 1000, set())
                 meas, nets = [], []
-                from tqdm import tqdm
-                for c in tqdm(fit, desc="overhead-fit networks (TVM)", unit="net", dynamic_ncols=True):
-                    m = meter.measure(c)
+                for c, m in zip(fit, meter.measure_many(fit, desc="overhead-fit networks (TVM)")):
                     rows.append({"source": "overhead-fit", "config": c.to_json(), **m})
                     if m["ok"]:
                         meas.append(m["measured_ms"])
@@ -410,11 +431,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         # 4b. latency (whole network, TVM float32), ILP front first
         with sw("latency"):
-            from tqdm import tqdm
-            lat = [meter.measure(c) if src == "ilp" else
+            # the ILP front and the float32 compile of the largest architecture (both baselines), timed together
+            ilp_cands = [c for src, c, _ in todo if src == "ilp"]
+            got = iter(meter.measure_many(ilp_cands + [int8]))
+            lat = [next(got) if src == "ilp" else
                    {"ok": False, "latency_source": "not measured (random-front candidates: accuracy only)"}
-                   for src, c, _ in tqdm(todo, desc="whole-network latency", unit="net", dynamic_ncols=True)]
-            base_lat = meter.measure(int8)  # float32 compile of the largest architecture (both baselines)
+                   for src, _, _ in todo]
+            base_lat = next(got)
         if a.phase == "latency":
             print(f"[phase latency] done in {sw.report()['total_s']:.0f} s (cached in "
                   f"{out / 'cache_latency.json'})", flush=True)

@@ -231,8 +231,9 @@ def add_latency_commands(subparsers: Any) -> None:
                          "auto: the one with the lower leave-one-out error on the calibration networks (needs "
                          "--calib-networks >= 3). The report scores both either way (default off)")
     pv.add_argument("--trials", type=int, default=8, help="MetaSchedule trials per new Relax task")
-    pv.add_argument("--rounds", type=int, default=3,
-                    help="timing sessions per network; the one with the lowest median is kept (default 3)")
+    pv.add_argument("--rounds", type=int, default=5,
+                    help="timing passes: every network is built first, then timed once per pass, round robin; "
+                         "each network keeps its session with the lowest median (default 5)")
     pv.add_argument("--threads", type=int, default=2)
     pv.add_argument("--seed", type=int, default=0)
     pv.add_argument("--out", default=None, help="report path (default: <table folder>/validation_<space>.json)")

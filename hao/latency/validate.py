@@ -14,8 +14,8 @@ For each seeded random candidate of a space:
    ``_Tuner._replay``), so the network runs the code the table timed; any other task (transposes, the
    classifier, pooling) takes its best record in the hardware's tuning database (``tuning_db/``) or is tuned
    with MetaSchedule (same settings as calibration) and committed there.
-4. ``compile_relax`` -> ``relax.VirtualMachine``; timed as the kernels are (``time_evaluator``, lowest median
-   of several sessions).
+4. build -> ``relax.VirtualMachine``, output checked against PyTorch; once every network is built they are
+   timed in interleaved passes (``time_evaluator``, one session per network per pass, lowest median kept).
 5. The first ``calib_networks`` networks (their own seeds) fit the predictor's per-network overhead
    (a + b·kernels); the next ``n_networks`` are the held-out validation set: median |error| %, share within
    ±10 %, Kendall τ. The report is written as JSON next to the table.
@@ -37,7 +37,8 @@ from hao.latency.calibrate import load_average, scheduling_priority
 from hao.latency.predictor import LatencyPredictor, error_stats
 from hao.latency.table import atomic_write_text, hardware_dir, load_table
 
-__all__ = ["fold_batchnorm", "float_model", "compile_network", "validate_networks"]
+__all__ = ["fold_batchnorm", "float_model", "build_network", "CompiledNetwork", "compile_network",
+           "time_interleaved", "validate_networks"]
 
 
 def fold_batchnorm(model: Any) -> Any:
@@ -236,8 +237,10 @@ class _Tuner:
                 if sch is None:
                     raise ConfigError(f"MetaSchedule found no valid schedule for Relax task {task.task_name!r}.")
                 rec = db.query_tuning_record(tmod, target, workload_name="main")
+            # the record's own workload: its trace names that module's blocks, which may be named differently
+            # in this (structurally equal) task; a database applies a trace to the workload it stores
             chosen.commit_tuning_record(ms.database.TuningRecord(
-                rec.trace, chosen.commit_workload(tmod), rec.run_secs, target, args))
+                rec.trace, chosen.commit_workload(rec.workload.mod), rec.run_secs, target, rec.args_info))
         return chosen
 
     def close(self) -> None:
@@ -274,9 +277,25 @@ def _build_prepacked(fused: Any, database: Any, target: Any) -> Any:
         return relax.build(fused, target=target, relax_pipeline=_pipeline)
 
 
-def compile_network(model: Any, input_shape: tuple[int, ...], tuner: _Tuner, rounds: int = 3,
-                    repeat: int = 7, min_repeat_ms: int = 20, prepack_weights: bool = True) -> dict[str, Any]:
-    """Export, tune missing tasks, compile and time one float network. Returns timing facts.
+class CompiledNetwork:
+    """A float network compiled with TVM and checked against PyTorch, ready to be timed.
+
+    ``facts``: ``max_abs_err_vs_torch``, ``tasks_tuned`` (tasks tuned for this build), ``tune_s``."""
+
+    def __init__(self, vm: Any, inp: Any, dev: Any, facts: dict[str, Any]) -> None:
+        self.vm, self.inp, self.dev, self.facts = vm, inp, dev, facts
+
+    def time_session(self, repeat: int = 7, min_repeat_ms: int = 20) -> np.ndarray:
+        """One timing session: ``repeat`` times in ms (each the mean of runs filling ``min_repeat_ms``), after
+        ``time_evaluator``'s own warm-up run."""
+        timer = self.vm.time_evaluator("main", self.dev, number=1, repeat=repeat, min_repeat_ms=min_repeat_ms)
+        return np.asarray(timer(self.inp).results, float) * 1e3
+
+
+def build_network(model: Any, input_shape: tuple[int, ...], tuner: _Tuner,
+                  prepack_weights: bool = True) -> CompiledNetwork:
+    """Export, give every task a schedule (:meth:`_Tuner.ensure`), compile, and check the output of one float
+    network against PyTorch (a wrong network raises ``ConfigError``, it is never timed).
 
     ``prepack_weights`` (default): tasks see their weights as layout-free constants, as the table's kernels
     do, and the schedules' weight packing is folded at compile time (see :func:`_build_prepacked`);
@@ -325,15 +344,44 @@ def compile_network(model: Any, input_shape: tuple[int, ...], tuner: _Tuner, rou
     tol = 1e-3 * (1 + float(np.abs(ref).max()))
     if not err <= tol:
         raise ConfigError(f"TVM's output differs from PyTorch's by {err:g} (> {tol:g}); not timing a wrong network.")
-    timer = vm.time_evaluator("main", dev, number=1, repeat=repeat, min_repeat_ms=min_repeat_ms)
-    best = None
+    return CompiledNetwork(vm, inp, dev, {"max_abs_err_vs_torch": err, "tasks_tuned": tuner.tuned_tasks - before,
+                                          "tune_s": round(tune_s, 1)})
+
+
+def time_interleaved(nets: list[CompiledNetwork], passes: int = 3, repeat: int = 7,
+                     min_repeat_ms: int = 20) -> list[dict[str, Any]]:
+    """Time several compiled networks in ``passes`` round-robin passes (one session per network per pass, the
+    order rotated each pass) and keep each network's session with the lowest median.
+
+    A burst of other work on a shared machine inflates every session that overlaps it; sessions of one network
+    spread over the whole run (instead of back to back) rarely all overlap one burst, and nothing makes a
+    network faster than it is. Returns per network ``measured_ms`` (that median), ``std_ms``, ``repeats``,
+    ``sessions`` and ``session_medians_ms``."""
+    if not isinstance(passes, int) or isinstance(passes, bool) or passes < 1:
+        raise ConfigError(f"timing passes must be an int >= 1, got {passes!r}.")
+    best: list[np.ndarray | None] = [None] * len(nets)
+    medians: list[list[float]] = [[] for _ in nets]
     time.sleep(0.05)
-    for _ in range(rounds):
-        r = np.asarray(timer(inp).results, float) * 1e3
-        if best is None or np.median(r) < np.median(best):
-            best = r
-    return {"measured_ms": float(np.median(best)), "std_ms": float(best.std()), "repeats": int(best.size),
-            "max_abs_err_vs_torch": err, "tasks_tuned": tuner.tuned_tasks - before, "tune_s": round(tune_s, 1)}
+    for p in range(passes):
+        order = list(range(len(nets)))
+        order = order[p % max(1, len(nets)):] + order[:p % max(1, len(nets))]
+        for i in order:
+            r = nets[i].time_session(repeat, min_repeat_ms)
+            medians[i].append(round(float(np.median(r)), 5))
+            if best[i] is None or np.median(r) < np.median(best[i]):
+                best[i] = r
+    return [{"measured_ms": float(np.median(b)), "std_ms": float(b.std()), "repeats": int(b.size),
+             "sessions": passes, "session_medians_ms": m} for b, m in zip(best, medians)]
+
+
+def compile_network(model: Any, input_shape: tuple[int, ...], tuner: _Tuner, rounds: int = 3,
+                    repeat: int = 7, min_repeat_ms: int = 20, prepack_weights: bool = True) -> dict[str, Any]:
+    """:func:`build_network`, then ``rounds`` back-to-back timing sessions (lowest median kept). Returns the
+    timing facts and the build's facts. To time several networks, :func:`time_interleaved` resists load
+    bursts better."""
+    net = build_network(model, input_shape, tuner, prepack_weights=prepack_weights)
+    t = time_interleaved([net], passes=rounds, repeat=repeat, min_repeat_ms=min_repeat_ms)[0]
+    return {"measured_ms": t["measured_ms"], "std_ms": t["std_ms"], "repeats": t["repeats"], **net.facts}
 
 
 def _fit_coefs(fit: list[dict[str, Any]], network_scale: bool) -> tuple[float, float, float]:
@@ -428,7 +476,7 @@ def score_rows(rows: list[dict[str, Any]], network_scale: bool | str = True) -> 
 def validate_networks(hardware: str, space_name: str, n_networks: int = 20, seed: int = 0,
                       trials_per_task: int = 8, calib_networks: int = 4, threads: int = 2, progress: bool = True,
                       out: str | os.PathLike | None = None, network_scale: bool | str = False,
-                      rounds: int = 3) -> dict[str, Any]:
+                      rounds: int = 5) -> dict[str, Any]:
     """Run the validation described in the module docstring; returns (and writes) the report dict.
 
     ``network_scale``: False (default; measured = Σkernels + a + b·n), True (also a factor on Σkernels) or
@@ -470,14 +518,15 @@ def validate_networks(hardware: str, space_name: str, n_networks: int = 20, seed
         bar = tqdm(total=len(cands), desc=f"validate {hardware}/{space_name}", unit="net", dynamic_ncols=True)
     t_start = time.perf_counter()
     loadavg_start = load_average()
+    built: dict[int, CompiledNetwork] = {}
     try:
         for i, c in enumerate(cands):
             kernels = [replace_bits(k, 32, 32) for k in space.kernels(c)]
             n_meas = sum(table.latency(k) is not None for k in kernels)
             model = float_model(space, c, seed=seed)
             try:
-                res = compile_network(model, tuple(space.input_shape), tuner, rounds=rounds)
-                res["ok"] = True
+                built[i] = build_network(model, tuple(space.input_shape), tuner)
+                res = {"ok": True, **built[i].facts}
             except Exception as exc:  # noqa: BLE001 - recorded in the report
                 res = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:500]}
             rows.append({"index": i, "role": "overhead-fit" if i < calib_networks else "validation",
@@ -486,11 +535,19 @@ def validate_networks(hardware: str, space_name: str, n_networks: int = 20, seed
                          "sum_kernels_model_only_ms": float(pred.predict(kernels).sum()),
                          **res})
             if bar is not None:
-                bar.set_postfix_str(f"{res.get('measured_ms', float('nan')):.3f} ms" if res["ok"] else "FAILED")
+                bar.set_postfix_str("built" if res["ok"] else "FAILED")
                 bar.update(1)
+        if bar is not None:
+            bar.close()
+            bar = None
+        # every network is built first, then timed in interleaved passes (see time_interleaved)
+        idx = sorted(built)
+        for i, t in zip(idx, time_interleaved([built[i] for i in idx], passes=rounds)):
+            rows[i].update(t)
     finally:
         if bar is not None:
             bar.close()
+        built.clear()
         tuner.close()
     summary, coefs = score_rows(rows, network_scale=network_scale)
     pred.network_scale_, pred.overhead_ms_, pred.overhead_per_kernel_ms_ = coefs
@@ -500,8 +557,9 @@ def validate_networks(hardware: str, space_name: str, n_networks: int = 20, seed
         "hardware": hardware, "space": space_name, "seed": seed, "precision": "float32 (see hao.latency.validate)",
         "protocol": "torch.export -> relax.frontend.torch.from_exported_program -> ConvertLayout(NHWC) -> "
                     "relax zero pipeline -> conv tasks run their table kernel's schedule (trace replayed), other "
-                    f"tasks from tuning_db or tuned with MetaSchedule ({trials_per_task} trials/task) -> build -> VirtualMachine time_evaluator "
-                    f"(lowest median of {rounds} sessions x 7 repeats, min_repeat_ms 20); BN folded in torch",
+                    f"tasks from tuning_db or tuned with MetaSchedule ({trials_per_task} trials/task) -> build, output "
+                    f"checked -> all networks timed in {rounds} interleaved passes (VirtualMachine time_evaluator, "
+                    "7 repeats, min_repeat_ms 20; lowest session median kept); BN folded in torch",
         "threads": threads, "loadavg_start": loadavg_start, "loadavg_end": load_average(),
         "priority": scheduling_priority(),
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "overhead": {"network_scale": pred.network_scale_, "ms": pred.overhead_ms_,
@@ -513,6 +571,12 @@ def validate_networks(hardware: str, space_name: str, n_networks: int = 20, seed
     }
     path = Path(out) if out else folder / f"validation_{space_name}.json"
     atomic_write_text(path, json.dumps(report, indent=2, default=str) + "\n")
+    n_ok = sum(1 for r in rows if r["ok"] and r["role"] == "validation")
+    if n_ok < 2 or (calib_networks and not fit_rows):
+        first = next((r["error"] for r in rows if not r["ok"]), "none")
+        raise ConfigError(f"only {n_ok} of {n_networks} validation networks and {len(fit_rows)} of {calib_networks} "
+                          f"calibration networks compiled, so nothing was fitted and predictor.json is unchanged. "
+                          f"First error: {first[:300]}. Per-network errors are in {path}.")
     pred.save_overhead(folder, extra={"fitted_by": f"hao latency validate {hardware} --space {space_name} "
                                                     f"--network-scale {summary['model_selection']['requested']}",
                                       "validation_report": path.name})

@@ -2,6 +2,8 @@
 compiled network running the table kernels' schedules."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -119,3 +121,63 @@ def test_compiled_network_runs_the_table_kernels_schedules(tmp_path):
     # stem, depthwise, the projection (conv + bias) and the residual projection (conv + bias + add)
     assert tuner.transferred_tasks == 4
     assert r["max_abs_err_vs_torch"] < 1e-3 and r["measured_ms"] > 0
+
+
+def test_validation_that_compiles_nothing_leaves_the_predictor_alone(tmp_path, monkeypatch):
+    """A run where every network fails writes its report (with the errors) but fits nothing."""
+    import hao.latency.validate as v
+    from hao.errors import ConfigError
+    from hao.latency import calibrate as cal
+    from hao.latency.backend import get_backend
+    from hao.latency.table import register_hardware
+    from hao.space import get_space
+
+    sp = get_space("mbconv-fmnist")
+    plan = cal.plan_kernels(cal.space_kernels(sp), precisions=((32, 32),), include_space_bits=False)
+    cal.calibrate("val-dry", plan, get_backend("roofline"), root=tmp_path, progress=False)
+    register_hardware(tmp_path / "val-dry", "val-dry")
+
+    class _NoTuner:
+        tuned_tasks = reused_tasks = transferred_tasks = 0
+
+        def __init__(self, *a, **k):
+            pass
+
+        def close(self):
+            pass
+
+    def broken(*a, **k):
+        raise RuntimeError("no compiler today")
+
+    monkeypatch.setattr(v, "_Tuner", _NoTuner)
+    monkeypatch.setattr(v, "build_network", broken)
+    with pytest.raises(ConfigError, match="only 0 of 3 validation networks.*unchanged.*no compiler today"):
+        v.validate_networks("val-dry", "mbconv-fmnist", n_networks=3, calib_networks=1, progress=False)
+    assert not (tmp_path / "val-dry" / "predictor.json").exists()
+    report = json.loads((tmp_path / "val-dry" / "validation_mbconv-fmnist.json").read_text())
+    assert [r["ok"] for r in report["networks"]] == [False] * 4
+
+
+def test_time_interleaved_keeps_each_networks_quietest_session():
+    """Round-robin passes, rotated order; a burst that inflates one pass does not reach the result."""
+    from hao.errors import ConfigError
+    from hao.latency.validate import time_interleaved
+
+    calls = []
+
+    class Fake:
+        def __init__(self, name, base):
+            self.name, self.base = name, base
+
+        def time_session(self, repeat, min_repeat_ms):
+            calls.append(self.name)
+            burst = 3.0 if len(calls) <= 3 else 1.0  # the whole first pass overlaps a burst
+            return np.full(repeat, self.base * burst) + np.arange(repeat) * 1e-3
+
+    nets = [Fake("a", 1.0), Fake("b", 2.0), Fake("c", 0.5)]
+    res = time_interleaved(nets, passes=3, repeat=5)
+    assert calls == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
+    assert [r["measured_ms"] for r in res] == pytest.approx([1.002, 2.002, 0.502])
+    assert res[0]["session_medians_ms"] == pytest.approx([3.002, 1.002, 1.002]) and res[0]["repeats"] == 5
+    with pytest.raises(ConfigError, match="passes must be an int >= 1, got 0"):
+        time_interleaved(nets, passes=0)
