@@ -3,6 +3,10 @@ from pathlib import Path
 
 import pytest
 
+# TVM sizes its CPU thread pool once per process (default here: half the cores, i.e. 1); the tests ask for at
+# most 2 threads, so the pool is created wide enough whichever test runs a TVM kernel first.
+os.environ.setdefault("TVM_NUM_THREADS", "2")
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("HAO_SHARED_DATA", REPO.parent / "shared" / "data"))
 

@@ -50,16 +50,28 @@ DEFAULT_THREADS = 2
 
 
 def pin_threads(threads: int) -> int:
-    """Set ``TVM_NUM_THREADS`` (before tvm is imported) and return the value that will be in effect."""
+    """Make TVM's CPU thread pool use ``threads`` threads and return the count in effect.
+
+    ``TVM_NUM_THREADS`` is set in any case (MetaSchedule's runner processes inherit it). TVM reads it when
+    its thread pool is created, at the first parallel kernel. If ``tvm`` is already imported the pool is
+    checked (``runtime.NumThreads``) and reconfigured if needed. Without this, TVM 0.27 on a 2-core machine
+    ran every kernel on **one** thread (its default is half the hardware threads), which made the whole-network
+    timings of a process that had imported tvm early 1.45x slower than the table. Returns -1 only if the
+    pool, created earlier with fewer workers, cannot be widened (start a new process then)."""
     import sys
 
-    if not isinstance(threads, int) or threads < 1:
+    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
         raise ConfigError(f"threads must be a positive int, got {threads!r}.")
+    os.environ["TVM_NUM_THREADS"] = str(threads)
     if "tvm" not in sys.modules:
-        os.environ["TVM_NUM_THREADS"] = str(threads)
         return threads
-    cur = os.environ.get("TVM_NUM_THREADS")
-    return int(cur) if cur and cur.isdigit() else -1  # -1: tvm already imported with its default pool
+    import tvm_ffi
+
+    num = tvm_ffi.get_global_func("runtime.NumThreads")
+    if int(num()) != threads:
+        tvm_ffi.get_global_func("runtime.config_threadpool")(1, threads)  # 1: kBig (all cores alike here)
+    got = int(num())
+    return got if got == threads else -1
 
 
 def default_target(threads: int = DEFAULT_THREADS) -> dict[str, Any]:
@@ -484,6 +496,11 @@ class TVMBackend(LatencyBackend):
         self.rounds = rounds
         self.rpc_timeout_s = rpc_timeout_s
         self.threads_in_effect = pin_threads(threads)
+        if self.threads_in_effect != threads:
+            raise ConfigError(f"TVM's thread pool in this process was created with fewer than the {threads} threads "
+                              f"asked for (a TVM kernel ran before the thread count was set), so timings would use "
+                              f"the wrong thread count. Set TVM_NUM_THREADS={threads} before starting Python, or "
+                              f"create the backend before running any TVM code.")
         self._opened = False
         self._checked: dict[tuple, float] = {}
 

@@ -147,3 +147,21 @@ def test_rpc_round_trip_on_localhost(tmp_path):
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+def test_pin_threads_after_tvm_is_imported():
+    """pin_threads works when tvm is already imported (the pool is reconfigured, not silently left at TVM's
+    default of half the cores) and reports the count really in effect."""
+    import tvm  # noqa: F401
+    import tvm_ffi
+
+    from hao.latency.tvm_backend import pin_threads
+
+    num = tvm_ffi.get_global_func("runtime.NumThreads")
+    try:
+        assert pin_threads(1) == 1 and num() == 1
+        assert pin_threads(2) == 2 and num() == 2
+    finally:
+        pin_threads(2)
+    with pytest.raises(ConfigError, match="positive int"):
+        pin_threads(0)
