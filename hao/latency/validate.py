@@ -148,10 +148,13 @@ class _Tuner:
         import tvm
         from tvm.s_tir.schedule import Trace
 
+        decisions = dict(trace.decisions)
+
         def attempt(insts: list) -> Any:
             sch = tvm.s_tir.Schedule(tmod)
-            Trace(insts, {i: d for i, d in trace.decisions.items() if any(i.same_as(j) for j in insts)}
-                  ).apply_to_schedule(sch, remove_postproc=False)
+            keep = set(insts)  # TVM objects hash and compare by identity
+            Trace(insts, {i: d for i, d in decisions.items() if i in keep}).apply_to_schedule(
+                sch, remove_postproc=False)
             return sch
 
         kept: list = []
