@@ -275,6 +275,9 @@ def main(argv: list[str] | None = None) -> dict:
     df["acc_drop"] = ref_acc - df["accuracy"]
     df["loss_increase"] = df["loss"] - ref_loss
     df["proxy_hessian"] = proxy.score(cs)
+    # the proxy's parts, ranked on their own (AccuracyProxy.terms): which part carries the ranking
+    for name, v in proxy.terms(cs).items():
+        df[f"term_{name}"] = v
     if w_only is not None:
         df["proxy_hessian_weights_only"] = w_only.score(cs)
     df["proxy_weight_norm"] = wn.score(cs)
@@ -287,6 +290,7 @@ def main(argv: list[str] | None = None) -> dict:
     df.to_csv(out / "candidates.csv", index=False)
 
     scores = [s for s in ("proxy_hessian", "proxy_hessian_weights_only", "proxy_zeroq", "proxy_weight_norm",
+                          "term_architecture", "term_weight_bits", "term_activation_bits",
                           "neg_macs", "neg_bops", "random") if s in df]
     taus: dict = {}
     for kind in ("joint", "bits", "arch", "all"):

@@ -124,6 +124,29 @@ class AccuracyProxy(_AdditiveProxy):
     def _layer_cost(self, p) -> float:
         return self.table.omega(p, activations=self.activations)
 
+    def terms(self, candidates: Sequence[Candidate]) -> dict[str, np.ndarray]:
+        """The score of each candidate split into the parts it adds up (their sum is :meth:`score`):
+
+        * ``architecture``: ½ Σ_l Tr(H_l)/n_l · ‖weights the candidate removes‖²,
+        * ``weight_bits``: ½ Σ_l Tr(H_l)/n_l · ‖quantization error of the weights it keeps‖²,
+        * ``activation_bits``: ½ Σ_l Tr(H^A_l)·f_l·e_l(a_bits) (zeros without the activation term).
+
+        A diagnostic: it shows which part drives a ranking (``experiments/proxy_fidelity.py`` reports Kendall τ
+        per part). The float (unquantized) versions of the layers are usually not in the table, so this needs
+        the supernet's weights on it: ``table.weights = hao.proxy.sensitivity.layer_weights(supernet)``."""
+        import dataclasses
+
+        out = {k: np.zeros(len(candidates)) for k in ("architecture", "weight_bits", "activation_bits")}
+        for i, c in enumerate(candidates):
+            for p in self.space.perturbations(c):
+                full = self.table.omega_weights(p)
+                arch = full if p.removed else self.table.omega_weights(dataclasses.replace(p, w_bits=32, a_bits=32))
+                out["architecture"][i] += 0.5 * arch
+                out["weight_bits"][i] += 0.5 * (full - arch)
+                if self.activations:
+                    out["activation_bits"][i] += 0.5 * self.table.omega_act(p)
+        return out
+
     @classmethod
     def from_checkpoint(cls, space: SearchSpace, folder: str | os.PathLike | None = None, *,
                         verify: bool = True, activations: bool = True) -> "AccuracyProxy":

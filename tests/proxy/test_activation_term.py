@@ -154,3 +154,24 @@ def test_proxy_ranks_activation_bits_and_stays_additive(space, setup):
     direct = np.array([0.5 * sum(table.omega(p) for p in space.perturbations(c)) for c in cands])
     np.testing.assert_allclose(proxy.score(cands), additive, rtol=1e-9)
     np.testing.assert_allclose(proxy.score(cands), direct, rtol=1e-9)
+
+
+def test_terms_split_the_score(space, setup):
+    """AccuracyProxy.terms: architecture + weight bits + activation bits adds up to the score; bits-only changes
+    leave the architecture part alone, and the largest candidate removes nothing."""
+    net, x, _, tr = setup
+    table = SensitivityTable.compute(space, net, tr, activation_mse=activation_quant_mse(
+        net, [x], [a.path for a in tr.activations]))
+    proxy = AccuracyProxy(space, table)
+    rng = np.random.default_rng(1)
+    big = space.largest()
+    w_dec = [d.name for d in space.decisions() if d.kind == "w_bits"]
+    cands = [space.sample(rng) for _ in range(20)] + [big.replace(**{n: 8 for n in w_dec}),
+                                                       big.replace(**{n: 4 for n in w_dec})]
+    t = proxy.terms(cands)
+    total = t["architecture"] + t["weight_bits"] + t["activation_bits"]
+    np.testing.assert_allclose(total, proxy.score(cands), rtol=1e-9)
+    assert t["architecture"][-1] == t["architecture"][-2] == 0.0
+    assert 0 < t["weight_bits"][-2] < t["weight_bits"][-1]
+    assert (t["architecture"][:20] > 0).any() and (t["activation_bits"] > 0).all()
+    assert not AccuracyProxy(space, table, activations=False).terms(cands[:3])["activation_bits"].any()
