@@ -55,6 +55,38 @@ def make_candidates(space, n_joint: int, n_bits: int, n_arch: int, seed: int) ->
     return out
 
 
+ARCH_WEIGHT_GRID = (0.0, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+
+
+def fit_arch_weight(space, table, calib_dir: Path, exclude: set[str]) -> dict:
+    """The ``arch_weight`` (from :data:`ARCH_WEIGHT_GRID`) whose proxy ranks the joint candidates evaluated in
+    ``calib_dir/candidates.csv`` best (Kendall τ vs accuracy drop; ties go to the weight nearest 1, the
+    unchanged proxy). Those candidates must not be the ones it
+    is then judged on (``exclude``): a weight fitted on the candidates it is scored on would only report
+    the fit."""
+    import pandas as pd
+    from scipy.stats import kendalltau
+
+    from hao.proxy import AccuracyProxy
+
+    path = calib_dir / "candidates.csv"
+    if not path.is_file():
+        raise SystemExit(f"--arch-weight-from: {path} does not exist; run this script with another --seed and "
+                         f"--out {calib_dir} first.")
+    cal = pd.read_csv(path)
+    cal = cal[cal["set"] == "joint"]
+    overlap = sum(c in exclude for c in cal["candidate"])
+    if overlap or len(cal) < 5:
+        raise SystemExit(f"--arch-weight-from {calib_dir}: needs >= 5 joint candidates none of which is scored "
+                         f"here; it has {len(cal)}, {overlap} shared. Use another --seed for the calibration run.")
+    cands = [space.candidate_from_json(c) for c in cal["candidate"]]
+    taus = {w: float(kendalltau(AccuracyProxy(space, table, arch_weight=w).score(cands), cal["acc_drop"]).statistic)
+            for w in ARCH_WEIGHT_GRID}
+    best = max(ARCH_WEIGHT_GRID, key=lambda w: (taus[w], -abs(np.log10(w + 1e-4))))
+    return {"arch_weight": best, "calibration_dir": str(calib_dir), "calibration_joint_n": int(len(cal)),
+            "calibration_tau_by_weight": {str(w): t for w, t in taus.items()}}
+
+
 def kendall(x: np.ndarray, y: np.ndarray, seed: int = 0, boot: int = 300) -> tuple[float, float]:
     """Kendall τ-b and its bootstrap standard error."""
     from scipy.stats import kendalltau
@@ -180,6 +212,10 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--max-minutes", type=float, default=None,
                    help="start no new evaluation after so many minutes; score the candidates evaluated so far "
                         "(re-run the same command to resume: evaluations are cached in OUT/evaluations.jsonl)")
+    p.add_argument("--arch-weight-from", default=None, metavar="DIR",
+                   help="an earlier run's --out with *other* candidates (another --seed): pick the proxy's "
+                        "arch_weight that ranks DIR's joint candidates best (grid, Kendall τ) and score this "
+                        "run's candidates with it too (column proxy_hessian_fitted_arch_weight)")
     p.add_argument("--wait-sensitivity-min", type=float, default=0.0,
                    help="wait so long for checkpoint-dir/sensitivity.json to appear (computed concurrently)")
     a = p.parse_args(argv)
@@ -281,6 +317,11 @@ def main(argv: list[str] | None = None) -> dict:
     if w_only is not None:
         df["proxy_hessian_weights_only"] = w_only.score(cs)
     df["proxy_weight_norm"] = wn.score(cs)
+    fitted = None
+    if a.arch_weight_from:
+        fitted = fit_arch_weight(space, table, Path(a.arch_weight_from), exclude={c.to_json() for c in cs})
+        df["proxy_hessian_fitted_arch_weight"] = AccuracyProxy(space, table,
+                                                               arch_weight=fitted["arch_weight"]).score(cs)
     if zq is not None:
         df["proxy_zeroq"] = zq.score(cs)
     kern = [space.kernels(c) for c in cs]
@@ -289,7 +330,8 @@ def main(argv: list[str] | None = None) -> dict:
     df["random"] = np.random.default_rng(a.seed + 99).uniform(size=len(cs))
     df.to_csv(out / "candidates.csv", index=False)
 
-    scores = [s for s in ("proxy_hessian", "proxy_hessian_weights_only", "proxy_zeroq", "proxy_weight_norm",
+    scores = [s for s in ("proxy_hessian", "proxy_hessian_fitted_arch_weight", "proxy_hessian_weights_only",
+                          "proxy_zeroq", "proxy_weight_norm",
                           "term_architecture", "term_weight_bits", "term_activation_bits",
                           "neg_macs", "neg_bops", "random") if s in df]
     taus: dict = {}
@@ -315,6 +357,8 @@ def main(argv: list[str] | None = None) -> dict:
                                                                                         "activation statistics)",
               "trace_method": table.traces.info.get("method"), "trace_samples": table.traces.samples,
               "wall_s": time.perf_counter() - t_start}
+    if fitted is not None:
+        result["arch_weight_fit"] = fitted
     if zq is not None:
         from scipy.stats import kendalltau, pearsonr
         tr = pd.read_csv(out / "traces.csv")

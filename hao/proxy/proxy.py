@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hao.errors import ConfigError, NotFittedError
+from hao.errors import ConfigError
 from hao.proxy.sensitivity import SENSITIVITY_FILE, SensitivityTable
 from hao.space.base import Candidate, SearchSpace
 
@@ -107,12 +107,24 @@ class AccuracyProxy(_AdditiveProxy):
     + ½ Σ_l Tr(H^A_l)·f_l·e_l(a_bits) for activation bits when the table has activation statistics (and
     ``activations=True``; see :mod:`hao.proxy.sensitivity`).
 
+    ``arch_weight`` scales the architecture part (the weights a candidate removes) against the quantization
+    parts; 1 is the plain second-order sum. Removing whole channels is far from the small perturbation the
+    quadratic model describes, and on the committed supernet that part, at weight 1, drowns the quantization
+    ranking (``checkpoints/mbconv-fmnist/README.md``); :meth:`terms` shows each part.
+
     >>> proxy = AccuracyProxy.from_checkpoint(hao.get_space("mbconv-fmnist"))   # doctest: +SKIP
     >>> proxy.score([space.largest(), space.uniform(4, 4)])                     # doctest: +SKIP
     """
 
-    def __init__(self, space: SearchSpace, table: SensitivityTable, *, activations: bool = True) -> None:
+    def __init__(self, space: SearchSpace, table: SensitivityTable, *, activations: bool = True,
+                 arch_weight: float = 1.0) -> None:
         super().__init__(space)
+        if isinstance(arch_weight, bool) or not isinstance(arch_weight, (int, float)) or not arch_weight >= 0 \
+                or not np.isfinite(arch_weight):
+            raise ConfigError(f"arch_weight must be a finite number >= 0 (1 = the plain second-order sum), got "
+                              f"{arch_weight!r}.")
+        #: weight of the architecture part (removed weights) against the quantization parts; 1 = HAWQ's sum
+        self.arch_weight = float(arch_weight)
         if not isinstance(table, SensitivityTable):
             raise ConfigError(f"AccuracyProxy needs a SensitivityTable, got {type(table).__name__}.")
         if table.space != space.name:
@@ -122,7 +134,10 @@ class AccuracyProxy(_AdditiveProxy):
         self.activations = bool(activations and table.activations)
 
     def _layer_cost(self, p) -> float:
-        return self.table.omega(p, activations=self.activations)
+        cost = self.table.omega(p, activations=self.activations)
+        if self.arch_weight != 1.0:
+            cost += (self.arch_weight - 1.0) * self.table.omega_arch(p)
+        return cost
 
     def terms(self, candidates: Sequence[Candidate]) -> dict[str, np.ndarray]:
         """The score of each candidate split into the parts it adds up (their sum is :meth:`score`):
@@ -131,17 +146,16 @@ class AccuracyProxy(_AdditiveProxy):
         * ``weight_bits``: ½ Σ_l Tr(H_l)/n_l · ‖quantization error of the weights it keeps‖²,
         * ``activation_bits``: ½ Σ_l Tr(H^A_l)·f_l·e_l(a_bits) (zeros without the activation term).
 
-        A diagnostic: it shows which part drives a ranking (``experiments/proxy_fidelity.py`` reports Kendall τ
-        per part). The float (unquantized) versions of the layers are usually not in the table, so this needs
-        the supernet's weights on it: ``table.weights = hao.proxy.sensitivity.layer_weights(supernet)``."""
-        import dataclasses
-
+        (``architecture`` includes ``arch_weight``.) A diagnostic: it shows which part drives a ranking
+        (``experiments/proxy_fidelity.py`` reports Kendall τ per part). Tables computed before the float
+        versions were stored need the supernet's weights attached:
+        ``table.weights = hao.proxy.sensitivity.layer_weights(supernet)``."""
         out = {k: np.zeros(len(candidates)) for k in ("architecture", "weight_bits", "activation_bits")}
         for i, c in enumerate(candidates):
             for p in self.space.perturbations(c):
                 full = self.table.omega_weights(p)
-                arch = full if p.removed else self.table.omega_weights(dataclasses.replace(p, w_bits=32, a_bits=32))
-                out["architecture"][i] += 0.5 * arch
+                arch = self.table.omega_arch(p)
+                out["architecture"][i] += 0.5 * self.arch_weight * arch
                 out["weight_bits"][i] += 0.5 * (full - arch)
                 if self.activations:
                     out["activation_bits"][i] += 0.5 * self.table.omega_act(p)
@@ -149,14 +163,15 @@ class AccuracyProxy(_AdditiveProxy):
 
     @classmethod
     def from_checkpoint(cls, space: SearchSpace, folder: str | os.PathLike | None = None, *,
-                        verify: bool = True, activations: bool = True) -> "AccuracyProxy":
+                        verify: bool = True, activations: bool = True,
+                        arch_weight: float = 1.0) -> "AccuracyProxy":
         """Load ``folder/sensitivity.json`` (default: the committed ``checkpoints/<space>``), checking that it
         matches ``folder/supernet.pt`` by sha256 when ``verify`` and the checkpoint is present."""
         folder = Path(folder) if folder is not None else default_checkpoint_dir(space.name)
         ckpt = folder / "supernet.pt"
         table = SensitivityTable.load(folder / SENSITIVITY_FILE, checkpoint=ckpt if verify and ckpt.exists() else None,
                                       space=space)
-        return cls(space, table, activations=activations)
+        return cls(space, table, activations=activations, arch_weight=arch_weight)
 
 
 class WeightNormProxy(_AdditiveProxy):

@@ -22,15 +22,14 @@ monotone cost. The raw estimates stay in ``table.traces``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
-import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -248,6 +247,7 @@ class SensitivityTable:
                               f"{list(traces.paths)[:4]}...; unused supernet layers: {missing[:4]}.")
         for p in perts:
             t.omega(p)
+            t.omega_arch(p)  # the float version too: the architecture part alone (AccuracyProxy arch_weight)
         return t
 
     def omega(self, p: LayerPerturbation, activations: bool = True) -> float:
@@ -289,6 +289,13 @@ class SensitivityTable:
         # Entries cached by older versions may hold a negative Ω (negative trace); ‖ΔW‖² ≥ 0, so clamping the
         # product equals clamping the curvature.
         return max(e["omega"], 0.0)
+
+    def omega_arch(self, p: LayerPerturbation) -> float:
+        """The architecture part of :meth:`omega_weights`: Tr(H_l)/n_l · ‖weights the perturbation removes‖²
+        (all of Ω for a removed layer; the kept weights left in float otherwise)."""
+        if p.removed or p.w_bits == 32:
+            return self.omega_weights(p)
+        return self.omega_weights(dataclasses.replace(p, w_bits=32, a_bits=32))
 
     def dw_sq(self, p: LayerPerturbation) -> float:
         """‖ΔW_l‖² of a perturbation (the Hessian-free baseline's term)."""

@@ -44,3 +44,34 @@ def test_proxy_fidelity_smoke(tmp_path):
     assert len(tr) == tr["layer"].nunique() > 40 and (tr["numel"] > 0).all()
     assert (tr["trace_zeroq"] >= 0).all()                # Gauss-Newton traces are never negative
     assert d["wall_s"] > 0 and d["eval_s_per_candidate"] > 0
+    # the proxy's parts add up to it
+    parts = df["term_architecture"] + df["term_weight_bits"] + df["term_activation_bits"]
+    assert (parts - df["proxy_hessian"]).abs().max() <= 1e-9 * df["proxy_hessian"].abs().max()
+
+    # --arch-weight-from: a calibration run (other candidates) whose accuracy drop is, by construction, the
+    # quantization part alone must select a small arch_weight (ties go to the weight nearest 1); the rescored run
+    # then carries the fitted column
+    import numpy as np
+
+    import hao
+    from hao.proxy import AccuracyProxy
+
+    space = hao.get_space("mbconv-fmnist")
+    proxy = AccuracyProxy.from_checkpoint(space, CKPT)
+    rng = np.random.default_rng(123)
+    cal = [space.sample(rng) for _ in range(8)]
+    cal_dir = tmp_path / "calibration"
+    cal_dir.mkdir()
+    pd.DataFrame({"set": "joint", "candidate": [c.to_json() for c in cal],
+                  "acc_drop": AccuracyProxy(space, proxy.table, arch_weight=0.0).score(cal)}).to_csv(
+        cal_dir / "candidates.csv", index=False)
+    r2 = pf.main(["--out", str(tmp_path), "--checkpoint-dir", str(CKPT), "--n-joint", "4", "--n-bits", "3",
+                  "--n-arch", "3", "--test-images", "200", "--calib-images", "100", "--zeroq-images", "8",
+                  "--zeroq-steps", "2", "--trace-samples", "4", "--workers", "1", "--threads", "1", "--rescore",
+                  "--arch-weight-from", str(cal_dir)])
+    fit = r2["arch_weight_fit"]
+    assert fit["arch_weight"] < 0.1 and fit["calibration_joint_n"] == 8
+    assert fit["calibration_tau_by_weight"]["0.0"] == pytest.approx(1.0)
+    assert fit["calibration_tau_by_weight"][str(fit["arch_weight"])] == pytest.approx(1.0)
+    assert fit["calibration_tau_by_weight"]["1.0"] < 1.0
+    assert "proxy_hessian_fitted_arch_weight" in r2["kendall_tau"]["joint"]["acc_drop"]

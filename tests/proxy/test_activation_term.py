@@ -175,3 +175,25 @@ def test_terms_split_the_score(space, setup):
     assert 0 < t["weight_bits"][-2] < t["weight_bits"][-1]
     assert (t["architecture"][:20] > 0).any() and (t["activation_bits"] > 0).all()
     assert not AccuracyProxy(space, table, activations=False).terms(cands[:3])["activation_bits"].any()
+
+
+def test_arch_weight_scales_only_the_architecture_part(space, setup):
+    """arch_weight w: score = w·architecture + weight bits + activation bits, still exactly additive (the ILP's
+    unit costs), and the table computed by SensitivityTable.compute answers it without the supernet."""
+    net, x, _, tr = setup
+    table = SensitivityTable.compute(space, net, tr, activation_mse=activation_quant_mse(
+        net, [x], [a.path for a in tr.activations]))
+    rng = np.random.default_rng(2)
+    cands = [space.sample(rng) for _ in range(25)]
+    parts = AccuracyProxy(space, table).terms(cands)
+    table.weights = None  # the float versions are stored in the table: no supernet needed
+    for w in (0.0, 0.3, 2.0):
+        proxy = AccuracyProxy(space, table, arch_weight=w)
+        expect = w * parts["architecture"] + parts["weight_bits"] + parts["activation_bits"]
+        np.testing.assert_allclose(proxy.score(cands), expect, rtol=1e-9, atol=1e-12)
+        idx = space.unit_indices(cands)
+        additive = proxy.constant + sum(cu[idx[:, j]] for j, cu in enumerate(proxy.unit_costs()))
+        np.testing.assert_allclose(proxy.score(cands), additive, rtol=1e-9, atol=1e-12)
+    for bad in (-1.0, float("nan"), "1"):
+        with pytest.raises(Exception, match="arch_weight must be a finite number >= 0"):
+            AccuracyProxy(space, table, arch_weight=bad)
