@@ -127,7 +127,10 @@ class LatencyMeter:
             load0 = os.getloadavg()[0]
             times = time_interleaved([built[i] for i in idx], passes=self.rounds)
             for i, t in zip(idx, times):
-                out[i] = {**t, **built[i].facts, "latency_source": "TVM whole network, float32", "ok": True,
+                if not t["ok"]:
+                    out[i] = {**t, "latency_source": "TVM whole network, float32 (FAILED)"}
+                    continue
+                out[i] = {**t, **built[i].facts, "latency_source": "TVM whole network, float32",
                           "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                           "load_avg_1min": load0, "timed_with": len(idx)}
                 if self.cache is not None:

@@ -73,6 +73,12 @@ def fit_arch_weight(space, table, calib_dir: Path, exclude: set[str]) -> dict:
     if not path.is_file():
         raise SystemExit(f"--arch-weight-from: {path} does not exist; run this script with another --seed and "
                          f"--out {calib_dir} first.")
+    meta = calib_dir / "fidelity.json"
+    if meta.is_file():
+        other = json.loads(meta.read_text()).get("space")
+        if other != space.name:
+            raise SystemExit(f"--arch-weight-from {calib_dir}: that run scored space {other!r}, this one "
+                             f"{space.name!r}; calibrate on the same space and checkpoint.")
     cal = pd.read_csv(path)
     cal = cal[cal["set"] == "joint"]
     overlap = sum(c in exclude for c in cal["candidate"])
@@ -82,7 +88,8 @@ def fit_arch_weight(space, table, calib_dir: Path, exclude: set[str]) -> dict:
     cands = [space.candidate_from_json(c) for c in cal["candidate"]]
     taus = {w: float(kendalltau(AccuracyProxy(space, table, arch_weight=w).score(cands), cal["acc_drop"]).statistic)
             for w in ARCH_WEIGHT_GRID}
-    best = max(ARCH_WEIGHT_GRID, key=lambda w: (taus[w], -abs(np.log10(w + 1e-4))))
+    best = max(ARCH_WEIGHT_GRID, key=lambda w: (taus[w] if np.isfinite(taus[w]) else -np.inf,  # nan: constant
+                                                 -abs(np.log10(w + 1e-4))))
     return {"arch_weight": best, "calibration_dir": str(calib_dir), "calibration_joint_n": int(len(cal)),
             "calibration_tau_by_weight": {str(w): t for w, t in taus.items()}}
 

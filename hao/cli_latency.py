@@ -60,8 +60,6 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     kernels = []
     for name in spaces:
         kernels.extend(space_kernels(get_space(name)))
-    plan = plan_kernels(kernels, precisions=_parse_bits(args.precisions), include_space_bits=not args.no_space_bits,
-                        limit=args.kernels, seed=args.seed)
     if args.op:
         from hao.kernel import OPS
 
@@ -70,7 +68,9 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
             raise ConfigError(f"--op {', '.join(bad)}: unknown op; valid ops are {', '.join(OPS)}.")
         if not spaces:
             raise ConfigError("--op filters the spaces' plan; give the --space flags too.")
-        plan = [k for k in plan if k.op in set(args.op)]
+        kernels = [k for k in kernels if k.op in set(args.op)]  # before --kernels limits the plan
+    plan = plan_kernels(kernels, precisions=_parse_bits(args.precisions), include_space_bits=not args.no_space_bits,
+                        limit=args.kernels, seed=args.seed)
     root = args.root or str(models_root())
     if args.backend == "tvm":
         params = dict(target=_parse_target(args.target), trials=args.trials, threads=args.threads, rpc=args.rpc,

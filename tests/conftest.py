@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-# TVM sizes its CPU thread pool once per process (default here: half the cores, i.e. 1); the tests ask for at
-# most 2 threads, so the pool is created wide enough whichever test runs a TVM kernel first.
+# TVM sizes its CPU thread pool once per thread (default here: half the cores, i.e. 1). pin_threads creates it
+# wide enough when tvm is already imported; this covers a test that runs a TVM kernel before any pin_threads.
 os.environ.setdefault("TVM_NUM_THREADS", "2")
 
 REPO = Path(__file__).resolve().parents[1]

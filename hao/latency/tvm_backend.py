@@ -62,14 +62,18 @@ def pin_threads(threads: int) -> int:
 
     if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
         raise ConfigError(f"threads must be a positive int, got {threads!r}.")
-    os.environ["TVM_NUM_THREADS"] = str(threads)
     if "tvm" not in sys.modules:
+        os.environ["TVM_NUM_THREADS"] = str(threads)
         return threads
     import tvm_ffi
 
+    # If this thread's pool does not exist yet, NumThreads creates it with TVM_NUM_THREADS workers at most:
+    # make that wide enough for a later, larger request, then narrow it to `threads`.
+    os.environ["TVM_NUM_THREADS"] = str(max(threads, os.cpu_count() or 1))
     num = tvm_ffi.get_global_func("runtime.NumThreads")
     if int(num()) != threads:
         tvm_ffi.get_global_func("runtime.config_threadpool")(1, threads)  # 1: kBig (all cores alike here)
+    os.environ["TVM_NUM_THREADS"] = str(threads)  # what MetaSchedule's runner processes inherit
     got = int(num())
     return got if got == threads else -1
 
@@ -496,11 +500,11 @@ class TVMBackend(LatencyBackend):
         self.rounds = rounds
         self.rpc_timeout_s = rpc_timeout_s
         self.threads_in_effect = pin_threads(threads)
-        if self.threads_in_effect != threads:
-            raise ConfigError(f"TVM's thread pool in this process was created with fewer than the {threads} threads "
-                              f"asked for (a TVM kernel ran before the thread count was set), so timings would use "
-                              f"the wrong thread count. Set TVM_NUM_THREADS={threads} before starting Python, or "
-                              f"create the backend before running any TVM code.")
+        if self.threads_in_effect != threads and self.rpc is None:  # remote kernels run on the board's pool
+            raise ConfigError(f"TVM's thread pool in this process has fewer workers than the {threads} threads "
+                              f"asked for (it was created earlier with TVM_NUM_THREADS or TVM's default, half "
+                              f"the cores), so timings would use the wrong thread count. Set "
+                              f"TVM_NUM_THREADS={threads} (or more) before starting Python.")
         self._opened = False
         self._checked: dict[tuple, float] = {}
 

@@ -364,17 +364,26 @@ def time_interleaved(nets: list[CompiledNetwork], passes: int = 3, repeat: int =
         raise ConfigError(f"timing passes must be an int >= 1, got {passes!r}.")
     best: list[np.ndarray | None] = [None] * len(nets)
     medians: list[list[float]] = [[] for _ in nets]
+    errors: dict[int, str] = {}
     time.sleep(0.05)
     for p in range(passes):
         order = list(range(len(nets)))
         order = order[p % max(1, len(nets)):] + order[:p % max(1, len(nets))]
         for i in order:
-            r = nets[i].time_session(repeat, min_repeat_ms)
+            if i in errors:
+                continue
+            try:
+                r = nets[i].time_session(repeat, min_repeat_ms)
+            except Exception as exc:  # noqa: BLE001 - one network's failure must not lose the others
+                errors[i] = f"timing: {type(exc).__name__}: {exc}"[:500]
+                continue
             medians[i].append(round(float(np.median(r)), 5))
             if best[i] is None or np.median(r) < np.median(best[i]):
                 best[i] = r
-    return [{"measured_ms": float(np.median(b)), "std_ms": float(b.std()), "repeats": int(b.size),
-             "sessions": passes, "session_medians_ms": m} for b, m in zip(best, medians)]
+    return [{"ok": False, "error": errors[i], "session_medians_ms": m} if i in errors else
+            {"ok": True, "measured_ms": float(np.median(b)), "std_ms": float(b.std()), "repeats": int(b.size),
+             "sessions": passes, "session_medians_ms": m}
+            for i, (b, m) in enumerate(zip(best, medians))]
 
 
 def compile_network(model: Any, input_shape: tuple[int, ...], tuner: _Tuner, rounds: int = 3,
@@ -384,6 +393,8 @@ def compile_network(model: Any, input_shape: tuple[int, ...], tuner: _Tuner, rou
     bursts better."""
     net = build_network(model, input_shape, tuner, prepack_weights=prepack_weights)
     t = time_interleaved([net], passes=rounds, repeat=repeat, min_repeat_ms=min_repeat_ms)[0]
+    if not t["ok"]:
+        raise ConfigError(f"timing the compiled network failed ({t['error']}).")
     return {"measured_ms": t["measured_ms"], "std_ms": t["std_ms"], "repeats": t["repeats"], **net.facts}
 
 
@@ -578,7 +589,8 @@ def validate_networks(hardware: str, space_name: str, n_networks: int = 20, seed
     if n_ok < 2 or (calib_networks and not fit_rows):
         first = next((r["error"] for r in rows if not r["ok"]), "none")
         raise ConfigError(f"only {n_ok} of {n_networks} validation networks and {len(fit_rows)} of {calib_networks} "
-                          f"calibration networks compiled, so nothing was fitted and predictor.json is unchanged. "
+                          f"calibration networks were measured, so the overhead fit was not saved (predictor.json "
+                          f"is unchanged). "
                           f"First error: {first[:300]}. Per-network errors are in {path}.")
     pred.save_overhead(folder, extra={"fitted_by": f"hao latency validate {hardware} --space {space_name} "
                                                     f"--network-scale {summary['model_selection']['requested']}",

@@ -295,7 +295,13 @@ class SensitivityTable:
         (all of Ω for a removed layer; the kept weights left in float otherwise)."""
         if p.removed or p.w_bits == 32:
             return self.omega_weights(p)
-        return self.omega_weights(dataclasses.replace(p, w_bits=32, a_bits=32))
+        try:
+            return self.omega_weights(dataclasses.replace(p, w_bits=32, a_bits=32))
+        except ConfigError:
+            raise ConfigError(f"The table has no float entry for {p.path!r} (tables computed before the "
+                              "architecture part was stored lack them), and no supernet weights are attached. "
+                              "Attach them (table.weights = hao.proxy.sensitivity.layer_weights(supernet)) or "
+                              "recompute the table with SensitivityTable.compute.") from None
 
     def dw_sq(self, p: LayerPerturbation) -> float:
         """‖ΔW_l‖² of a perturbation (the Hessian-free baseline's term)."""

@@ -162,6 +162,6 @@ def test_pin_threads_after_tvm_is_imported():
         assert pin_threads(1) == 1 and num() == 1
         assert pin_threads(2) == 2 and num() == 2
     finally:
-        pin_threads(2)
+        assert pin_threads(2) == 2
     with pytest.raises(ConfigError, match="positive int"):
         pin_threads(0)

@@ -181,3 +181,12 @@ def test_time_interleaved_keeps_each_networks_quietest_session():
     assert res[0]["session_medians_ms"] == pytest.approx([3.002, 1.002, 1.002]) and res[0]["repeats"] == 5
     with pytest.raises(ConfigError, match="passes must be an int >= 1, got 0"):
         time_interleaved(nets, passes=0)
+
+    class Broken:
+        def time_session(self, repeat, min_repeat_ms):
+            raise RuntimeError("device lost")
+
+    calls.clear()
+    res = time_interleaved([Fake("a", 1.0), Broken(), Fake("c", 0.5)], passes=2, repeat=3)
+    assert [r["ok"] for r in res] == [True, False, True] and "device lost" in res[1]["error"]
+    assert calls == ["a", "c", "c", "a"]   # the broken network is not timed again; the others are kept
