@@ -82,20 +82,14 @@ class LatencyMeter:
         self.tuner = None
         if use_tvm:
             from hao.latency.table import hardware_dir
-            from hao.latency.tvm_backend import pin_threads
-            from hao.latency.validate import _Tuner
-            pin_threads(threads)
+            from hao.latency.validate import _Tuner  # its TVMBackend pins the thread count
             # the table's own tuning database: its kernels' schedules are what the networks' conv tasks replay
             # (hao.latency.validate._Tuner); without it (a fresh clone) tasks are tuned into OUT/tuning_db
             src = hardware_dir(hardware) / "tuning_db"
             if src.is_dir():
                 db_dir = src
             db_dir.mkdir(parents=True, exist_ok=True)
-            self.db_dir = db_dir
             self.tuner = _Tuner(db_dir, threads, trials, seed)
-
-    def measure(self, cand: Any) -> dict[str, Any]:
-        return self.measure_many([cand])[0]
 
     def measure_many(self, cands: list[Any], desc: str = "whole-network latency") -> list[dict[str, Any]]:
         """Latency facts per candidate. With TVM every uncached network is built and checked first, then all of

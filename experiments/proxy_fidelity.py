@@ -61,9 +61,8 @@ ARCH_WEIGHT_GRID = (0.0, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 def fit_arch_weight(space, table, calib_dir: Path, exclude: set[str]) -> dict:
     """The ``arch_weight`` (from :data:`ARCH_WEIGHT_GRID`) whose proxy ranks the joint candidates evaluated in
     ``calib_dir/candidates.csv`` best (Kendall τ vs accuracy drop; ties go to the weight nearest 1, the
-    unchanged proxy). Those candidates must not be the ones it
-    is then judged on (``exclude``): a weight fitted on the candidates it is scored on would only report
-    the fit."""
+    unchanged proxy). Those candidates must not be the ones it is then judged on (``exclude``): a weight
+    fitted on the candidates it is scored on would only report the fit."""
     import pandas as pd
     from scipy.stats import kendalltau
 

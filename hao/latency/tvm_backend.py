@@ -1,14 +1,15 @@
 """TVM backend: KernelSpec -> TE compute -> MetaSchedule-tuned schedule -> checked output -> time_evaluator.
 
-Everything TVM is imported lazily (``hao._imports.lazy_import``); ``TVM_NUM_THREADS`` must be set before the
-first ``import tvm`` — :func:`pin_threads` does it and :class:`TVMBackend` records what the runtime really uses.
+Everything TVM is imported lazily (``hao._imports.lazy_import``). TVM sizes its thread pool from
+``TVM_NUM_THREADS`` (default: half the cores); :func:`pin_threads` sets the count, also after ``import tvm``,
+and :class:`TVMBackend` refuses to time with a count other than the one asked for.
 
 Kernels (DESIGN §3; facts in shared/TVM_NOTES.md):
 
 * **float32** — NHWC. ``conv2d``: ``topi.nn.conv2d_nhwc`` (HWIO weights) + bias + ReLU; ``dwconv2d``:
   ``topi.nn.group_conv2d_nhwc`` with groups = channels (HWIO weights ``(K, K, 1, C)``, the form Relax lowers a
-  depthwise ``nn.conv2d`` to, so a compiled network's task can replay the table kernel's schedule) + bias + ReLU; ``dense``: ``topi.nn.dense`` + bias; ``avgpool``: global mean;
-  ``add``: element-wise add. (BatchNorm is folded into the bias, as an inference compiler does.)
+  depthwise ``nn.conv2d`` to, so a compiled network's task can replay the table kernel's schedule) + bias +
+  ReLU; ``dense``: ``topi.nn.dense`` + bias; ``avgpool``: global mean; ``add``: element-wise add. (BatchNorm is folded into the bias, as an inference compiler does.)
 * **int8** — u8 activations x i8 weights -> i32 accumulators, then bias and requantization
   (``u8(clip(round(f32(acc + bias) * scale[c]), 0, 255))``, ReLU included by the clip). Layout NCHW16c
   throughout so that consecutive kernels need no layout transforms. ``conv2d``: ``topi.nn.conv2d_NCHWc_int8``

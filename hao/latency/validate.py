@@ -157,11 +157,10 @@ class _Tuner:
                 sch, remove_postproc=False)
             return sch
 
-        kept: list = []
         try:
             sch = attempt(list(trace.insts))
         except Exception:  # noqa: BLE001 - retry instruction by instruction
-            sch = None
+            kept: list = []
             for inst in trace.insts:
                 try:
                     attempt(kept + [inst])
@@ -214,9 +213,8 @@ class _Tuner:
         chosen = ms.database.MemoryDatabase()
         tasks = ms.relax_integration.extract_tasks(mod, target)
         for task in tasks:
-            raw = task.dispatched[0]
-            # compile_relax looks records up under the normalized module (its function renamed "main")
-            tmod = _normalize_mod(raw)
+            # compile_relax looks records up under the normalized module (its function named "main")
+            tmod = _normalize_mod(task.dispatched[0])
             args = ms.arg_info.ArgInfo.from_prim_func(tmod["main"])
             if self.reuse_table_schedules:
                 got = self._from_table_kernel(tmod)
@@ -226,12 +224,7 @@ class _Tuner:
                         sch.trace, chosen.commit_workload(tmod), run_secs, target, args))
                     self.transferred_tasks += 1
                     continue
-            rec = None
-            for key in (tmod, raw):  # records of older versions were keyed by the raw module
-                if db.has_workload(key):
-                    rec = db.query_tuning_record(key, target, workload_name="main")
-                    if rec is not None:
-                        break
+            rec = db.query_tuning_record(tmod, target, workload_name="main") if db.has_workload(tmod) else None
             if rec is not None:
                 self.reused_tasks += 1
             else:
