@@ -44,6 +44,7 @@ from hao._imports import lazy_import
 from hao.errors import ConfigError
 from hao.kernel import KernelSpec
 from hao.latency.backend import LatencyBackend, Measurement, kernel_precision, register_backend, replace_bits
+from hao.latency.tuning import tune_tir
 
 __all__ = ["TVMBackend", "pin_threads", "default_target", "parse_rpc", "build_kernel_func", "KernelProgram"]
 
@@ -567,16 +568,13 @@ class TVMBackend(LatencyBackend):
             return sch, 0, 0.0
         t0 = time.perf_counter()
         mem = ms.database.MemoryDatabase()
-        import logging
-
-        for name in ("tvm.s_tir.meta_schedule", "tvm.meta_schedule"):
-            logging.getLogger(name).setLevel(logging.WARNING)
-        ms.tune_tir(mod, self.target, os.path.join(self._work.name, "tune"), max_trials_global=self.trials,
-                    num_trials_per_iter=self.trials, builder=self.builder, runner=self.runner, database=mem,
-                    cost_model="random",
-                    strategy=ms.search_strategy.EvolutionarySearch(population_size=self.population,
-                                                                   genetic_num_iters=1),
-                    seed=self.seed)
+        # hao's own tune_tir: TVM's sets up logging process-wide and fails on unnamed host handlers
+        tune_tir(mod, self.target, os.path.join(self._work.name, "tune"), max_trials_global=self.trials,
+                 num_trials_per_iter=self.trials, builder=self.builder, runner=self.runner, database=mem,
+                 cost_model="random",
+                 strategy=ms.search_strategy.EvolutionarySearch(population_size=self.population,
+                                                                genetic_num_iters=1),
+                 seed=self.seed)
         wl = mem.commit_workload(mod)
         top = mem.get_top_k(wl, 1)
         if not top:

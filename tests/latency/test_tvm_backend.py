@@ -84,6 +84,47 @@ def test_tune_and_measure_tiny_kernel(tmp_path):
     assert (tmp_path / "db" / "database_tuning_record.json").stat().st_size > 0
 
 
+def test_tuning_leaves_host_logging_alone(tmp_path):
+    """A host (pytest >= 9.2, Jupyter, a logging framework) puts unnamed handlers on TVM's loggers; TVM's own
+    tune_tir then fails ('NoneType' object has no attribute 'format') and closes every handler of the process.
+    hao's tuning must tune anyway and leave those handlers, their levels and the root logger as they were."""
+    import io
+    import logging
+
+    streams, handlers = [], []
+    names = ("tvm.s_tir.meta_schedule", "tvm.s_tir.meta_schedule.task_scheduler.task_scheduler", "")
+    before = {n: (logging.getLogger(n).level, list(logging.getLogger(n).handlers)) for n in names}
+    for n in names:
+        s = io.StringIO()
+        h = logging.StreamHandler(s)  # unnamed: get_name() is None
+        assert h.get_name() is None
+        logging.getLogger(n).addHandler(h)
+        streams.append(s)
+        handlers.append(h)
+    host_file = logging.FileHandler(tmp_path / "host.log", mode="w")
+    logging.getLogger("host.app").addHandler(host_file)
+    try:
+        with TVMBackend(trials=2, database_dir=tmp_path / "db", repeat=3, min_repeat_ms=1, rounds=1,
+                        population=8) as b:
+            m = b.measure(KernelSpec("conv2d", 8, 8, 6, 6, 3, 1))
+        assert m.ok, m.reason
+        for n, h in zip(names, handlers):
+            lg = logging.getLogger(n)
+            assert h in lg.handlers, f"handler removed from logger {n!r}"
+            assert lg.level == before[n][0], f"level of logger {n!r} changed"
+        # the host's file handler was not closed behind its back (dictConfig closes every handler)
+        logging.getLogger("host.app").warning("still logging")
+        host_file.flush()
+        assert "still logging" in (tmp_path / "host.log").read_text()
+        # the task logs went to the work folder, not to the host's handlers
+        assert not any("Logging directory" in s.getvalue() for s in streams)
+    finally:
+        for n, h in zip(names, handlers):
+            logging.getLogger(n).removeHandler(h)
+        logging.getLogger("host.app").removeHandler(host_file)
+        host_file.close()
+
+
 @pytest.mark.skipif(not _has_vnni(), reason="this CPU has no AVX-512 VNNI")
 def test_int8_uses_vnni_and_is_correct(tmp_path):
     # With 2 trials the tuner once kept no tensorized (VNNI) schedule in a full run under load; 6 trials (3/3 runs here).
