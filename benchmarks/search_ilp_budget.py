@@ -1,4 +1,4 @@
-"""Time to answer one new budget on the joint MBConv space with the exact ILP (issue 5: aim <= 10 CPU-s).
+"""Time to answer one new budget on the joint MBConv space with the exact ILP (aim: <= 10 CPU-s).
 
 Builds the problem once (objective tables), compiles the ILP once (per-unit option reduction), then answers
 budgets it has not seen: latency alone, latency + size, latency + size + BOPs. Prints CPU seconds per answer.

@@ -3,7 +3,7 @@
     PYTHONPATH=. python experiments/fmnist_joint_search.py --out runs/fmnist            # full run (~15-30 min)
     PYTHONPATH=. python experiments/fmnist_joint_search.py --out /tmp/smoke --smoke     # CI setting, < 1 min
 
-Pipeline (DESIGN §1 and §6):
+Pipeline:
 
 1. **Inputs**: the trained weight-sharing supernet and its committed Hessian sensitivities
    (``checkpoints/mbconv-fmnist/{supernet.pt,sensitivity.json}``), and the latency predictor fitted on this

@@ -1,6 +1,7 @@
 """Reproduce HAWQ-V3's published mixed-precision bit configurations with hao's generic ILP solver.
 
-Reads a file in the format of ``../shared/data/hawq_v3_ilp.json`` (see that folder's README), and for every
+Reads ``reference_data/hawq_v3_ilp.json`` (shipped; provenance in ``reference_data/README.md``), or a file in its
+format given with ``--data``, and for every
 model in it solves the model-size, BOPs and latency budgets at r in {0.25, 0.5, 0.75}:
 
     limit(r) = Σ cost4 + r (Σ cost8 − Σ cost4),   minimise Σ trace_i · ‖ΔW_i(b_i)‖²
@@ -14,7 +15,7 @@ pinned at 8 bit and carry no cost, as in the notebook). Writes
   (epsilon-constraint ILP), the published configurations and uniform 4/8-bit;
 * ``OUT/front_<model>.csv``: the exact fronts' points.
 
-Usage: ``python experiments/hawq_v3.py --data ../shared/data/hawq_v3_ilp.json --out results/hawq_v3``
+Usage: ``python experiments/hawq_v3.py --out out/hawq`` (``--data FILE`` for another copy)
 """
 from __future__ import annotations
 
@@ -40,7 +41,9 @@ from hao.search.objectives import AdditiveObjective  # noqa: E402
 from hao.search.tabular import TabularSpace  # noqa: E402
 from hao.space import Decision, Unit  # noqa: E402
 
-DEFAULT_DATA = Path(os.environ.get("HAO_SHARED_DATA", REPO.parent / "shared" / "data")) / "hawq_v3_ilp.json"
+from hao.paths import reference_data_dir  # noqa: E402
+
+DEFAULT_DATA = reference_data_dir() / "hawq_v3_ilp.json"
 BITS = (4, 8)
 RATIOS = ("0.25", "0.5", "0.75")
 #: budget name in the data file -> objective name in hao
@@ -53,7 +56,7 @@ def load(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"HAWQ-V3 data file {str(p)!r} does not exist; pass --data PATH to a file in the "
-                          "format of shared/data/hawq_v3_ilp.json.")
+                          "format of reference_data/hawq_v3_ilp.json (see reference_data/README.md).")
     try:
         data = json.loads(p.read_text())
     except json.JSONDecodeError as exc:

@@ -17,7 +17,7 @@ writes a small :class:`TableMapping` that says, for every kernel a candidate of 
   convolutions/linear layers only: residual adds and global pooling cost 0 there). Counted and listed in the
   outputs so that the user sees what the foreign table leaves out; costed at 0 to keep the table's semantics.
 
-The two mappings used here (see ``../shared/data/README.md`` for the table formats):
+The two mappings used here (see ``reference_data/README.md`` for the table formats):
 
 * **APQ BitFusion** (``latency_models/apq-bitfusion``, imported with ``hao latency import apq``) on space
   ``mbconv-apq224`` (OFA/APQ MobileNetV2-style, W/A in {4, 6, 8}): conv/depthwise kernels map 1:1 (batch 1,
@@ -36,7 +36,7 @@ The two mappings used here (see ``../shared/data/README.md`` for the table forma
 **Accuracy objective — a labelled proxy, not accuracy.** There is no trained ImageNet model here. Default
 (``--proxy weight-norm``): HAWQ-style ``½ Σ_l ‖ΔW_l‖²`` (every layer's Hessian trace per parameter set to 1) on
 the **seeded random-init** weights of the space's model (``space.supernet(seed)``); a smaller architecture
-choice counts its removed weights as ΔW (DESIGN §4). ``--proxy zeroq`` uses Hutchinson traces on ZeroQ-distilled
+choice counts its removed weights as ΔW (``hao/proxy/sensitivity.py``). ``--proxy zeroq`` uses Hutchinson traces on ZeroQ-distilled
 inputs of the same random-init network instead (slower). Either way the proxy sees weights only: activation
 bits cost nothing in it, so the ILP sets them to whatever is cheapest — a property of the proxy, flagged in
 the outputs. The numbers exercise the pipeline; they say nothing about ImageNet accuracy.

@@ -33,8 +33,18 @@ def _cmd_spaces(args: argparse.Namespace) -> int:
     return 0
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("hao")
+    except PackageNotFoundError:  # imported from a checkout that was never installed
+        return "unknown (not installed; pip install -e .)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hao", description="Hardware-aware architecture + quantization search.")
+    parser.add_argument("--version", action="version", version=f"hao {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     p = sub.add_parser("spaces", help="list registered search spaces with their exact sizes")
     p.add_argument("--json", action="store_true", help="print a JSON list of objects (size as a decimal string)")
@@ -61,6 +71,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (HaoError, MissingDependencyError) as exc:
         print(f"hao {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"\nhao {args.command}: interrupted.", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -47,7 +47,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     pin_threads(args.threads)
     from hao.latency.backend import get_backend
     from hao.latency.calibrate import calibrate, plan_kernels, retime, space_kernels
-    from hao.latency.table import models_root
+    from hao.latency.table import default_write_root, hardware_dir, list_hardware
     from hao.space import get_space
 
     spaces = args.space or []
@@ -71,7 +71,12 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         kernels = [k for k in kernels if k.op in set(args.op)]  # before --kernels limits the plan
     plan = plan_kernels(kernels, precisions=_parse_bits(args.precisions), include_space_bits=not args.no_space_bits,
                         limit=args.kernels, seed=args.seed)
-    root = args.root or str(models_root())
+    if args.root:
+        root = args.root
+    elif args.retime and args.hardware in list_hardware():
+        root = str(hardware_dir(args.hardware).parent)  # re-time the table where it is
+    else:
+        root = str(default_write_root())
     if args.backend == "tvm":
         params = dict(target=_parse_target(args.target), trials=args.trials, threads=args.threads, rpc=args.rpc,
                       database_dir=os.path.join(root, args.hardware, "tuning_db"), seed=args.seed,
@@ -89,12 +94,20 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
             raise ConfigError(f"no RPC server is registered under key {key!r} at {host}:{port}; start one "
                               f"with `python -m tvm.exec.rpc_server --tracker {host}:{port} --key {key}`.")
         rpc = params.pop("rpc")
+        from hao.latency.calibrate import claim_calibration_folder
+
+        claim_calibration_folder(os.path.join(root, args.hardware), tvm_backend_factory(rpc, **params)(0),
+                                 force=args.force)
         res = farm_calibrate(args.hardware, plan, tvm_backend_factory(rpc, **params), n, root=root,
                              retry_failed=args.retry_failed, space_name=",".join(args.space),
                              command="hao " + " ".join(sys.argv[1:]) if sys.argv else None)
         print(json.dumps(res, indent=2))
         return 0
     backend = get_backend(args.backend, **params)
+    if not args.retime:
+        from hao.latency.calibrate import claim_calibration_folder
+
+        claim_calibration_folder(os.path.join(root, args.hardware), backend, force=args.force)
     if args.retime:
         res = retime(args.hardware, backend, plan if spaces else None, root=root, progress=not args.no_progress,
                      space_name=",".join(spaces) or None,
@@ -110,25 +123,30 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from hao.latency.table import LatencyTable, hardware_dir, list_hardware
+    from hao.latency.table import LatencyTable, hardware_dir, list_hardware, list_invalid
 
     rows = []
     for name in list_hardware():
         try:
-            rows.append(LatencyTable.load(hardware_dir(name)).summary() | {"name": name, "ok": True})
+            rows.append(LatencyTable.load(hardware_dir(name)).summary()
+                        | {"name": name, "ok": True, "path": str(hardware_dir(name))})
         except Exception as exc:  # noqa: BLE001 - list what is broken instead of failing the listing
             rows.append({"name": name, "ok": False, "error": str(exc), "path": str(hardware_dir(name))})
+    for bad in list_invalid():
+        rows.append({"name": bad["name"], "ok": False, "error": bad["reason"], "path": bad["path"]})
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
         return 0
     if not rows:
-        print("no hardware tables found (latency_models/, HAO_LATENCY_MODELS)")
+        from hao.latency.table import _search_roots
+
+        print("no hardware tables found in " + ", ".join(str(r) for r in _search_roots()))
         return 0
     w = max(len(r["name"]) for r in rows)
     print(f"{'name':<{w}}  {'rows':>6}  {'bits':<40} source")
     for r in rows:
         if not r["ok"]:
-            print(f"{r['name']:<{w}}  BROKEN  {r['error'][:100]}")
+            print(f"{r['name']:<{w}}  INVALID {r['path']}: {r['error'][:160]}")
             continue
         bits = ",".join(r["bits"])
         print(f"{r['name']:<{w}}  {r['rows']:>6}  {bits[:40]:<40} {str(r['source'])[:60]}")
@@ -140,6 +158,16 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
     pin_threads(args.threads)
     from hao.latency.validate import validate_networks
+
+    from hao.folders import check_output_folder, refuse_package_folder
+    from hao.latency.table import hardware_dir
+
+    report = args.out or os.path.join(hardware_dir(args.hardware), f"validation_{args.space}.json")
+    check_output_folder(os.path.dirname(os.path.abspath(report)), "hao latency validate")
+    refuse_package_folder(hardware_dir(args.hardware), "hao latency validate")  # it writes predictor.json there
+    if os.path.exists(report) and not args.force:
+        raise ConfigError(f"hao latency validate: the report {report} already exists (an earlier measurement); pass "
+                          "--out ANOTHER.json, or --force to replace it. Nothing was changed.")
 
     rep = validate_networks(args.hardware, args.space, n_networks=args.networks, seed=args.seed,
                             trials_per_task=args.trials, calib_networks=args.calib_networks,
@@ -163,7 +191,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
     from hao.latency.importers import get_importer
 
     imp = get_importer(args.format)
-    folder = imp.run(args.source, args.hardware, root=args.root)
+    folder = imp.run(args.source, args.hardware, root=args.root, force=args.force)
     print(json.dumps({"hardware": folder.name, "folder": str(folder)}, indent=2))
     return 0
 
@@ -207,7 +235,12 @@ def add_latency_commands(subparsers: Any) -> None:
                    help="timing sessions per kernel; the one with the lowest median is kept (default 3; more "
                         "sessions resist other processes on a shared machine)")
     p.add_argument("--backend", default="tvm", help="latency backend (tvm, or roofline for a dry run)")
-    p.add_argument("--root", default=None, help="folder holding hardware folders (default latency_models/)")
+    p.add_argument("--root", default=None,
+                   help="folder holding hardware folders (default: the per-user folder $HAO_HOME/latency_models, "
+                        "~/.local/share/hao/latency_models; with --retime: where the table is)")
+    p.add_argument("--force", action="store_true",
+                   help="the folder holds a table of another target or an imported table: move it aside to "
+                        "ROOT/.replaced/NAME-<time> and start a new one")
     p.add_argument("--retry-failed", action="store_true", help="measure kernels in failed.csv again")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
@@ -237,13 +270,20 @@ def add_latency_commands(subparsers: Any) -> None:
     pv.add_argument("--threads", type=int, default=2)
     pv.add_argument("--seed", type=int, default=0)
     pv.add_argument("--out", default=None, help="report path (default: <table folder>/validation_<space>.json)")
+    pv.add_argument("--force", action="store_true", help="replace an existing --out report")
     pv.add_argument("--json", action="store_true")
     pv.add_argument("--no-progress", action="store_true")
     pv.set_defaults(func=_cmd_validate)
 
     pi = lsub.add_parser("import", help="import a published table as a hardware folder")
     pi.add_argument("format", help="apq | haq | hawq")
-    pi.add_argument("--source", default=None, help="input file (default: the copy in ../shared/data)")
+    pi.add_argument("--source", default=None,
+                    help="input file (default: the shipped copy in reference_data/, see its README)")
     pi.add_argument("--hardware", default=None, help="folder name (default per format)")
-    pi.add_argument("--root", default=None, help="folder holding hardware folders (default latency_models/)")
+    pi.add_argument("--root", default=None,
+                    help="folder holding hardware folders (default: the per-user folder $HAO_HOME/latency_models, "
+                         "~/.local/share/hao/latency_models)")
+    pi.add_argument("--force", action="store_true",
+                    help="the folder exists: move it aside to ROOT/.replaced/NAME-<time> first; or shadow a table "
+                         "of the same name elsewhere")
     pi.set_defaults(func=_cmd_import)

@@ -20,7 +20,6 @@ from hao.errors import CandidateError, ConfigError
 __all__ = ["add_search_commands", "cmd_search", "cmd_export", "run_demo", "parse_budgets", "DEMO_SPACE"]
 
 DEMO_SPACE = "mbconv-fmnist"
-REPO = Path(__file__).resolve().parents[1]
 
 
 def parse_budgets(items: list[str] | None) -> dict[str, float]:
@@ -66,7 +65,9 @@ def add_search_commands(subparsers: Any) -> None:
     p.add_argument("--exact-front", action="store_true", help="ILP: enumerate the whole exact front")
     p.add_argument("--demo", action="store_true", help=f"the README example on {DEMO_SPACE} with the committed "
                                                        "CPU table and sensitivities (< 1 min)")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", required=True, help="output folder (empty, or holding this same search to resume)")
+    p.add_argument("--force", action="store_true",
+                   help="--out holds another search's results: move them aside to .replaced/ and start anew")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_search)
 
@@ -81,7 +82,8 @@ def add_search_commands(subparsers: Any) -> None:
     e.add_argument("--allow-random-init", action="store_true",
                    help="export with freshly initialised weights when no checkpoint exists")
     e.add_argument("--tvm", metavar="HARDWARE", help="also compile with TVM for this hardware's target")
-    e.add_argument("--out", required=True, help="output folder")
+    e.add_argument("--out", required=True, help="output folder (must be empty unless --force)")
+    e.add_argument("--force", action="store_true", help="--out is not empty: move it aside to .replaced/ first")
     e.set_defaults(func=cmd_export)
 
 
@@ -105,10 +107,46 @@ def _solver_params(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     return kw
 
 
+_SETTINGS_FILE = "search.json"
+#: settings that make two searches different (trials/workers/storage may change when a search is resumed)
+_SETTING_KEYS = ("demo", "space", "hardware", "solver", "objectives", "budget", "checkpoint", "seed", "sampler",
+                 "points", "exact_front", "study_name")
+
+
+def claim_out(args: argparse.Namespace) -> Path:
+    """Check ``--out`` before any work: a writable folder, empty or holding this same search's files (resumed or
+    re-run); another search's results are refused unless ``--force`` (which moves them aside first)."""
+    from hao.folders import check_output_folder, claim_folder
+
+    out = check_output_folder(args.out, "hao search")
+    settings = {k: getattr(args, k, None) for k in _SETTING_KEYS}
+    conflicts = []
+    if out.is_dir() and any(out.iterdir()):
+        prev = out / _SETTINGS_FILE
+        try:
+            old = json.loads(prev.read_text()) if prev.is_file() else None
+        except (OSError, json.JSONDecodeError):
+            old = None
+        if not isinstance(old, dict):
+            conflicts.append(f"it holds files that `hao search` did not write (no readable {_SETTINGS_FILE})")
+        else:
+            diff = [f"{k}: {old.get(k)!r} -> {settings[k]!r}" for k in _SETTING_KEYS if old.get(k) != settings[k]]
+            if diff:
+                conflicts.append("it holds the results of another search (" + "; ".join(diff) + ")")
+    moved = claim_folder(out, force=getattr(args, "force", False), what="hao search", conflicts=conflicts,
+                         resumable=True)
+    if moved is not None:
+        print(f"hao search: moved the old {out} to {moved}", file=sys.stderr)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / _SETTINGS_FILE).write_text(json.dumps(settings, indent=2) + "\n")
+    return out
+
+
 def cmd_search(args: argparse.Namespace) -> int:
-    out = Path(args.out)
     if args.demo:
+        out = claim_out(args)
         return run_demo(out, progress=not args.no_progress)
+    out = Path(args.out)
     if not args.space:
         raise ConfigError("hao search needs --space NAME (see `hao spaces`) or --demo.")
     from hao.search.api import make_problem
@@ -121,9 +159,19 @@ def cmd_search(args: argparse.Namespace) -> int:
     objectives = [o.strip() for o in args.objectives.split(",")] if args.objectives else None
     problem = make_problem(args.space, args.hardware, objectives=objectives, budgets=budgets,
                            checkpoint=args.checkpoint)
-    out.mkdir(parents=True, exist_ok=True)
+    out = claim_out(args)
     t0 = time.perf_counter()
-    result = solver.solve(problem, progress=not args.no_progress)
+    try:
+        result = solver.solve(problem, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        if hasattr(solver, "stored_trials"):
+            name, n = solver.stored_trials(problem)
+            print(f"\nhao search: interrupted; study {name!r} holds {n} finished trials. Run the same command "
+                  "again to resume.", file=sys.stderr)
+        else:
+            print(f"\nhao search: interrupted; {args.solver} keeps no partial state, nothing was written to "
+                  f"{out}.", file=sys.stderr)
+        return 130
     result.meta.update(hardware=args.hardware, wall_s=time.perf_counter() - t0)
     _write(result, out)
     return 0
@@ -144,7 +192,8 @@ def _write(result: Any, out: Path) -> None:
 
 
 def _demo_hardware() -> str:
-    root = REPO / "latency_models"
+    from hao.latency.table import models_root
+    root = models_root()
     cands = sorted(p.name for p in root.glob("cpu-*") if (p / "table.csv").is_file()) if root.is_dir() else []
     if not cands:
         raise ConfigError(f"hao search --demo needs a committed CPU latency table latency_models/cpu-*/table.csv "
@@ -201,12 +250,18 @@ def _read_candidate(arg: str) -> Any:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from hao.folders import check_output_folder, claim_folder
     from hao.space import get_space
+    out = check_output_folder(args.out, "hao export")
+    moved = claim_folder(out, force=args.force, what="hao export")
+    if moved is not None:
+        print(f"hao export: moved the old {out} to {moved}", file=sys.stderr)
     cand = _read_candidate(args.candidate)
     space = get_space(cand.space)
     cand = space.canonical(space.validate(cand))
     torch = __import__("torch")
-    ckpt = Path(args.checkpoint) if args.checkpoint else REPO / "checkpoints" / space.name / "supernet.pt"
+    from hao.proxy import default_checkpoint_dir
+    ckpt = Path(args.checkpoint) if args.checkpoint else default_checkpoint_dir(space.name) / "supernet.pt"
     if ckpt.is_dir():
         ckpt = ckpt / "supernet.pt"
     if ckpt.is_file():
@@ -221,7 +276,6 @@ def cmd_export(args: argparse.Namespace) -> int:
                           "--allow-random-init to export untrained weights.")
     model = space.build(cand, supernet)
     model.eval()
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     bits = space.bit_config(cand)
     (out / "candidate.json").write_text(json.dumps(cand.to_dict(), indent=2) + "\n")
@@ -275,16 +329,25 @@ def _export_tvm(model: Any, space: Any, hardware: str, out: Path) -> dict[str, A
         mod = relax.transform.DecomposeOpsForInference()(mod)
         mod = relax.get_pipeline("zero")(mod)
     exe = tvm.compile(mod, target=target)
-    vm = relax.VirtualMachine(exe, tvm.cpu(0))
-    got = vm["main"](tvm.runtime.tensor(x.numpy(), tvm.cpu(0)))
-    got = got.numpy() if hasattr(got, "numpy") else got[0].numpy()
-    err = float(np.abs(got - ref).max())
-    if not err <= 1e-3 * (1 + float(np.abs(ref).max())):
-        raise ConfigError(f"--tvm: the compiled library's output differs from PyTorch's by {err:g}; not written.")
+    from hao.latency.tvm_backend import missing_isa
+    missing = missing_isa(target)
+    err: float | None = None
+    if not missing:  # this machine can run the library: check it against PyTorch before writing it
+        vm = relax.VirtualMachine(exe, tvm.cpu(0))
+        got = vm["main"](tvm.runtime.tensor(x.numpy(), tvm.cpu(0)))
+        got = got.numpy() if hasattr(got, "numpy") else got[0].numpy()
+        err = float(np.abs(got - ref).max())
+        if not err <= 1e-3 * (1 + float(np.abs(ref).max())):
+            raise ConfigError(f"--tvm: the compiled library's output differs from PyTorch's by {err:g}; not "
+                              "written.")
+    else:
+        print(f"hao export: {hardware}'s target needs {', '.join(missing[:4])}, which this CPU lacks: the library "
+              "is cross-compiled and was not run here; check it on the target.", file=sys.stderr)
     path = out / f"model_{hardware}.so"
     exe.export_library(str(path))
     return {"library": path.name, "target": meta["target_json"], "precision": "float32 (BN folded)",
             "max_abs_err_vs_torch": err,
+            "checked_here": not missing, "isa_missing_here": missing,
             "load": "tvm.relax.VirtualMachine(tvm.runtime.load_module(path), tvm.cpu())['main'](x)"}
 
 

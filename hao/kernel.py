@@ -20,7 +20,7 @@ __all__ = ["KernelSpec", "OPS", "BITS", "KEY_COLUMNS"]
 OPS = ("conv2d", "dwconv2d", "dense", "avgpool", "add")
 #: Supported bit-widths; 32 means float32.
 BITS = (2, 3, 4, 5, 6, 7, 8, 32)
-#: Columns of a latency table that identify a kernel (see DESIGN §3).
+#: Columns of a latency table that identify a kernel (see ``latency_models/README.md``).
 KEY_COLUMNS = ("op", "in_channels", "out_channels", "in_h", "in_w", "kernel", "stride", "groups", "batch",
                "w_bits", "a_bits")
 
@@ -122,7 +122,7 @@ class KernelSpec:
 
     # ---- identity and serialisation ------------------------------------------------------------------
     def key(self) -> tuple:
-        """The table key (DESIGN §3 ``KEY_COLUMNS``)."""
+        """The table key (``KEY_COLUMNS``)."""
         return tuple(getattr(self, c) for c in KEY_COLUMNS)
 
     def to_dict(self) -> dict[str, Any]:

@@ -8,12 +8,23 @@ import pytest
 os.environ.setdefault("TVM_NUM_THREADS", "2")
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("HAO_SHARED_DATA", REPO.parent / "shared" / "data"))
+REFERENCE_DATA = REPO / "reference_data"
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    if not (SHARED_DATA / "README.md").exists():
-        pytest.skip(f"reference data folder {SHARED_DATA} is absent (set HAO_SHARED_DATA to the folder that holds "
-                    "hawq_v3_ilp.json, apq_bitfusion_lut.json and haq_mobilenetv2_latency.npy)")
-    return SHARED_DATA
+    """The published reference files shipped with the repository (never skipped)."""
+    return REFERENCE_DATA
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_user_folder(tmp_path_factory):
+    """Tables the tests calibrate or import without --root go to a throw-away per-user folder, never to the
+    developer's ~/.local/share/hao."""
+    old = os.environ.get("HAO_HOME")
+    os.environ["HAO_HOME"] = str(tmp_path_factory.mktemp("hao_home"))
+    yield
+    if old is None:
+        os.environ.pop("HAO_HOME", None)
+    else:
+        os.environ["HAO_HOME"] = old

@@ -1,4 +1,4 @@
-"""x86 tensor intrinsics for MetaSchedule, loaded fast and fixed for LLVM 22 (see shared/TVM_NOTES.md).
+"""x86 tensor intrinsics for MetaSchedule, loaded fast and fixed for LLVM 22.
 
 Two problems with TVM 0.27 as installed:
 

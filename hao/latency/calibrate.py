@@ -1,6 +1,6 @@
 """``hao calibrate``: measure a space's kernels on a backend and append them to a hardware table.
 
-Guarantees (issue 3 and issue 7):
+Guarantees:
 
 * **Coverage**: :func:`space_kernels` enumerates every kernel any candidate of the space can contain (each
   additive unit's every local option plus the fixed stem/head), not a random sample; each distinct shape is
@@ -28,6 +28,7 @@ import io
 import json
 import os
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -39,7 +40,7 @@ import numpy as np
 from hao.errors import ConfigError
 from hao.kernel import KEY_COLUMNS, KernelSpec
 from hao.latency.backend import LatencyBackend, kernel_precision, replace_bits
-from hao.latency.table import TABLE_COLUMNS, atomic_write_text, models_root
+from hao.latency.table import TABLE_COLUMNS, atomic_write_text, default_write_root
 
 __all__ = ["space_kernels", "plan_kernels", "calibrate", "retime", "CalibrationResult", "append_row",
            "repair_tail", "measured_row", "FAILED_COLUMNS", "RETIME_FILE"]
@@ -203,7 +204,7 @@ def _plan_run(hardware: str, kernels: Sequence[KernelSpec], root: str | os.PathL
     keys already in ``table.csv`` (or in ``failed.csv``, unless ``retry_failed``) are skipped."""
     if not hardware or any(c in hardware for c in "/\\") or hardware.startswith("."):
         raise ConfigError(f"--hardware must be a folder name without slashes, got {hardware!r}.")
-    folder = Path(root if root is not None else models_root()) / hardware
+    folder = Path(root if root is not None else default_write_root()) / hardware
     folder.mkdir(parents=True, exist_ok=True)
     table_p, failed_p, meta_p = folder / "table.csv", folder / "failed.csv", folder / "meta.json"
     repaired = repair_tail(table_p) + repair_tail(failed_p)
@@ -219,6 +220,44 @@ def _plan_run(hardware: str, kernels: Sequence[KernelSpec], root: str | os.PathL
     if max_kernels is not None:
         todo = todo[:max_kernels]
     return _Run(folder, table_p, failed_p, meta_p, header, fheader, todo, len(kernels) - len(todo), repaired)
+
+
+def claim_calibration_folder(folder: str | os.PathLike, backend: LatencyBackend, *, force: bool = False) -> None:
+    """Refuse (before anything is written) to calibrate into ``folder`` when it holds something other than an
+    earlier calibration of the same backend and target: an imported table, another target, files hao did not
+    write, or a name another known table already uses. Resuming one's own calibration is allowed. ``force``
+    moves the old folder aside (``<root>/.replaced/<name>-<time>``) instead; the other table is never touched."""
+    from hao.folders import claim_folder, refuse_package_folder
+    from hao.latency.table import shadowed_by
+
+    folder = Path(folder)
+    what = f"hao calibrate --hardware {folder.name}"
+    refuse_package_folder(folder, what)
+    other = shadowed_by(folder)
+    if other is not None and not force:
+        raise ConfigError(f"{what}: the name {folder.name!r} is already used by the table at {other}, which a "
+                          f"table in {folder.parent} would hide or be hidden by. Nothing was "
+                          "changed. Choose another --hardware name, pass --root with that table's folder to extend "
+                          "it, or --force to shadow it (see docs/data.md).")
+    conflicts = []
+    meta_p = folder / "meta.json"
+    if folder.is_dir() and any(folder.iterdir()):
+        meta = _load_meta(meta_p)
+        if not meta:
+            conflicts.append("it has no readable meta.json, so it was not written by `hao calibrate`")
+        elif meta.get("importer"):
+            conflicts.append(f"it holds a table imported with `hao latency import {meta['importer']}` from "
+                             f"{meta.get('imported_from', '?')}")
+        else:
+            new = backend.describe()
+            for key in ("backend", "target", "synthetic"):
+                if key in meta or key in new:
+                    if meta.get(key) != new.get(key):
+                        conflicts.append(f"its table was measured with {key}={meta.get(key)!r}, this run would "
+                                         f"use {key}={new.get(key)!r}")
+    moved = claim_folder(folder, force=force, what=what, conflicts=conflicts, resumable=True)
+    if moved is not None:
+        print(f"{what}: moved the old {folder} to {moved}", file=sys.stderr)
 
 
 def measured_row(m: Any, k: KernelSpec) -> dict[str, Any]:
@@ -391,7 +430,7 @@ def retime(hardware: str, backend: LatencyBackend, kernels: Sequence[KernelSpec]
         raise ConfigError(f"--hardware must be a folder name without slashes, got {hardware!r}.")
     if max_kernels is not None and (not isinstance(max_kernels, int) or max_kernels < 0):
         raise ConfigError(f"max_kernels must be an int >= 0 or None, got {max_kernels!r}.")
-    folder = Path(root if root is not None else models_root()) / hardware
+    folder = Path(root if root is not None else default_write_root()) / hardware
     table_p, side_p, meta_p = folder / "table.csv", folder / RETIME_FILE, folder / "meta.json"
     if not table_p.is_file():
         raise ConfigError(f"--retime re-measures an existing table, but {table_p} does not exist. Measure it "

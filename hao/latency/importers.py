@@ -4,7 +4,8 @@ Extension point: subclass :class:`TableImporter`, set ``name``, ``default_hardwa
 implement :meth:`TableImporter.read` (source file -> rows + metadata), decorate with :func:`register_importer`.
 ``run()`` validates the rows with the same checks as every table and writes the folder atomically.
 
-Shipped importers (files and caveats: ``../shared/data/README.md``):
+Shipped importers (the published files ship in ``reference_data/``; provenance, licences and caveats in
+``reference_data/README.md``):
 
 * ``apq``  — APQ's BitFusion LUT (JSON, keys ``"(c_in, c_out, input_size, kernel, stride, padding, groups)-WwAa"``,
   values ``{"latency", "energy"}``, presumably ms and mJ, batch 1). The ``head``/``tail`` fixed costs go into
@@ -21,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Callable
@@ -30,18 +32,18 @@ import pandas as pd
 
 from hao.errors import ConfigError, TableError
 from hao.kernel import KEY_COLUMNS
-from hao.latency.table import LatencyTable, models_root
+from hao.latency.table import LatencyTable, default_write_root, shadowed_by
 
 __all__ = ["TableImporter", "register_importer", "get_importer", "list_importers", "shared_data_dir",
            "APQImporter", "HAQImporter", "HAWQImporter", "merge_duplicates"]
 
 
 def shared_data_dir() -> Path:
-    """``$HAO_SHARED_DATA`` or ``<repo>/../shared/data``."""
-    env = os.environ.get("HAO_SHARED_DATA")
-    if env:
-        return Path(env)
-    return models_root().parent.parent / "shared" / "data"
+    """The folder the importers read their default files from: :func:`hao.paths.reference_data_dir`
+    (``$HAO_REFERENCE_DATA`` or the shipped ``reference_data/``)."""
+    from hao.paths import reference_data_dir
+
+    return reference_data_dir()
 
 
 def merge_duplicates(df: pd.DataFrame) -> pd.DataFrame:
@@ -64,6 +66,10 @@ class TableImporter(ABC):
     name: str = ""
     default_hardware: str = ""
     default_file: str = ""
+    #: file name endings this importer reads (lower case, e.g. ``(".json",)``); empty: any
+    suffixes: tuple[str, ...] = ()
+    #: a few words on the expected file, used in error messages
+    file_format: str = ""
 
     @abstractmethod
     def read(self, source: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -71,16 +77,46 @@ class TableImporter(ABC):
         naming the file and entry for malformed input."""
 
     def run(self, source: str | os.PathLike | None = None, hardware: str | None = None,
-            root: str | os.PathLike | None = None) -> Path:
+            root: str | os.PathLike | None = None, *, force: bool = False) -> Path:
+        """Read ``source`` (default: the shipped copy of :attr:`default_file`) and write it as the hardware
+        folder ``root/hardware`` (default root: the per-user folder, :func:`hao.paths.user_tables_dir`).
+
+        Refuses, before writing anything, a folder that already holds something and a name that another known
+        table already uses; ``force`` moves an existing folder aside (``root/.replaced/NAME-<time>``) first."""
+        from hao.folders import claim_folder, refuse_package_folder
+
+        what = f"hao latency import {self.name}"
         src = Path(source) if source is not None else shared_data_dir() / self.default_file
         if not src.is_file():
-            raise ConfigError(f"{self.name} importer: source file {src} does not exist. Pass --source PATH "
-                              f"(the published file {self.default_file}) or set HAO_SHARED_DATA to its folder.")
-        df, meta = self.read(src)
+            raise ConfigError(f"{what}: source file {src} does not exist. Pass --source PATH (the published file "
+                              f"{self.default_file}; see reference_data/README.md) or set HAO_REFERENCE_DATA to "
+                              "the folder holding it.")
+        if self.suffixes and src.suffix.lower() not in self.suffixes:
+            raise TableError(f"{what}: {src} has the ending {src.suffix or '(none)'!r}, but this importer reads "
+                             f"{self.file_format} ({', '.join(self.suffixes)}). Pass the right file, or pick the "
+                             f"importer for this format (known: {', '.join(list_importers())}).")
         hw = hardware or self.default_hardware
+        if not hw or any(c in hw for c in "/\\") or hw.startswith("."):
+            raise ConfigError(f"{what}: --hardware must be a folder name without slashes, got {hw!r}.")
+        folder = Path(root if root is not None else default_write_root()) / hw
+        refuse_package_folder(folder, what)
+        conflicts = []
+        other = shadowed_by(folder)
+        if other is not None:
+            conflicts.append(f"the name {hw!r} is already used by the table at {other}, which this one would "
+                             "hide or be hidden by")
+        try:
+            df, meta = self.read(src)
+        except UnicodeDecodeError:
+            raise TableError(f"{what}: {src} is not text; this importer reads {self.file_format}.") from None
+        if conflicts and not force:
+            raise ConfigError(f"{what}: {conflicts[0]}. Nothing was changed. Choose another --hardware name, or "
+                              "pass --force to shadow it (see docs/data.md).")
+        moved = claim_folder(folder, force=force, what=what)
+        if moved is not None:
+            print(f"{what}: moved the old {folder} to {moved}", file=sys.stderr)
         meta = {"hardware": hw, **meta, "imported_from": str(src), "importer": self.name, "rows": len(df)}
         table = LatencyTable(df, meta, source=str(src))
-        folder = Path(root if root is not None else models_root()) / hw
         return table.save(folder)
 
 
@@ -123,6 +159,8 @@ _APQ_KEY = re.compile(r"^\((\d+), (\d+), (\d+), (\d+), (\d+), (\d+), (\d+)\)-W(\
 class APQImporter(TableImporter):
     default_hardware = "apq-bitfusion"
     default_file = "apq_bitfusion_lut.json"
+    suffixes = (".json", ".dict")
+    file_format = "APQ's BitFusion LUT, a JSON object (lut/BitFusion_new.b1.dict)"
 
     def read(self, source: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
         try:
@@ -191,6 +229,8 @@ def _haq_layers() -> list[tuple]:
 class HAQImporter(TableImporter):
     default_hardware = "haq-mobilenetv2"
     default_file = "haq_mobilenetv2_latency.npy"
+    suffixes = (".npy",)
+    file_format = "HAQ's latency table, a NumPy .npy int64 array [53, 8, 8]"
 
     def read(self, source: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
         try:
@@ -221,7 +261,7 @@ class HAQImporter(TableImporter):
                                     "only, as HAQ does (cost / cost at w8a8)"},
             "batch": 16,
             "supported_bits": [f"w{w}a{a}" for w in range(2, 9) for a in range(2, 9)],
-            "notes": "Rows mapped to MobileNetV2 layers as derived in shared/data/README.md (not by running the "
+            "notes": "Rows mapped to MobileNetV2 layers as derived in reference_data/README.md (not by running the "
                      "model). 1-bit entries dropped. Identical repeated blocks merged (repeats = count, std_ms = "
                      "spread). Row 52 (FC) looks synthetic (~5000*w_bit).",
         }
@@ -232,6 +272,8 @@ class HAQImporter(TableImporter):
 class HAWQImporter(TableImporter):
     default_hardware = "hawq-t4"
     default_file = "hawq_v3_ilp.json"
+    suffixes = (".json",)
+    file_format = "the HAWQ-V3 ILP inputs, a JSON object with a 'models' mapping (hawq_v3_ilp.json)"
 
     def read(self, source: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
         try:

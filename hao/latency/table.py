@@ -1,14 +1,16 @@
 """Latency tables (``latency_models/<hardware>/table.csv`` + ``meta.json``) and the hardware registry.
 
-Schema (DESIGN §3): one row per measured kernel, identified by :data:`hao.kernel.KEY_COLUMNS`, with
+Schema (``latency_models/README.md``): one row per measured kernel, identified by :data:`hao.kernel.KEY_COLUMNS`, with
 ``latency_ms`` (> 0), ``std_ms`` (>= 0) and ``repeats`` (>= 0; 0 = published value without repeat count),
 plus optional columns (``energy_mj``, ``layout``, ``impl``, ``vnni``, ``tuning_trials``, ``measured_at``...).
 Every malformed input raises :class:`~hao.errors.TableError` naming the file, the row (1-based data row and its
 line in the file) and the column.
 
-Hardware folders are found under the repository's ``latency_models/``, under every folder listed in the
-``HAO_LATENCY_MODELS`` environment variable (``os.pathsep``-separated), and in folders registered with
-:func:`register_hardware`. A folder is hardware if it contains ``table.csv`` and ``meta.json``.
+Hardware folders are found in folders registered with :func:`register_hardware`, under every folder listed in
+the ``HAO_LATENCY_MODELS`` environment variable (``os.pathsep``-separated), under the per-user folder (where
+``hao calibrate`` and ``hao latency import`` write) and under the built-in ``latency_models/`` (see
+:mod:`hao.paths`), in that order of precedence. A folder is hardware if it contains ``table.csv`` and
+``meta.json``; :func:`list_invalid` names the folders that look like hardware but are not.
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ from hao.errors import ConfigError, TableError
 from hao.kernel import BITS, KEY_COLUMNS, OPS, KernelSpec
 
 __all__ = ["LatencyTable", "REQUIRED_COLUMNS", "TABLE_COLUMNS", "validate_frame", "read_table_csv",
-           "list_hardware", "hardware_dir", "register_hardware", "load_table", "models_root",
+           "list_hardware", "list_invalid", "shadowed_by", "hardware_dir", "register_hardware", "load_table", "models_root", "default_write_root",
            "atomic_write_text", "REQUIRED_META_KEYS"]
 
 INT_COLUMNS = ("in_channels", "out_channels", "in_h", "in_w", "kernel", "stride", "groups", "batch",
@@ -42,8 +44,18 @@ REQUIRED_META_KEYS = ("hardware", "units", "source")
 
 
 def models_root() -> Path:
-    """The repository's ``latency_models/`` folder (next to the ``hao`` package)."""
-    return Path(__file__).resolve().parent.parent.parent / "latency_models"
+    """The built-in ``latency_models/`` folder (read-only; see :mod:`hao.paths`)."""
+    from hao.paths import builtin_dir
+
+    return builtin_dir("latency_models")
+
+
+def default_write_root() -> Path:
+    """Where a new hardware folder is written when no ``root`` is given: the per-user folder
+    (:func:`hao.paths.user_tables_dir`), never the installed package."""
+    from hao.paths import user_tables_dir
+
+    return user_tables_dir()
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -108,7 +120,7 @@ def validate_frame(df: pd.DataFrame, file: str = "<table>") -> pd.DataFrame:
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
         raise TableError(f"{_where(file, None, missing[0])}: missing required column(s) {missing}; a table needs "
-                         f"{list(REQUIRED_COLUMNS)} (see DESIGN §3).")
+                         f"{list(REQUIRED_COLUMNS)} (see latency_models/README.md).")
     out = df.copy()
     out["op"] = out["op"].astype(str)
     for i, v in enumerate(out["op"], start=1):
@@ -177,7 +189,7 @@ def validate_frame(df: pd.DataFrame, file: str = "<table>") -> pd.DataFrame:
 def _read_meta(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise TableError(f"{path}: no meta.json. Every hardware folder needs one with keys "
-                         f"{list(REQUIRED_META_KEYS)} (see DESIGN §3).")
+                         f"{list(REQUIRED_META_KEYS)} (see latency_models/README.md).")
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as exc:
@@ -217,6 +229,11 @@ class LatencyTable:
                              f"or a hardware name from {list_hardware()}.")
         meta = _read_meta(folder / "meta.json")
         df = read_table_csv(folder / "table.csv")
+        if len(df) == 0:
+            raise TableError(f"{folder / 'table.csv'}: the table has a header but 0 rows; a latency table needs at "
+                             "least one measured kernel. Measure some with `hao calibrate --hardware "
+                             f"{folder.name} --space SPACE --root {folder.parent}`, or delete the folder "
+                             "(see latency_models/README.md).")
         return cls(df, meta, folder, str(folder / "table.csv"))
 
     def save(self, folder: str | os.PathLike) -> Path:
@@ -282,11 +299,10 @@ def register_hardware(path: str | os.PathLike, name: str | None = None) -> str:
 
 
 def _search_roots() -> list[Path]:
-    roots = [models_root()]
-    for part in os.environ.get("HAO_LATENCY_MODELS", "").split(os.pathsep):
-        if part.strip():
-            roots.append(Path(part).expanduser())
-    return roots
+    """``HAO_LATENCY_MODELS`` folders, then the per-user folder, then the built-in one (first name wins)."""
+    roots = [Path(part).expanduser() for part in os.environ.get("HAO_LATENCY_MODELS", "").split(os.pathsep)
+             if part.strip()]
+    return roots + [default_write_root(), models_root()]
 
 
 def _discover() -> dict[str, Path]:
@@ -300,9 +316,39 @@ def _discover() -> dict[str, Path]:
     return found
 
 
+def shadowed_by(folder: str | os.PathLike) -> Path | None:
+    """The known table that a new hardware folder ``folder`` would hide or be hidden by: another folder of the
+    same name, when ``folder``'s parent is one of the search roots. ``None`` when there is no such clash."""
+    folder = Path(folder).resolve()
+    roots = {r.expanduser().resolve() for r in _search_roots()}
+    if folder.parent not in roots:
+        return None
+    other = _discover().get(folder.name)
+    return other if other is not None and other.resolve() != folder else None
+
+
 def list_hardware() -> list[str]:
     """Names of every known hardware folder."""
     return sorted(_discover())
+
+
+def list_invalid() -> list[dict[str, str]]:
+    """Folders under the search roots that are not hardware folders, each with the reason (``name``, ``path``,
+    ``reason``). Hidden folders (``.name``, e.g. tables moved aside by ``--force``) are not listed."""
+    out = []
+    seen = set(_discover())
+    for root in _search_roots():
+        if not root.is_dir():
+            continue
+        for d in sorted(root.iterdir()):
+            if not d.is_dir() or d.name.startswith((".", "_")) or d.name in seen:
+                continue
+            missing = [f for f in ("table.csv", "meta.json") if not (d / f).is_file()]
+            if missing:
+                out.append({"name": d.name, "path": str(d),
+                            "reason": f"no {' and no '.join(missing)} (a hardware folder needs table.csv and "
+                                      "meta.json; see latency_models/README.md)"})
+    return out
 
 
 def hardware_dir(name: str) -> Path:

@@ -4,7 +4,7 @@ Everything TVM is imported lazily (``hao._imports.lazy_import``). TVM sizes its 
 ``TVM_NUM_THREADS`` (default: half the cores); :func:`pin_threads` sets the count, also after ``import tvm``,
 and :class:`TVMBackend` refuses to time with a count other than the one asked for.
 
-Kernels (DESIGN §3; facts in shared/TVM_NOTES.md):
+Kernels (table schema: ``latency_models/README.md``):
 
 * **float32** — NHWC. ``conv2d``: ``topi.nn.conv2d_nhwc`` (HWIO weights) + bias + ReLU; ``dwconv2d``:
   ``topi.nn.group_conv2d_nhwc`` with groups = channels (HWIO weights ``(K, K, 1, C)``, the form Relax lowers a
@@ -46,7 +46,7 @@ from hao.kernel import KernelSpec
 from hao.latency.backend import LatencyBackend, Measurement, kernel_precision, register_backend, replace_bits
 from hao.latency.tuning import tune_tir
 
-__all__ = ["TVMBackend", "pin_threads", "default_target", "parse_rpc", "build_kernel_func", "KernelProgram"]
+__all__ = ["TVMBackend", "pin_threads", "default_target", "missing_isa", "refuse_foreign_target", "parse_rpc", "build_kernel_func", "KernelProgram"]
 
 DEFAULT_THREADS = 2
 
@@ -86,6 +86,40 @@ def default_target(threads: int = DEFAULT_THREADS) -> dict[str, Any]:
     from tvm.target import codegen
 
     return {"kind": "llvm", "mcpu": str(codegen.llvm_get_system_cpu()), "num-cores": int(threads)}
+
+
+#: LLVM feature names that are instruction sets (the rest, e.g. "fast-gather" or "prefer-256-bit", only tune code)
+_ISA_PREFIXES = ("avx", "sse", "ssse", "fma", "f16c", "bmi", "amx", "gfni", "vaes", "vpclmulqdq", "sha", "aes",
+                 "popcnt", "lzcnt", "movbe", "adx", "xop", "neon", "sve", "dotprod", "i8mm", "fp16", "bf16")
+
+
+def missing_isa(target: Any) -> list[str]:
+    """Instruction-set features that code compiled for ``target`` (an LLVM target dict or ``tvm.target.Target``)
+    may use and this machine's CPU lacks; ``[]`` when this machine can run it (or for a non-LLVM target)."""
+    tvm = lazy_import("tvm")
+    from tvm.target import codegen
+
+    t = target if isinstance(target, tvm.target.Target) else tvm.target.Target(dict(target))
+    if t.kind.name != "llvm":
+        return []
+    host = tvm.target.Target({"kind": "llvm", "mcpu": str(codegen.llvm_get_system_cpu())})
+    have = set(codegen.llvm_get_cpu_features(host))
+    need = set(codegen.llvm_get_cpu_features(t))
+    return sorted(f for f in need - have if f.startswith(_ISA_PREFIXES))
+
+
+def refuse_foreign_target(target: Any, what: str) -> None:
+    """Raise :class:`ConfigError` when this machine cannot run code compiled for ``target`` (running it would
+    kill the process with SIGILL). A table is measured and validated on its own hardware only."""
+    miss = missing_isa(target)
+    if miss:
+        from tvm.target import codegen
+
+        raise ConfigError(f"{what}: the target {target} uses instructions this CPU "
+                          f"({codegen.llvm_get_system_cpu()}) lacks: {', '.join(miss[:8])}"
+                          f"{' ...' if len(miss) > 8 else ''}. Run it on the hardware the table was measured on "
+                          "(or through --rpc to it), or calibrate a table for this machine with `hao calibrate` "
+                          "(see latency_models/README.md).")
 
 
 def parse_rpc(spec: str | None) -> tuple[str, int, str] | None:
@@ -529,6 +563,8 @@ class TVMBackend(LatencyBackend):
         except Exception as exc:  # noqa: BLE001
             raise ConfigError(f"TVM refused target {self.target_dict!r}: {exc}. Use a JSON dict such as "
                               f"{{\"kind\": \"llvm\", \"mcpu\": \"znver4\", \"num-cores\": 2}}.") from exc
+        if self.rpc is None:
+            refuse_foreign_target(self.target_dict, "TVM latency backend")
         if self.database_dir is not None:
             self.database_dir.mkdir(parents=True, exist_ok=True)
             self.database = ms.database.JSONDatabase(work_dir=str(self.database_dir))

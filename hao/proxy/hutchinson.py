@@ -1,4 +1,4 @@
-"""Per-layer Hessian traces by Hutchinson's estimator (DESIGN §4).
+"""Per-layer Hessian traces by Hutchinson's estimator.
 
 For a Rademacher vector v (entries ±1), E[vᵀHv] = Tr(H); restricted to the block of layer l,
 E[v_lᵀ(Hv)_l] = Tr(H_ll). One Hessian-vector product over all selected parameters therefore gives an unbiased

@@ -20,8 +20,16 @@ __all__ = ["BaseAccuracyProxy", "AccuracyProxy", "WeightNormProxy", "default_che
 
 
 def default_checkpoint_dir(space_name: str) -> Path:
-    """``<repo>/checkpoints/<space_name>`` (where the committed supernet and its sensitivities live)."""
-    return Path(__file__).resolve().parents[2] / "checkpoints" / space_name
+    """The first ``<root>/<space_name>`` holding a ``sensitivity.json`` or ``supernet.pt`` among
+    :func:`hao.paths.checkpoint_roots` (``$HAO_CHECKPOINTS``, the per-user folder, the built-in
+    ``checkpoints/``); the built-in one when none does."""
+    from hao.paths import builtin_dir, checkpoint_roots
+
+    for root in checkpoint_roots():
+        d = root / space_name
+        if (d / SENSITIVITY_FILE).is_file() or (d / "supernet.pt").is_file():
+            return d
+    return builtin_dir("checkpoints") / space_name
 
 
 class BaseAccuracyProxy(ABC):

@@ -1,4 +1,4 @@
-"""Sensitivity table Ω(layer, choice, bits) and the additive accuracy proxy (DESIGN §4).
+"""Sensitivity table Ω(layer, choice, bits) and the additive accuracy proxy.
 
 For a trained supernet with weights W and per-layer Hessian traces Tr(H_l),
 

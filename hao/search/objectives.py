@@ -1,6 +1,6 @@
 """Objectives a solver minimises or budgets: additive (vectorized, ILP-ready) or arbitrary callables.
 
-Every cost hao knows is additive over the units of a search space (DESIGN §1, ``hao/space/base.py``): it is a
+Every cost hao knows is additive over the units of a search space (``hao/space/base.py``): it is a
 constant plus, for every unit, a value that depends only on the unit's option index. An
 :class:`AdditiveObjective` stores exactly that: one cost vector per unit, indexed like
 ``space.unit_options(unit)`` (the last entry of a gated unit is its cost when switched off, usually 0). Scoring

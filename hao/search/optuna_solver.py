@@ -23,6 +23,7 @@ import logging
 import multiprocessing
 import os
 import datetime
+import sys
 import time
 import warnings
 from collections.abc import Sequence
@@ -281,6 +282,9 @@ class OptunaSolver(Solver):
         TS = optuna.trial.TrialState
         study = self._open(problem)
         done0 = len(study.get_trials(deepcopy=False, states=(TS.COMPLETE,)))
+        if done0 and worker == self.worker_id:
+            print(f"resuming study {study.study_name!r} with {done0} finished trials "
+                  f"(storage {_redact(self.storage_url)})", file=sys.stderr)
         seed = int(np.random.SeedSequence([self.seed, worker, done0]).generate_state(1)[0])
         study.sampler = self._make_sampler(problem, seed)
         objective = self._objective(problem, worker)
@@ -339,12 +343,32 @@ class OptunaSolver(Solver):
             if bar is not None:
                 bar.close()
 
+    def _worker_main(self, problem: SearchProblem, worker: int) -> None:
+        """A forked worker: Ctrl-C ends it quietly (the parent reports what the study holds)."""
+        try:
+            self._run_worker(problem, worker, False)
+        except KeyboardInterrupt:
+            sys.exit(130)
+
+    def stored_trials(self, problem: SearchProblem) -> tuple[str, int]:
+        """(study name, number of COMPLETE trials) of the problem's study in the storage."""
+        optuna = lazy_import("optuna")
+        prev = optuna.logging.get_verbosity()
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
+        try:
+            study = self._open(problem)
+            done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        finally:
+            optuna.logging.set_verbosity(prev)
+        return study.study_name, len(done)
+
     # ---- Solver API -----------------------------------------------------------------------------------
     def solve(self, problem: SearchProblem, *, progress: bool = False) -> SearchResult:
         self.check_problem(problem)
         optuna = lazy_import("optuna")
         prev_level = optuna.logging.get_verbosity()
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        # ERROR: Optuna's per-trial warnings (e.g. a trial failed by Ctrl-C, with its parameter dict) are noise
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
         try:
             return self._solve(problem, progress)
         finally:
@@ -357,12 +381,17 @@ class OptunaSolver(Solver):
             self._run_worker(problem, self.worker_id, progress)
         else:
             ctx = multiprocessing.get_context("fork")
-            procs = [ctx.Process(target=self._run_worker, args=(problem, self.worker_id + w, False),
+            procs = [ctx.Process(target=self._worker_main, args=(problem, self.worker_id + w),
                                  daemon=False) for w in range(self.n_workers)]
             for p in procs:
                 p.start()
-            for p in procs:
-                p.join()
+            try:
+                for p in procs:
+                    p.join()
+            except KeyboardInterrupt:
+                for p in procs:  # they got the same Ctrl-C; give them a moment to record their trials
+                    p.join(timeout=10)
+                raise
             bad = [p.exitcode for p in procs if p.exitcode]
             if bad:
                 raise ConfigError(f"{len(bad)} of {self.n_workers} search workers failed (exit codes {bad}); "

@@ -63,7 +63,7 @@ class Unit:
 
 @dataclass(frozen=True)
 class LayerPerturbation:
-    """What a candidate does to one weight layer of the space's supernet (DESIGN §4).
+    """What a candidate does to one weight layer of the space's supernet (see ``hao/proxy/sensitivity.py``).
 
     ``path`` is the module path in the supernet. The kept weights are ``W[:out_keep, :in_keep]`` restricted
     to the centre ``kernel_keep x kernel_keep`` taps (``None`` = keep all along that axis), quantized to
@@ -411,7 +411,7 @@ class SearchSpace(ABC):
         return out + list(post)
 
     def perturbations(self, candidate: Candidate) -> list[LayerPerturbation]:
-        """Per weight layer of the supernet: what ``candidate`` removes and how it quantizes (DESIGN §4)."""
+        """Per weight layer of the supernet: what ``candidate`` removes and how it quantizes (see ``hao/proxy/sensitivity.py``)."""
         self.validate(candidate)
         d = candidate.as_dict()
         out = list(self.fixed_layers())

@@ -1,4 +1,4 @@
-"""Importers reproduce known entries of the published tables in ../shared/data."""
+"""Importers reproduce known entries of the published tables shipped in reference_data/."""
 from __future__ import annotations
 
 import json

@@ -198,6 +198,14 @@ def test_export_tvm_library(tmp_path) -> None:
     args = _parser().parse_args(["export", str(tmp_path / "c.json"), "--out", str(tmp_path / "e"),
                                  "--allow-random-init", "--tvm", hw[0]])
     assert args.func(args) == 0
+    # checked against PyTorch where this CPU can run the table's target, cross-compiled (and said so) elsewhere
+    from hao.latency.tvm_backend import missing_isa
+    meta = json.loads((tmp_path / "e" / "export.json").read_text())["tvm"]
+    target = json.loads(meta["target"])
+    assert (tmp_path / "e" / meta["library"]).stat().st_size > 0
+    assert meta["checked_here"] == (not missing_isa(target)) and meta["isa_missing_here"] == missing_isa(target)
+    if meta["checked_here"]:
+        assert meta["max_abs_err_vs_torch"] < 1e-3
     meta = json.loads((tmp_path / "e" / "export.json").read_text())
     assert (tmp_path / "e" / meta["tvm"]["library"]).stat().st_size > 0
 
@@ -210,3 +218,92 @@ def test_same_seed_same_result_through_the_api(resnet, solver, kw) -> None:
     b = hao.search(resnet, solver=solver, objectives=["bops_g", "size_mb"], **kw)
     cols = ["config", "bops_g", "size_mb", "feasible", "pareto"]
     assert a.df[cols].equals(b.df[cols])
+
+
+# ---- clean exits ------------------------------------------------------------------------------------------
+def test_search_out_is_checked_before_the_search(tmp_path, capsys) -> None:
+    from hao.cli import main
+    from tests.snapshots import snapshot
+
+    f = tmp_path / "taken.csv"
+    f.write_text("mine\n")
+    base = ["search", "--space", "resnet-cifar", "--objectives", "bops_g,size_mb", "--points", "2",
+            "--no-progress"]
+    assert main(base + ["--out", str(f)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is an existing file" in err
+    assert main(base + ["--out", "/proc/hao-search-out"]) == 2
+    assert "is not writable" in capsys.readouterr().err
+    # another search's results are refused; the same search re-runs in place; --force moves the old aside
+    out = tmp_path / "s"
+    assert main(base + ["--out", str(out)]) == 0
+    capsys.readouterr()
+    before = snapshot(out)
+    assert main(base[:4] + ["bops_g,macs_m", "--points", "2", "--no-progress", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "results of another search" in err and "objectives" in err and "--force" in err
+    assert snapshot(out) == before
+    assert main(base + ["--out", str(out)]) == 0
+    assert main(base[:4] + ["bops_g,macs_m", "--points", "2", "--no-progress", "--out", str(out), "--force"]) == 0
+    assert json.loads((out / "search.json").read_text())["objectives"] == "bops_g,macs_m"
+    assert len(list((tmp_path / ".replaced").iterdir())) == 1
+    # a folder of someone else's files
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep\n")
+    assert main(base + ["--out", str(other)]) == 2
+    assert "did not write" in capsys.readouterr().err and (other / "notes.txt").read_text() == "keep\n"
+
+
+def test_export_refuses_a_non_empty_out(tmp_path, capsys) -> None:
+    from hao.cli import main
+
+    sp = __import__("hao").get_space("resnet-cifar")
+    (tmp_path / "c.json").write_text(sp.sample(np.random.default_rng(0)).to_json())
+    out = tmp_path / "e"
+    out.mkdir()
+    (out / "model_state.pt").write_bytes(b"weights")
+    assert main(["export", str(tmp_path / "c.json"), "--out", str(out), "--allow-random-init"]) == 2
+    assert "--force" in capsys.readouterr().err and (out / "model_state.pt").read_bytes() == b"weights"
+
+
+def test_ctrl_c_during_optuna_prints_one_line_and_resumes(tmp_path) -> None:
+    """A real SIGINT to a running `hao search --solver optuna`: one line (trials stored, how to resume), no
+    traceback; the same command then says it resumes the study."""
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "s"
+    cmd = [sys.executable, "-m", "hao.cli", "search", "--space", "resnet-cifar", "--solver", "optuna",
+           "--objectives", "bops_g,size_mb", "--trials", "100000", "--no-progress", "--out", str(out)]
+    env = {**__import__("os").environ, "PYTHONPATH": str(REPO)}
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    db = out / "study.db"
+    deadline = time.monotonic() + 120
+    n = 0
+    while time.monotonic() < deadline and p.poll() is None:
+        time.sleep(0.5)
+        if db.is_file():
+            try:
+                with sqlite3.connect(db) as con:
+                    n = con.execute("SELECT COUNT(*) FROM trials WHERE state = 'COMPLETE'").fetchone()[0]
+            except sqlite3.Error:
+                n = 0
+            if n >= 5:
+                break
+    assert n >= 5, "the search stored no trials in 120 s"
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130, err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "interrupted" in lines[0] and "finished trials" in lines[0], err
+    assert "Traceback" not in err and "parameters" not in err
+    stored = int(lines[0].split(" holds ")[1].split()[0])
+    assert stored >= 5
+    again = subprocess.run(cmd[:-5] + ["--trials", str(stored + 2), "--no-progress", "--out", str(out)],
+                           capture_output=True, text=True, env=env, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert f"resuming study" in again.stderr and f"with {stored} finished trials" in again.stderr

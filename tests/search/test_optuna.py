@@ -149,7 +149,7 @@ def _storages() -> list:
 
 @pytest.mark.parametrize("backend", _storages())
 def test_four_workers_one_killed_and_restarted(backend: str, tmp_path: Path) -> None:
-    """Issue 7: 4 workers on one study, one SIGKILLed mid-trial and restarted: exactly n_trials COMPLETE,
+    """4 workers on one study, one SIGKILLed mid-trial and restarted: exactly n_trials COMPLETE,
     none duplicated, none lost. PostgreSQL runs when HAO_TEST_POSTGRES_URL points at an empty database."""
     log, n_trials = tmp_path / "evals.log", 32
     if backend == "sqlite":
