@@ -100,6 +100,18 @@ class SearchResult:
                               f"{self.budgets} or run more trials.")
         return feas.loc[feas[obj].idxmin()]
 
+    def summary(self, max_rows: int = 20) -> str:
+        """A readable front: one line of counts and budgets, then the Pareto rows' objectives (with units),
+        sorted as :meth:`pareto` sorts them. The configs themselves are in ``pareto()["config"]``."""
+        front = self.pareto()
+        head = (f"{len(front)} Pareto candidates of {len(self.df)} evaluated"
+                + (f", budgets {self.budgets}" if self.budgets else "") + ":")
+        if front.empty:
+            return head + " none (relax the budgets)"
+        cols = {o: f"{o} [{self.units[o]}]" if self.units.get(o) else o for o in self.objectives}
+        table = front[self.objectives].rename(columns=cols)
+        return head + "\n" + table.to_string(max_rows=max_rows, float_format=lambda v: f"{v:.4g}")
+
     def __len__(self) -> int:
         return len(self.df)
 
