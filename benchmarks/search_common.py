@@ -6,7 +6,6 @@ additive proxy built from the same LayerPerturbations (2^-2b quantization noise 
 """
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -14,8 +13,6 @@ from typing import Any
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
 from hao.search.base import SearchProblem  # noqa: E402
 from hao.search.objectives import (AdditiveObjective, bops_objective, kernel_objective,  # noqa: E402

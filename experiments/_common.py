@@ -5,8 +5,6 @@ keep that uniform.
 """
 from __future__ import annotations
 
-import json
-import math
 import os
 import platform
 import subprocess
@@ -18,8 +16,6 @@ from typing import Any
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
 
 def run_facts(argv: list[str] | None, threads: int | None = None) -> dict[str, Any]:
@@ -43,65 +39,16 @@ def run_facts(argv: list[str] | None, threads: int | None = None) -> dict[str, A
             "torch": torch.__version__}
 
 
-def jsonable(o: Any) -> Any:
-    """Plain JSON types (NaN/inf become null; numpy scalars become Python numbers)."""
-    if isinstance(o, dict):
-        return {str(k): jsonable(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [jsonable(v) for v in o]
-    if isinstance(o, np.ndarray):
-        return jsonable(o.tolist())
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating, float)):
-        f = float(o)
-        return f if math.isfinite(f) else None
-    if isinstance(o, (np.bool_,)):
-        return bool(o)
-    if isinstance(o, (str, int, bool)) or o is None:
-        return o
-    return str(o)
+from hao.io import jsonable, write_json  # noqa: E402,F401  (re-exported for the experiments)
 
 
-def write_json(path: str | Path, obj: Any) -> Path:
-    """Write ``obj`` as indented JSON atomically (temp file + rename)."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_suffix(p.suffix + ".tmp")
-    tmp.write_text(json.dumps(jsonable(obj), indent=2) + "\n")
-    tmp.replace(p)
-    return p
-
-
-def kendall_tau(x: Any, y: Any, seed: int = 0, boot: int = 300) -> dict[str, float | int | None]:
-    """Kendall τ-b of (x, y), its two-sided p-value and a bootstrap standard error (seeded)."""
-    from scipy.stats import kendalltau
-
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    if x.size < 2:
-        return {"tau": None, "p_value": None, "se_bootstrap": None, "n": int(x.size)}
-    r = kendalltau(x, y)
-    rng = np.random.default_rng(seed)
-    bs = []
-    for _ in range(boot):
-        i = rng.integers(0, x.size, x.size)
-        t = kendalltau(x[i], y[i]).statistic
-        if np.isfinite(t):
-            bs.append(t)
-    return {"tau": float(r.statistic), "p_value": float(r.pvalue), "n": int(x.size),
-            "se_bootstrap": float(np.std(bs, ddof=1)) if len(bs) > 1 else None}
+from hao.stats import error_stats, kendall_tau  # noqa: E402,F401  (re-exported for the experiments)
 
 
 def latency_error_stats(pred: Any, meas: Any) -> dict[str, Any]:
-    """nn-Meter's metrics: share of networks within ±10 %, median / max |relative error| (%), Kendall τ."""
-    pred, meas = np.asarray(pred, float), np.asarray(meas, float)
-    rel = (pred - meas) / meas * 100.0
-    out: dict[str, Any] = {"n": int(meas.size), "share_within_10pct": float((np.abs(rel) <= 10.0).mean()),
-                           "median_abs_err_pct": float(np.median(np.abs(rel))),
-                           "max_abs_err_pct": float(np.abs(rel).max()),
-                           "median_signed_err_pct": float(np.median(rel))}
-    if meas.size >= 2:
-        out["kendall_tau_pred_vs_measured"] = kendall_tau(pred, meas)["tau"]
+    """nn-Meter's metrics (:func:`hao.stats.error_stats`), with τ also under its older report key."""
+    out = error_stats(pred, meas)
+    out["kendall_tau_pred_vs_measured"] = out.get("kendall_tau")
     return out
 
 

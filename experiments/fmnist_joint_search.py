@@ -53,14 +53,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (Stopwatch, jsonable, kendall_tau, latency_error_stats, pick_evenly,  # noqa: E402
                      run_facts, write_json)
 
@@ -82,14 +80,14 @@ class LatencyMeter:
         self.tuner = None
         if use_tvm:
             from hao.latency.table import hardware_dir
-            from hao.latency.validate import _Tuner  # its TVMBackend pins the thread count
+            from hao.latency.tuner import Tuner  # its TVMBackend pins the thread count
             # the table's own tuning database: its kernels' schedules are what the networks' conv tasks replay
-            # (hao.latency.validate._Tuner); without it (a fresh clone) tasks are tuned into OUT/tuning_db
+            # (hao.latency.tuner.Tuner); without it (a fresh clone) tasks are tuned into OUT/tuning_db
             src = hardware_dir(hardware) / "tuning_db"
             if src.is_dir():
                 db_dir = src
             db_dir.mkdir(parents=True, exist_ok=True)
-            self.tuner = _Tuner(db_dir, threads, trials, seed)
+            self.tuner = Tuner(db_dir, threads, trials, seed)
 
     def measure_many(self, cands: list[Any], desc: str = "whole-network latency") -> list[dict[str, Any]]:
         """Latency facts per candidate. With TVM every uncached network is built and checked first, then all of

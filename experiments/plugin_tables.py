@@ -190,18 +190,13 @@ def weight_norm_proxy(space: Any, seed: int) -> tuple[Any, dict]:
 
 
 def zeroq_proxy(space: Any, seed: int, n: int, steps: int, samples: int) -> tuple[Any, dict]:
-    """Hessian proxy with Hutchinson traces on ZeroQ-distilled inputs of the seeded random-init network."""
-    import torch.nn.functional as F
-
-    from hao.proxy import AccuracyProxy, SensitivityTable, distill_batch, hessian_traces
-    from hao.proxy.sensitivity import float_weights
+    """Hessian proxy with Hutchinson traces on ZeroQ-distilled inputs of the seeded random-init network
+    (``hao.proxy.zeroq_traces``: weight traces by double backward, no activation term)."""
+    from hao.proxy import AccuracyProxy, SensitivityTable, zeroq_traces
     net = space.supernet(seed)
     t0 = time.perf_counter()
-    if hasattr(net, "set_active"):
-        net.set_active(space.largest())
-    with float_weights(net):
-        x, y, info = distill_batch(net, n, space.input_shape, steps=steps, seed=seed)
-        tr = hessian_traces(net, F.cross_entropy, [(x, y)], samples=samples, seed=seed, progress=True)
+    tr, _ = zeroq_traces(space, net, n=n, steps=steps, seed=seed, samples=samples, method="double_backward",
+                         activations=False, progress=True)
     table = SensitivityTable.compute(space, net, tr, meta={"proxy": "zeroq-hessian", "init_seed": seed})
     return AccuracyProxy(space, table), {"proxy": "Hessian proxy ½ΣTr(H)/n·‖ΔW‖², traces on ZeroQ-distilled data "
                                                   "of the seeded random-init network (NOT a trained model)",

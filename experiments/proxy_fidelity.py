@@ -94,17 +94,11 @@ def fit_arch_weight(space, table, calib_dir: Path, exclude: set[str]) -> dict:
 
 
 def kendall(x: np.ndarray, y: np.ndarray, seed: int = 0, boot: int = 300) -> tuple[float, float]:
-    """Kendall τ-b and its bootstrap standard error."""
-    from scipy.stats import kendalltau
-    tau = float(kendalltau(x, y).statistic)
-    rng = np.random.default_rng(seed)
-    bs = []
-    for _ in range(boot):
-        i = rng.integers(0, len(x), len(x))
-        t = kendalltau(x[i], y[i]).statistic
-        if np.isfinite(t):
-            bs.append(t)
-    return tau, float(np.std(bs, ddof=1)) if len(bs) > 1 else float("nan")
+    """Kendall τ-b and its bootstrap standard error (:func:`hao.stats.kendall_tau`)."""
+    from hao.stats import kendall_tau
+    r = kendall_tau(x, y, seed=seed, boot=boot)
+    se = r["se_bootstrap"]
+    return float(r["tau"]) if r["tau"] is not None else float("nan"), float(se) if se is not None else float("nan")
 
 
 _W: dict = {}

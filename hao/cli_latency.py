@@ -77,14 +77,20 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         root = str(hardware_dir(args.hardware).parent)  # re-time the table where it is
     else:
         root = str(default_write_root())
-    if args.backend == "tvm":
-        params = dict(target=_parse_target(args.target), trials=args.trials, threads=args.threads, rpc=args.rpc,
-                      database_dir=os.path.join(root, args.hardware, "tuning_db"), seed=args.seed,
-                      repeat=args.repeat, min_repeat_ms=args.min_repeat_ms, rounds=args.rounds,
-                      rpc_timeout_s=args.rpc_timeout)
-    else:
-        params = {}
-    if args.rpc and args.backend == "tvm" and args.rpc_workers != 1:
+    # every option goes to the backend whose constructor takes it (no backend names here)
+    from hao.latency.backend import BACKENDS
+    from hao.registry import accepted_parameters
+
+    accepted = accepted_parameters(BACKENDS.get(args.backend))
+    options = dict(target=_parse_target(args.target), trials=args.trials, threads=args.threads, rpc=args.rpc,
+                   database_dir=os.path.join(root, args.hardware, "tuning_db"), seed=args.seed,
+                   repeat=args.repeat, min_repeat_ms=args.min_repeat_ms, rounds=args.rounds,
+                   rpc_timeout_s=args.rpc_timeout)
+    params = {k: v for k, v in options.items() if k in accepted}
+    if args.rpc and "rpc" not in accepted:
+        raise ConfigError(f"--rpc: the latency backend {args.backend!r} does not measure over RPC (its options: "
+                          f"{accepted}); drop --rpc or pick a backend that takes it.")
+    if args.rpc and args.rpc_workers != 1:
         from hao.latency.farm import farm_calibrate, free_servers, tvm_backend_factory
         from hao.latency.tvm_backend import parse_rpc
 

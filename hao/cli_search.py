@@ -56,12 +56,12 @@ def add_search_commands(subparsers: Any) -> None:
     p.add_argument("--storage", help="Optuna storage URL (default sqlite:///OUT/study.db; postgresql://... for "
                                      "many workers)")
     p.add_argument("--trials", type=int, help="Optuna trials / random samples")
-    p.add_argument("--sampler", default="nsga2", help="optuna sampler: nsga2 (default), tpe, random")
+    p.add_argument("--sampler", help="optuna sampler: nsga2 (default), tpe, random")
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
-    p.add_argument("--workers", type=int, default=1, help="Optuna worker processes on this machine")
-    p.add_argument("--worker-id", type=int, default=0, help="distinct id per separately started worker")
+    p.add_argument("--workers", type=int, help="Optuna worker processes on this machine (default 1)")
+    p.add_argument("--worker-id", type=int, help="distinct id per separately started worker (default 0)")
     p.add_argument("--study-name", help="Optuna study name (default derived from the problem)")
-    p.add_argument("--points", type=int, default=16, help="ILP budgets in the sweep (default 16)")
+    p.add_argument("--points", type=int, help="ILP budgets in the sweep (default 16)")
     p.add_argument("--exact-front", action="store_true", help="ILP: enumerate the whole exact front")
     p.add_argument("--demo", action="store_true", help=f"the README example on {DEMO_SPACE} with the committed "
                                                        "CPU table and sensitivities (< 1 min)")
@@ -88,23 +88,19 @@ def add_search_commands(subparsers: Any) -> None:
 
 
 # ---- search ----------------------------------------------------------------------------------------------
-def _solver_params(args: argparse.Namespace, out: Path) -> dict[str, Any]:
-    kw: dict[str, Any] = {}
-    if args.solver == "optuna":
-        kw.update(storage=args.storage or f"sqlite:///{out / 'study.db'}", n_workers=args.workers,
-                  sampler=args.sampler, worker_id=args.worker_id)
-        if args.study_name:
-            kw["study_name"] = args.study_name
-        if args.trials is not None:
-            kw["n_trials"] = args.trials
-    elif args.solver == "random":
-        if args.trials is not None:
-            kw["n_samples"] = args.trials
-    elif args.solver == "ilp":
-        kw.update(n_points=args.points, exact_front=args.exact_front)
-    if args.solver != "optuna" and (args.storage or args.workers != 1):
-        raise ConfigError(f"--storage/--workers apply to --solver optuna, not {args.solver!r}.")
-    return kw
+#: CLI option -> solver constructor parameter; each is passed only when given, and only a solver whose
+#: constructor takes the parameter accepts it (no solver names here: see ``hao.search.make_solver``)
+_SOLVER_OPTIONS = {"storage": "storage", "workers": "n_workers", "worker_id": "worker_id", "sampler": "sampler",
+                   "study_name": "study_name", "points": "n_points", "exact_front": "exact_front"}
+
+
+def _make_solver(args: argparse.Namespace, out: Path) -> Any:
+    from hao.registry import accepted_parameters
+    from hao.search.base import SOLVERS, make_solver
+    params = {p: getattr(args, a) for a, p in _SOLVER_OPTIONS.items() if getattr(args, a) not in (None, False)}
+    if "storage" not in params and "storage" in accepted_parameters(SOLVERS.get(args.solver)):
+        params["storage"] = f"sqlite:///{out / 'study.db'}"  # a resumable study next to the results
+    return make_solver(args.solver, seed=args.seed, n_trials=args.trials, **params)
 
 
 _SETTINGS_FILE = "search.json"
@@ -150,11 +146,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     if not args.space:
         raise ConfigError("hao search needs --space NAME (see `hao spaces`) or --demo.")
     from hao.search.api import make_problem
-    from hao.search.base import get_solver
-    params = _solver_params(args, out)
-    if args.solver in ("random", "optuna"):
-        params["seed"] = args.seed
-    solver = get_solver(args.solver, **params)  # bad solver names / parameters fail before any work
+    solver = _make_solver(args, out)  # bad solver names / parameters fail before any work
     budgets = parse_budgets(args.budget)
     objectives = [o.strip() for o in args.objectives.split(",")] if args.objectives else None
     problem = make_problem(args.space, args.hardware, objectives=objectives, budgets=budgets,

@@ -29,9 +29,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from hao.errors import ConfigError
+from hao.registry import Registry
 from hao.kernel import KernelSpec
 
-__all__ = ["Measurement", "LatencyBackend", "RooflineBackend", "register_backend", "get_backend",
+__all__ = ["Measurement", "LatencyBackend", "RooflineBackend", "BACKENDS", "register_backend", "get_backend",
            "list_backends", "kernel_precision"]
 
 
@@ -109,42 +110,23 @@ class LatencyBackend(ABC):
         self.close()
 
 
-_REGISTRY: dict[str, Callable[..., LatencyBackend]] = {}
+BACKENDS: Registry = Registry("latency backend", base=LatencyBackend, builtins=("hao.latency.tvm_backend",),
+                              hint="Register your own with @hao.latency.register_backend('name') (see "
+                                   "CONTRIBUTING.md).")
 
 
 def register_backend(name: str) -> Callable[[type], type]:
     """Class decorator: make a :class:`LatencyBackend` subclass available as ``get_backend(name)``."""
-
-    def deco(cls: type) -> type:
-        if not (isinstance(cls, type) and issubclass(cls, LatencyBackend)):
-            raise ConfigError(f"register_backend({name!r}) decorates LatencyBackend subclasses, got {cls!r}.")
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise ConfigError(f"A latency backend named {name!r} is already registered ({_REGISTRY[name]!r}); "
-                              "choose another name.")
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return deco
+    return BACKENDS.register(name)
 
 
 def list_backends() -> list[str]:
-    _ensure_builtin()
-    return sorted(_REGISTRY)
+    return BACKENDS.names()
 
 
 def get_backend(name: str, **params: Any) -> LatencyBackend:
-    """Create the backend registered as ``name`` with ``params``."""
-    _ensure_builtin()
-    if name not in _REGISTRY:
-        raise ConfigError(f"Unknown latency backend {name!r}; registered backends: {sorted(_REGISTRY)}. "
-                          "Register your own with @hao.latency.register_backend('name').")
-    return _REGISTRY[name](**params)
-
-
-def _ensure_builtin() -> None:
-    # tvm_backend registers "tvm" on import; the module itself imports tvm lazily.
-    from hao.latency import tvm_backend  # noqa: F401
+    """Create the backend registered as ``name`` with ``params`` (bad parameters raise ConfigError)."""
+    return BACKENDS.create(name, **params)
 
 
 @register_backend("roofline")

@@ -14,23 +14,16 @@ Guarantees:
 * **Failures are data**: a kernel that fails to build, tune or match its reference is appended to
   ``failed.csv`` with the reason, and the run goes on.
 
-:func:`retime` (``hao calibrate --retime``) re-measures rows a table already has, with the schedules already
-in its tuning database (a table measured on a loaded machine is inflated; re-timing needs no new tuning).
-Re-timed rows go to ``retime.csv`` (appended and fsynced like ``table.csv``); ``table.csv`` is rewritten
-atomically only when every selected row is re-timed, and ``retime.csv`` is then removed. A killed retime
-leaves ``table.csv`` untouched and resumes from ``retime.csv``.
+This module plans the kernels (:func:`space_kernels`, :func:`plan_kernels`), checks a folder before a run
+(:func:`claim_calibration_folder`, :func:`plan_run`) and runs a calibration (:func:`calibrate`). Row I/O is in
+:mod:`hao.latency.rows`, the run skeleton (signals, ``meta.json``, progress) in :mod:`hao.latency.runlog`,
+re-timing an existing table (``hao calibrate --retime``) in :mod:`hao.latency.retime`; their public names are
+re-exported here. Parallel calibration over RPC servers is :mod:`hao.latency.farm`.
 """
 from __future__ import annotations
 
-import csv
-import datetime as _dt
-import io
-import json
 import os
-import signal
 import sys
-import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -40,12 +33,16 @@ import numpy as np
 from hao.errors import ConfigError
 from hao.kernel import KEY_COLUMNS, KernelSpec
 from hao.latency.backend import LatencyBackend, kernel_precision, replace_bits
-from hao.latency.table import TABLE_COLUMNS, atomic_write_text, default_write_root
+from hao.latency.retime import RETIME_COLUMNS, RETIME_FILE, retime
+from hao.latency.rows import (FAILED_COLUMNS, append_row, ensure_header, failed_row, measured_row, now,
+                              read_keys, repair_tail)
+from hao.latency.runlog import (CalibrationResult, Progress, RunLog, load_average, load_meta, measuring,
+                                scheduling_priority, table_folder)
+from hao.latency.table import TABLE_COLUMNS
 
 __all__ = ["space_kernels", "plan_kernels", "calibrate", "retime", "CalibrationResult", "append_row",
-           "repair_tail", "measured_row", "FAILED_COLUMNS", "RETIME_FILE"]
-
-FAILED_COLUMNS = tuple(KEY_COLUMNS) + ("impl", "reason", "measured_at")
+           "repair_tail", "measured_row", "FAILED_COLUMNS", "RETIME_FILE", "RETIME_COLUMNS",
+           "claim_calibration_folder", "plan_run", "PlannedRun", "scheduling_priority", "load_average"]
 
 
 def space_kernels(space: Any) -> list[KernelSpec]:
@@ -102,88 +99,9 @@ def plan_kernels(kernels: Iterable[KernelSpec], *, precisions: Sequence[tuple[in
     return plan[:limit] if limit is not None else plan
 
 
-# ---- atomic row I/O -----------------------------------------------------------------------------------------
-def _csv_line(values: Sequence[Any]) -> str:
-    buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerow(["" if v is None else v for v in values])
-    return buf.getvalue()
-
-
-def repair_tail(path: Path) -> int:
-    """Remove an unterminated last line (an interrupted write). Returns the number of bytes removed."""
-    if not path.is_file():
-        return 0
-    with open(path, "rb+") as fh:
-        data = fh.read()
-        if not data or data.endswith(b"\n"):
-            return 0
-        cut = data.rfind(b"\n") + 1
-        fh.truncate(cut)
-        fh.flush()
-        os.fsync(fh.fileno())
-        return len(data) - cut
-
-
-def _ensure_header(path: Path, columns: Sequence[str]) -> list[str]:
-    if path.is_file() and path.stat().st_size > 0:
-        with open(path, newline="") as fh:
-            header = next(csv.reader(fh))
-        return header
-    atomic_write_text(path, _csv_line(columns))
-    return list(columns)
-
-
-def append_row(path: Path, header: Sequence[str], row: dict[str, Any]) -> None:
-    """Append one row with a single ``write()`` on an ``O_APPEND`` descriptor, then fsync."""
-    line = _csv_line([_fmt(row.get(c)) for c in header]).encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
-    try:
-        n = os.write(fd, line)
-        if n != len(line):  # pragma: no cover - regular files write fully or raise
-            raise OSError(f"short write to {path}: {n} of {len(line)} bytes")
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fmt(v: Any) -> Any:
-    if isinstance(v, float):
-        if v != v:  # NaN
-            return ""
-        return f"{v:.6g}"
-    if isinstance(v, (bool, np.bool_)):
-        return int(v)
-    return v
-
-
-def _row_key(r: dict[str, str]) -> tuple:
-    return tuple(r[c] if c == "op" else int(float(r[c])) for c in KEY_COLUMNS)
-
-
-def _read_keys(path: Path) -> set[tuple]:
-    if not path.is_file():
-        return set()
-    keys = set()
-    with open(path, newline="") as fh:
-        rd = csv.DictReader(fh)
-        for r in rd:
-            try:
-                keys.add(tuple(r[c] if c == "op" else int(float(r[c])) for c in KEY_COLUMNS))
-            except (KeyError, TypeError, ValueError):
-                continue
-    return keys
-
-
-class CalibrationResult(dict):
-    """Counts and paths of a calibration run (a dict, JSON-able)."""
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
 
 @dataclass
-class _Run:
+class PlannedRun:
     """What a calibration run (sequential or farm) works on: the table folder's files, their headers, and the
     planned kernels the table lacks."""
 
@@ -198,28 +116,26 @@ class _Run:
     repaired: int
 
 
-def _plan_run(hardware: str, kernels: Sequence[KernelSpec], root: str | os.PathLike | None, retry_failed: bool,
-              max_kernels: int | None) -> _Run:
+def plan_run(hardware: str, kernels: Sequence[KernelSpec], root: str | os.PathLike | None, retry_failed: bool,
+             max_kernels: int | None) -> PlannedRun:
     """Check the folder name, repair torn last lines, check the header, and list what is left to measure:
     keys already in ``table.csv`` (or in ``failed.csv``, unless ``retry_failed``) are skipped."""
-    if not hardware or any(c in hardware for c in "/\\") or hardware.startswith("."):
-        raise ConfigError(f"--hardware must be a folder name without slashes, got {hardware!r}.")
-    folder = Path(root if root is not None else default_write_root()) / hardware
+    folder = table_folder(hardware, root)
     folder.mkdir(parents=True, exist_ok=True)
     table_p, failed_p, meta_p = folder / "table.csv", folder / "failed.csv", folder / "meta.json"
     repaired = repair_tail(table_p) + repair_tail(failed_p)
-    header = _ensure_header(table_p, TABLE_COLUMNS)
+    header = ensure_header(table_p, TABLE_COLUMNS)
     missing_cols = [c for c in KEY_COLUMNS + ("latency_ms", "std_ms", "repeats") if c not in header]
     if missing_cols:
         raise ConfigError(f"{table_p}: existing header lacks {missing_cols}; it was not written by hao. Move it "
                           "away or choose another --hardware name.")
-    fheader = _ensure_header(failed_p, FAILED_COLUMNS)
-    done = _read_keys(table_p)
-    failed_before = _read_keys(failed_p)
+    fheader = ensure_header(failed_p, FAILED_COLUMNS)
+    done = read_keys(table_p)
+    failed_before = read_keys(failed_p)
     todo = [k for k in kernels if k.key() not in done and (retry_failed or k.key() not in failed_before)]
     if max_kernels is not None:
         todo = todo[:max_kernels]
-    return _Run(folder, table_p, failed_p, meta_p, header, fheader, todo, len(kernels) - len(todo), repaired)
+    return PlannedRun(folder, table_p, failed_p, meta_p, header, fheader, todo, len(kernels) - len(todo), repaired)
 
 
 def claim_calibration_folder(folder: str | os.PathLike, backend: LatencyBackend, *, force: bool = False) -> None:
@@ -242,7 +158,7 @@ def claim_calibration_folder(folder: str | os.PathLike, backend: LatencyBackend,
     conflicts = []
     meta_p = folder / "meta.json"
     if folder.is_dir() and any(folder.iterdir()):
-        meta = _load_meta(meta_p)
+        meta = load_meta(meta_p)
         if not meta:
             conflicts.append("it has no readable meta.json, so it was not written by `hao calibrate`")
         elif meta.get("importer"):
@@ -260,14 +176,6 @@ def claim_calibration_folder(folder: str | os.PathLike, backend: LatencyBackend,
         print(f"{what}: moved the old {folder} to {moved}", file=sys.stderr)
 
 
-def measured_row(m: Any, k: KernelSpec) -> dict[str, Any]:
-    """The table row of a successful measurement: its columns, the program's layout, the time of measuring."""
-    row = m.as_row()
-    row["layout"] = m.extra.get("layout", k.layout)
-    row["measured_at"] = _now()
-    return row
-
-
 def calibrate(hardware: str, kernels: Sequence[KernelSpec], backend: LatencyBackend, *,
               root: str | os.PathLike | None = None, retry_failed: bool = False, progress: bool = True,
               space_name: str | None = None, command: str | None = None,
@@ -276,315 +184,24 @@ def calibrate(hardware: str, kernels: Sequence[KernelSpec], backend: LatencyBack
 
     ``backend`` is opened and closed here. Returns counts: measured, failed, skipped, wall seconds.
     """
-    run = _plan_run(hardware, kernels, root, retry_failed, max_kernels)
-    folder, table_p, failed_p, meta_p = run.folder, run.table_p, run.failed_p, run.meta_p
-    header, fheader, todo, skipped, repaired = run.header, run.fheader, run.todo, run.skipped, run.repaired
-    n_ok = n_fail = 0
-    t0 = time.perf_counter()
-    meta = _load_meta(meta_p)
-    run_info = {"started_at": _now(), "space": space_name, "command": command, "planned": len(kernels),
-                "to_measure": len(todo), "skipped_existing": skipped, "repaired_bytes": repaired}
-    # SIGTERM (kill, a farm's scheduler) ends the run like Ctrl-C: the current kernel is abandoned, rows
-    # already appended stay, and meta.json is brought up to date in the finally block.
-    old_handler = None
-    if threading.current_thread() is threading.main_thread():
-        def _on_term(signum: int, frame: Any) -> None:
-            raise KeyboardInterrupt(f"signal {signum}")
-
-        old_handler = signal.signal(signal.SIGTERM, _on_term)
-    backend.open()
-    try:
-        desc = backend.describe()
-        _write_meta(meta_p, meta, hardware, desc, run_info, folder)
-        bar = None
-        if progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=len(todo), desc=f"calibrate {hardware}", unit="kernel", dynamic_ncols=True)
-        for k in todo:
-            m = backend.measure(k)
-            if m.ok:
-                append_row(table_p, header, measured_row(m, k))
-                n_ok += 1
-            else:
-                append_row(failed_p, fheader, {**k.to_dict(), "impl": m.impl, "reason": m.reason[:500],
-                                               "measured_at": _now()})
-                n_fail += 1
-            if bar is not None:
-                bar.set_postfix_str(f"{k.short()[:38]} {'%.4g ms' % m.latency_ms if m.ok else 'FAILED'}")
-                bar.update(1)
-        if bar is not None:
+    run = plan_run(hardware, kernels, root, retry_failed, max_kernels)
+    log = RunLog(run.folder, hardware, {"started_at": now(), "space": space_name, "command": command,
+                                        "planned": len(kernels), "to_measure": len(run.todo),
+                                        "skipped_existing": run.skipped, "repaired_bytes": run.repaired})
+    with measuring(backend, log):
+        log.start(backend.describe())
+        bar = Progress(progress, len(run.todo), f"calibrate {hardware}")
+        try:
+            for k in run.todo:
+                m = backend.measure(k)
+                if m.ok:
+                    append_row(run.table_p, run.header, measured_row(m, k))
+                    log.measured += 1
+                else:
+                    append_row(run.failed_p, run.fheader, failed_row(k, m.impl, m.reason))
+                    log.failed += 1
+                bar.step(k, m)
+        finally:
             bar.close()
-    finally:
-        if old_handler is not None:
-            signal.signal(signal.SIGTERM, old_handler)
-        backend.close()
-        wall = time.perf_counter() - t0
-        run_info.update(finished_at=_now(), measured=n_ok, failed=n_fail, wall_s=round(wall, 1),
-                        wall_s_per_kernel=round(wall / max(1, n_ok + n_fail), 2))
-        meta = _load_meta(meta_p)
-        _write_meta(meta_p, meta, hardware, None, run_info, folder, final=True)
-    return CalibrationResult(hardware=hardware, folder=str(folder), measured=n_ok, failed=n_fail,
-                             skipped=skipped, wall_s=round(wall, 1))
-
-
-def _load_meta(p: Path) -> dict[str, Any]:
-    if p.is_file():
-        try:
-            m = json.loads(p.read_text())
-            if isinstance(m, dict):
-                return m
-        except json.JSONDecodeError:
-            pass
-    return {}
-
-
-def _write_meta(p: Path, meta: dict[str, Any], hardware: str, desc: dict[str, Any] | None,
-                run_info: dict[str, Any], folder: Path, final: bool = False) -> None:
-    meta = dict(meta)
-    meta.setdefault("hardware", hardware)
-    meta["units"] = {"latency_ms": "milliseconds per call (batch as in the row)", "std_ms": "milliseconds",
-                     "energy_mj": "not measured"}
-    if desc is not None:
-        meta.update({k: v for k, v in desc.items()})
-        meta["source"] = ("measured with `hao calibrate` (this repository)" if not desc.get("synthetic")
-                          else "SYNTHETIC roofline rows (not a measurement)")
-    meta.setdefault("source", "measured with `hao calibrate`")
-    runs = list(meta.get("calibration_runs", []))
-    if final and runs and runs[-1].get("started_at") == run_info.get("started_at"):
-        runs[-1] = run_info
-    else:
-        runs.append(run_info)
-    meta["calibration_runs"] = runs
-    # counts from the files themselves
-    rows = _read_rows(folder / "table.csv")
-    meta["rows"] = len(rows)
-    meta["failed_rows"] = max(0, sum(1 for _ in open(folder / "failed.csv")) - 1) if (
-        folder / "failed.csv").is_file() else 0
-    meta["supported_bits"] = sorted({f"w{r['w_bits']}a{r['a_bits']}" for r in rows})
-    impls: dict[str, int] = {}
-    for r in rows:
-        impls[r.get("impl", "")] = impls.get(r.get("impl", ""), 0) + 1
-    meta["rows_by_impl"] = impls
-    meta.setdefault("sub8_policy", "Bit-widths below 8 run the int8 kernel (impl=int8-mapped*): this CPU has no "
-                    "faster path below 8 bits in TVM 0.27 (native int4 buffers gave wrong results, emulated "
-                    "int4 was slower than int8), so sub-8-bit rows report what the hardware really does: "
-                    "int8 speed. Bits save memory here, not time.")
-    atomic_write_text(p, json.dumps(meta, indent=2, default=str) + "\n")
-
-
-def _read_rows(p: Path) -> list[dict[str, str]]:
-    if not p.is_file():
-        return []
-    with open(p, newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
-# ---- retime -------------------------------------------------------------------------------------------------
-#: Side file of a retime in progress (inside the hardware folder).
-RETIME_FILE = "retime.csv"
-#: Columns a retime takes from the new measurement; the others (tuning_trials, tune_s, energy_mj...) are kept
-#: unless the schedule had to be tuned again (then tuning_trials/tune_s are the new ones).
-RETIME_COLUMNS = ("latency_ms", "std_ms", "repeats", "layout", "impl", "vnni", "max_abs_err", "measured_at")
-
-
-def scheduling_priority() -> dict[str, Any]:
-    """This process's nice value and, where the kernel groups processes by session (autogroup), the group's
-    nice: with autogroups a process nice only ranks processes of the same session, so a measurement that must
-    not be slowed by other sessions' jobs needs the group's nice (``echo -10 > /proc/self/autogroup``)."""
-    out: dict[str, Any] = {}
-    try:
-        out["nice"] = os.nice(0)
-    except OSError:  # pragma: no cover
-        pass
-    try:
-        out["autogroup"] = Path("/proc/self/autogroup").read_text().strip()
-        out["autogroup_enabled"] = Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() == "1"
-    except OSError:
-        pass
-    return out
-
-
-def load_average() -> list[float] | None:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except (OSError, AttributeError):  # pragma: no cover - not on Unix
-        return None
-
-
-def retime(hardware: str, backend: LatencyBackend, kernels: Sequence[KernelSpec] | None = None, *,
-           root: str | os.PathLike | None = None, progress: bool = True, space_name: str | None = None,
-           command: str | None = None, max_kernels: int | None = None) -> CalibrationResult:
-    """Re-measure rows already in ``latency_models/<hardware>/table.csv`` and replace their timings.
-
-    ``kernels``: re-time the table rows among these (a space's plan); ``None``: every row. The backend's
-    schedules come from the hardware's tuning database (the TVM backend tunes only a kernel whose record is
-    missing). Each re-timed row is appended (one fsynced ``write()``) to ``retime.csv``; a resumed retime skips
-    the keys already there. When every selected row is re-timed, ``table.csv`` is rewritten atomically (same
-    rows, same order, same key set; timing columns :data:`RETIME_COLUMNS` replaced) and ``retime.csv`` removed.
-    A kernel that fails to re-measure keeps its old row and is listed in the run entry of ``meta.json``
-    (``kind: "retime"``, with load averages at start and end and the wall time). ``max_kernels`` stops after
-    that many measurements (the table is then rewritten only if nothing is left).
-    """
-    if not hardware or any(c in hardware for c in "/\\") or hardware.startswith("."):
-        raise ConfigError(f"--hardware must be a folder name without slashes, got {hardware!r}.")
-    if max_kernels is not None and (not isinstance(max_kernels, int) or max_kernels < 0):
-        raise ConfigError(f"max_kernels must be an int >= 0 or None, got {max_kernels!r}.")
-    folder = Path(root if root is not None else default_write_root()) / hardware
-    table_p, side_p, meta_p = folder / "table.csv", folder / RETIME_FILE, folder / "meta.json"
-    if not table_p.is_file():
-        raise ConfigError(f"--retime re-measures an existing table, but {table_p} does not exist. Measure it "
-                          f"first with `hao calibrate --hardware {hardware} --space ...` (without --retime).")
-    repaired = repair_tail(table_p) + repair_tail(side_p)
-    with open(table_p, newline="") as fh:
-        rd = csv.DictReader(fh)
-        header = list(rd.fieldnames or [])
-        rows = list(rd)
-    missing_cols = [c for c in KEY_COLUMNS + ("latency_ms", "std_ms", "repeats") if c not in header]
-    if missing_cols:
-        raise ConfigError(f"{table_p}: header lacks {missing_cols}; it was not written by hao, so it cannot be "
-                          "re-timed. Move it away or choose another --hardware name.")
-    if not rows:
-        raise ConfigError(f"{table_p} has no rows to re-time; run `hao calibrate` without --retime first.")
-    by_key: dict[tuple, int] = {}
-    for i, r in enumerate(rows, start=1):
-        try:
-            key = _row_key(r)
-        except (KeyError, TypeError, ValueError):
-            bad = {c: r.get(c) for c in KEY_COLUMNS}
-            raise ConfigError(f"{table_p}, row {i} (line {i + 1}): unreadable kernel key {bad}; fix or delete that line "
-                              "(`hao latency list` names what is wrong).") from None
-        if key in by_key:
-            raise ConfigError(f"{table_p}, row {i} (line {i + 1}): duplicate kernel key {key} (first in row "
-                              f"{by_key[key] + 1}); keep one of the two rows, then re-time.")
-        by_key[key] = i - 1
-    table_kernels = [KernelSpec(r["op"], int(r["in_channels"]), int(r["out_channels"]), int(r["in_h"]),
-                                int(r["in_w"]), kernel=int(r["kernel"]), stride=int(r["stride"]),
-                                groups=int(r["groups"]), batch=int(r["batch"]), w_bits=int(r["w_bits"]),
-                                a_bits=int(r["a_bits"]), layout=r.get("layout") or "NHWC") for r in rows]
-    if kernels is None:
-        selected = table_kernels
-        not_in_table = 0
-    else:
-        seen: set[tuple] = set()
-        selected = []
-        for k in kernels:
-            key = k.key()
-            if key in by_key and key not in seen:
-                seen.add(key)
-                selected.append(table_kernels[by_key[key]])
-        not_in_table = len({k.key() for k in kernels} - set(by_key))
-        if not selected:
-            raise ConfigError(f"none of the {len(kernels)} planned kernels is in {table_p}; check the --space "
-                              "flags (use the ones the table was calibrated with; see calibration_runs in "
-                              "meta.json) or drop --space to re-time every row.")
-    # rows re-timed by an interrupted run
-    side_header = _ensure_header(side_p, header)
-    if side_header != header:
-        raise ConfigError(f"{side_p} has columns {side_header}, table.csv has {header}: it belongs to another "
-                          f"table. Delete {side_p} and run the retime again.")
-    done: dict[tuple, dict[str, str]] = {}
-    for r in _read_rows(side_p):
-        try:
-            done[_row_key(r)] = r
-        except (KeyError, TypeError, ValueError):
-            continue
-    sel_keys = {k.key() for k in selected}
-    resumed = len(sel_keys & set(done))
-    todo = [k for k in selected if k.key() not in done]
-    if max_kernels is not None:
-        todo = todo[:max_kernels]
-    n_ok = n_fail = 0
-    failures: list[dict[str, Any]] = []
-    failed_keys: set[tuple] = set()
-    t0 = time.perf_counter()
-    meta = _load_meta(meta_p)
-    run_info: dict[str, Any] = {
-        "kind": "retime", "started_at": _now(), "space": space_name, "command": command,
-        "selected_rows": len(selected), "planned_not_in_table": not_in_table, "resumed_from_side_file": resumed,
-        "to_measure": len(todo), "repaired_bytes": repaired, "loadavg_start": load_average(),
-        "priority": scheduling_priority()}
-    old_handler = None
-    if threading.current_thread() is threading.main_thread():
-        def _on_term(signum: int, frame: Any) -> None:
-            raise KeyboardInterrupt(f"signal {signum}")
-
-        old_handler = signal.signal(signal.SIGTERM, _on_term)
-    merged = False
-    desc: dict[str, Any] | None = None
-    ratios: list[float] = []
-    backend.open()
-    try:
-        desc = backend.describe()
-        if desc.get("synthetic") and "SYNTHETIC" not in str(meta.get("source", "")):
-            run_info["warning"] = "synthetic backend used to re-time a measured table"
-        for c in ("backend", "threads", "timing", "device"):
-            if c in desc:
-                run_info[c] = desc[c]
-        _write_meta(meta_p, meta, hardware, None, run_info, folder)
-        bar = None
-        if progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=len(selected), initial=resumed, desc=f"retime {hardware}", unit="kernel",
-                       dynamic_ncols=True)
-        for k in todo:
-            m = backend.measure(k)
-            old = rows[by_key[k.key()]]
-            if m.ok:
-                new = measured_row(m, k)
-                row = dict(old)
-                for c in RETIME_COLUMNS:
-                    if c in header:
-                        row[c] = _fmt(new.get(c))
-                if m.tuning_trials:  # the schedule was missing and had to be tuned now
-                    for c in ("tuning_trials", "tune_s"):
-                        if c in header:
-                            row[c] = _fmt(new.get(c))
-                append_row(side_p, header, row)
-                done[k.key()] = {c: str(row.get(c, "")) for c in header}
-                n_ok += 1
-                try:
-                    ratios.append(float(m.latency_ms) / float(old["latency_ms"]))
-                except (TypeError, ValueError, ZeroDivisionError):
-                    pass
-            else:
-                n_fail += 1
-                failed_keys.add(k.key())
-                failures.append({"kernel": k.short(), "reason": m.reason[:300]})
-            if bar is not None:
-                bar.set_postfix_str(f"{k.short()[:38]} {'%.4g ms' % m.latency_ms if m.ok else 'FAILED'}")
-                bar.update(1)
-        if bar is not None:
-            bar.close()
-        left = [k for k in selected if k.key() not in done and k.key() not in failed_keys]
-        if not left:
-            # every selected row re-timed (or failed and kept): rewrite table.csv in one atomic step
-            new_rows = [done.get(key, r) if key in sel_keys else r
-                        for key, r in zip((_row_key(r) for r in rows), rows)]
-            text = _csv_line(header) + "".join(_csv_line([r.get(c, "") for c in header]) for r in new_rows)
-            atomic_write_text(table_p, text)
-            merged = True
-            side_p.unlink(missing_ok=True)
-    finally:
-        if old_handler is not None:
-            signal.signal(signal.SIGTERM, old_handler)
-        backend.close()
-        wall = time.perf_counter() - t0
-        run_info.update(finished_at=_now(), measured=n_ok, failed=n_fail, failures=failures[:50],
-                        table_rewritten=merged, loadavg_end=load_average(), wall_s=round(wall, 1),
-                        wall_s_per_kernel=round(wall / max(1, n_ok + n_fail), 2))
-        if ratios:
-            q = np.quantile(ratios, [0.1, 0.5, 0.9])
-            run_info["new_over_old_latency"] = {"p10": round(float(q[0]), 3), "median": round(float(q[1]), 3),
-                                                "p90": round(float(q[2]), 3), "n": len(ratios)}
-        if not merged:
-            run_info["note"] = (f"interrupted or limited: {len(done)} re-timed rows wait in {RETIME_FILE}; "
-                                "table.csv is unchanged. Run the same command again to resume.")
-        meta = _load_meta(meta_p)
-        # a retime of every row makes the backend's protocol (timing sessions...) the table's own
-        whole = merged and len(selected) == len(rows) and desc is not None
-        _write_meta(meta_p, meta, hardware, desc if whole else None, run_info, folder, final=True)
-    return CalibrationResult(hardware=hardware, folder=str(folder), retimed=n_ok, failed=n_fail,
-                             resumed=resumed, selected=len(selected), table_rewritten=merged,
-                             wall_s=round(wall, 1))
+    return CalibrationResult(hardware=hardware, folder=str(run.folder), measured=log.measured, failed=log.failed,
+                             skipped=run.skipped, wall_s=log.wall_s)

@@ -6,7 +6,9 @@ servers. A kernel whose measurement fails (a server that dies mid-kernel shows u
 back once for another worker and session; the retry is recorded in ``meta.json`` (``calibration_runs[-1]
 ["retries"]``) and in the result. Rows are appended with :func:`hao.latency.calibrate.append_row` (one
 ``write()`` per row, ``O_APPEND``, fsync, under a lock), so a kill at any instant leaves a valid table and a
-resume measures only what is missing, exactly as :func:`hao.latency.calibrate.calibrate` does.
+resume measures only what is missing, exactly as :func:`hao.latency.calibrate.calibrate` does. The run shares
+calibration's skeleton (:mod:`hao.latency.runlog`): folder checks, SIGTERM handled like Ctrl-C, the
+``meta.json`` run entry.
 """
 from __future__ import annotations
 
@@ -20,8 +22,9 @@ from typing import Any, Callable, Sequence
 from hao.errors import ConfigError
 from hao.kernel import KernelSpec
 from hao.latency.backend import LatencyBackend
-from hao.latency.calibrate import (CalibrationResult, _load_meta, _now, _plan_run, _write_meta, append_row,
-                                   measured_row)
+from hao.latency.calibrate import plan_run
+from hao.latency.rows import append_row, failed_row, measured_row, now
+from hao.latency.runlog import CalibrationResult, RunLog, sigterm_as_interrupt
 
 __all__ = ["farm_calibrate", "free_servers", "tvm_backend_factory"]
 
@@ -62,23 +65,21 @@ def farm_calibrate(hardware: str, kernels: Sequence[KernelSpec], make_backend: C
     worker, reason)."""
     if not isinstance(n_workers, int) or n_workers < 1:
         raise ConfigError(f"--rpc-workers must be an int >= 1, got {n_workers!r}.")
-    run = _plan_run(hardware, kernels, root, retry_failed, max_kernels)
-    folder, table_p, failed_p, meta_p = run.folder, run.table_p, run.failed_p, run.meta_p
-    header, fheader, todo, skipped, repaired = run.header, run.fheader, run.todo, run.skipped, run.repaired
-    run_info: dict[str, Any] = {"started_at": _now(), "space": space_name, "command": command,
-                                "planned": len(kernels), "to_measure": len(todo), "skipped_existing": skipped,
-                                "repaired_bytes": repaired, "farm_workers": n_workers}
+    run = plan_run(hardware, kernels, root, retry_failed, max_kernels)
+    todo = run.todo
+    log = RunLog(run.folder, hardware, {"started_at": now(), "space": space_name, "command": command,
+                                        "planned": len(kernels), "to_measure": len(todo),
+                                        "skipped_existing": run.skipped, "repaired_bytes": run.repaired,
+                                        "farm_workers": n_workers})
     work: "queue.Queue[tuple[KernelSpec, int, int | None]]" = queue.Queue()
     for k in todo:
         work.put((k, 0, None))
     lock = threading.Lock()
-    counts = {"measured": 0, "failed": 0}
     retries: list[dict[str, Any]] = []
     pending = [len(todo)]
     errors: list[BaseException] = []
     desc_box: list[dict[str, Any]] = []
     stop = threading.Event()
-    t0 = time.perf_counter()
 
     def worker(i: int) -> None:
         backend = make_backend(i)
@@ -87,7 +88,7 @@ def farm_calibrate(hardware: str, kernels: Sequence[KernelSpec], make_backend: C
             with lock:
                 if not desc_box:
                     desc_box.append(backend.describe())
-                    _write_meta(meta_p, _load_meta(meta_p), hardware, desc_box[0], run_info, folder)
+                    log.start(desc_box[0])
             while not stop.is_set():
                 with lock:
                     if pending[0] == 0:
@@ -108,17 +109,16 @@ def farm_calibrate(hardware: str, kernels: Sequence[KernelSpec], make_backend: C
                     m = Measurement(k, ok=False, reason=f"session: {type(exc).__name__}: {exc}"[:500])
                 with lock:
                     if m.ok:
-                        append_row(table_p, header, measured_row(m, k))
-                        counts["measured"] += 1
+                        append_row(run.table_p, run.header, measured_row(m, k))
+                        log.measured += 1
                         pending[0] -= 1
                     elif attempt == 0:
                         retries.append({"kernel": k.short(), "worker": i, "reason": m.reason[:300]})
                         work.put((k, 1, i))
                     else:
-                        append_row(failed_p, fheader, {**k.to_dict(), "impl": m.impl,
-                                                       "reason": f"after 1 retry: {m.reason}"[:500],
-                                                       "measured_at": _now()})
-                        counts["failed"] += 1
+                        append_row(run.failed_p, run.fheader,
+                                   failed_row(k, m.impl, f"after 1 retry: {m.reason}"))
+                        log.failed += 1
                         pending[0] -= 1
         except BaseException as exc:  # noqa: BLE001 - reported by the main thread
             with lock:
@@ -129,29 +129,24 @@ def farm_calibrate(hardware: str, kernels: Sequence[KernelSpec], make_backend: C
             except Exception:  # noqa: BLE001
                 pass
 
+    log.closing = lambda: {"retries": list(retries),
+                           "worker_errors": [f"{type(e).__name__}: {e}"[:300] for e in errors]}
     threads = [threading.Thread(target=worker, args=(i,), name=f"hao-farm-{i}", daemon=True)
                for i in range(n_workers)]
-    try:
-        for t in threads:
-            t.start()
-        while any(t.is_alive() for t in threads):
+    with sigterm_as_interrupt():
+        try:
             for t in threads:
-                t.join(timeout=0.2)
-            with lock:
-                if errors and len(errors) == n_workers:  # every worker is gone: give up
-                    break
-    except BaseException:
-        stop.set()
-        raise
-    finally:
-        stop.set()
-        wall = time.perf_counter() - t0
-        n = counts["measured"] + counts["failed"]
-        run_info.update(finished_at=_now(), measured=counts["measured"], failed=counts["failed"],
-                        retries=list(retries), wall_s=round(wall, 1), wall_s_per_kernel=round(wall / max(1, n), 2),
-                        worker_errors=[f"{type(e).__name__}: {e}"[:300] for e in errors])
-        _write_meta(meta_p, _load_meta(meta_p), hardware, None, run_info, folder, final=True)
+                t.start()
+            while any(t.is_alive() for t in threads):
+                for t in threads:
+                    t.join(timeout=0.2)
+                with lock:
+                    if errors and len(errors) == n_workers:  # every worker is gone: give up
+                        break
+        finally:
+            stop.set()
+            log.finish()
     if errors and pending[0] > 0:
         raise errors[0]
-    return CalibrationResult(hardware=hardware, folder=str(folder), measured=counts["measured"],
-                             failed=counts["failed"], skipped=skipped, wall_s=round(wall, 1), retries=retries)
+    return CalibrationResult(hardware=hardware, folder=str(run.folder), measured=log.measured, failed=log.failed,
+                             skipped=run.skipped, wall_s=log.wall_s, retries=retries)

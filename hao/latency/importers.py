@@ -31,10 +31,11 @@ import numpy as np
 import pandas as pd
 
 from hao.errors import ConfigError, TableError
+from hao.registry import Registry
 from hao.kernel import KEY_COLUMNS
 from hao.latency.table import LatencyTable, default_write_root, shadowed_by
 
-__all__ = ["TableImporter", "register_importer", "get_importer", "list_importers", "shared_data_dir",
+__all__ = ["TableImporter", "IMPORTERS", "register_importer", "get_importer", "list_importers", "shared_data_dir",
            "APQImporter", "HAQImporter", "HAWQImporter", "merge_duplicates"]
 
 
@@ -120,30 +121,22 @@ class TableImporter(ABC):
         return table.save(folder)
 
 
-_REGISTRY: dict[str, type[TableImporter]] = {}
+IMPORTERS: Registry = Registry("table importer", base=TableImporter,
+                               hint="Register your own with @hao.latency.register_importer('name') (see "
+                                    "CONTRIBUTING.md).")
 
 
 def register_importer(name: str) -> Callable[[type], type]:
-    def deco(cls: type) -> type:
-        if not (isinstance(cls, type) and issubclass(cls, TableImporter)):
-            raise ConfigError(f"register_importer({name!r}) decorates TableImporter subclasses, got {cls!r}.")
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise ConfigError(f"An importer named {name!r} is already registered; choose another name.")
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return deco
+    """Class decorator: make a :class:`TableImporter` subclass available as ``get_importer(name)``."""
+    return IMPORTERS.register(name)
 
 
 def list_importers() -> list[str]:
-    return sorted(_REGISTRY)
+    return IMPORTERS.names()
 
 
 def get_importer(name: str) -> TableImporter:
-    if name not in _REGISTRY:
-        raise ConfigError(f"Unknown importer {name!r}; available importers: {sorted(_REGISTRY)}.")
-    return _REGISTRY[name]()
+    return IMPORTERS.create(name)
 
 
 def _row(op: str, cin: int, cout: int, hw: int, k: int, s: int, g: int, w: int, a: int, b: int,

@@ -26,12 +26,14 @@ from typing import Any, Sequence
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
 
+from hao.stats import error_stats  # noqa: F401
 from hao.errors import ConfigError, NotFittedError
 from hao.kernel import OPS, KernelSpec
 from hao.latency.backend import kernel_precision
 from hao.latency.table import LatencyTable, atomic_write_text, load_table
 
-__all__ = ["LatencyPredictor", "kernel_features", "FEATURE_NAMES", "FlopsBaseline", "error_stats"]
+__all__ = ["LatencyPredictor", "kernel_features", "FEATURE_NAMES", "FlopsBaseline", "error_stats",
+           "fit_overhead_coefs"]
 
 _PREC = ("fp32", "fp32-mapped", "int8", "int8-mapped")
 FEATURE_NAMES = (
@@ -66,17 +68,29 @@ def kernel_features(kernels: Sequence[KernelSpec]) -> np.ndarray:
     return X
 
 
-def error_stats(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
-    """Median / mean |relative error| (%), share within ±10 %, Kendall τ (if scipy is there)."""
-    pred, true = np.asarray(pred, float), np.asarray(true, float)
-    rel = np.abs(pred - true) / true * 100.0
-    out = {"n": int(true.size), "median_abs_err_pct": float(np.median(rel)), "mean_abs_err_pct": float(rel.mean()),
-           "p90_abs_err_pct": float(np.percentile(rel, 90)), "share_within_10pct": float((rel <= 10.0).mean())}
-    if true.size >= 2:
-        from scipy.stats import kendalltau
+def fit_overhead_coefs(sum_kernels_ms: Any, n_kernels: Any, measured_ms: Any,
+                       network_scale: bool) -> tuple[float, float, float]:
+    """The one overhead fit: ``measured ≈ scale·Σkernels + a + b·n_kernels`` with a, b (and scale) >= 0, least
+    squares on the relative error (NNLS); ``scale`` is fixed to 1 unless ``network_scale`` and two or more
+    networks are given (it absorbs what isolated kernels systematically miss in a whole network: other fusion,
+    cache state, separately tuned schedules). One network gives ``a = max(measured - Σ, 0)``, ``b = 0``.
+    Returns ``(scale, a_ms, b_ms_per_kernel)``; no networks give ``(1, 0, 0)``."""
+    from scipy.optimize import nnls
 
-        out["kendall_tau"] = float(kendalltau(pred, true).statistic)
-    return out
+    s, n, y = (np.asarray(v, float) for v in (sum_kernels_ms, n_kernels, measured_ms))
+    if y.size == 0:
+        return 1.0, 0.0, 0.0
+    if network_scale and y.size >= 2:
+        coef, _ = nnls(np.stack([s, np.ones_like(n), n], axis=1) / y[:, None], np.ones_like(y))
+        return float(coef[0]), float(coef[1]), float(coef[2])
+    r = y - s
+    if y.size == 1:
+        return 1.0, float(max(r[0], 0.0)), 0.0
+    coef, _ = nnls(np.stack([np.ones_like(n), n], axis=1) / y[:, None], r / y)
+    return 1.0, float(coef[0]), float(coef[1])
+
+
+# error_stats lives in hao.stats (one home for report statistics); re-exported here
 
 
 class FlopsBaseline(BaseEstimator, RegressorMixin):
@@ -211,29 +225,17 @@ class LatencyPredictor(BaseEstimator, RegressorMixin):
 
     def fit_overhead(self, networks: Sequence[Sequence[KernelSpec]], measured_ms: Sequence[float],
                      prefer_measured: bool = True) -> "LatencyPredictor":
-        """Fit overhead = a + b·n_kernels (a, b >= 0, least squares on relative error) from whole networks."""
+        """Fit overhead = a + b·n_kernels (a, b >= 0, least squares on relative error) from whole networks
+        (:func:`fit_overhead_coefs`; no networks: no overhead)."""
         self._check_fitted()
         y = np.asarray(measured_ms, float)
-        if len(networks) != y.size or y.size < 1:
+        if len(networks) != y.size:
             raise ConfigError(f"fit_overhead needs one measured latency per network; got {len(networks)} networks "
                               f"and {y.size} latencies.")
         s = np.array([self.predict(list(n), prefer_measured=prefer_measured).sum() for n in networks])
         n = np.array([len(n) for n in networks], float)
-        from scipy.optimize import nnls
-
-        if self.network_scale and y.size >= 2:
-            # measured ≈ scale·Σ + a + b·n: the scale absorbs what isolated kernels systematically miss in a
-            # whole network (other fusion, cache state, schedules tuned separately)
-            A = np.stack([s, np.ones_like(n), n], axis=1) / y[:, None]
-            coef, _ = nnls(A, np.ones_like(y))
-            self.network_scale_ = float(coef[0])
-            self.overhead_ms_, self.overhead_per_kernel_ms_ = float(coef[1]), float(coef[2])
-            return self
-        r = y - s
-        A = np.stack([np.ones_like(n), n], axis=1) / y[:, None]
-        coef, _ = nnls(A, r / y) if y.size >= 2 else (np.array([max(r[0], 0.0), 0.0]), None)
-        self.network_scale_ = 1.0
-        self.overhead_ms_, self.overhead_per_kernel_ms_ = float(coef[0]), float(coef[1])
+        self.network_scale_, self.overhead_ms_, self.overhead_per_kernel_ms_ = fit_overhead_coefs(
+            s, n, y, self.network_scale)
         return self
 
     def save_overhead(self, folder: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:

@@ -19,7 +19,6 @@ import io
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -27,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from hao.errors import ConfigError, TableError
+from hao.io import atomic_write_text
 from hao.kernel import BITS, KEY_COLUMNS, OPS, KernelSpec
 
 __all__ = ["LatencyTable", "REQUIRED_COLUMNS", "TABLE_COLUMNS", "validate_frame", "read_table_csv",
@@ -58,24 +58,7 @@ def default_write_root() -> Path:
     return user_tables_dir()
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file + ``os.replace``: readers see old or new, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file ordinary permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+# atomic_write_text lives in hao.io (one home for safe writes); re-exported here for existing imports
 
 
 def _where(file: str, row: int | None, column: str | None) -> str:
@@ -120,7 +103,7 @@ def validate_frame(df: pd.DataFrame, file: str = "<table>") -> pd.DataFrame:
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
         raise TableError(f"{_where(file, None, missing[0])}: missing required column(s) {missing}; a table needs "
-                         f"{list(REQUIRED_COLUMNS)} (see latency_models/README.md).")
+                         f"{list(REQUIRED_COLUMNS)} (see docs/table_schema.md).")
     out = df.copy()
     out["op"] = out["op"].astype(str)
     for i, v in enumerate(out["op"], start=1):
@@ -189,7 +172,7 @@ def validate_frame(df: pd.DataFrame, file: str = "<table>") -> pd.DataFrame:
 def _read_meta(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise TableError(f"{path}: no meta.json. Every hardware folder needs one with keys "
-                         f"{list(REQUIRED_META_KEYS)} (see latency_models/README.md).")
+                         f"{list(REQUIRED_META_KEYS)} (see docs/table_schema.md).")
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as exc:
@@ -233,7 +216,7 @@ class LatencyTable:
             raise TableError(f"{folder / 'table.csv'}: the table has a header but 0 rows; a latency table needs at "
                              "least one measured kernel. Measure some with `hao calibrate --hardware "
                              f"{folder.name} --space SPACE --root {folder.parent}`, or delete the folder "
-                             "(see latency_models/README.md).")
+                             "(see docs/table_schema.md).")
         return cls(df, meta, folder, str(folder / "table.csv"))
 
     def save(self, folder: str | os.PathLike) -> Path:
@@ -347,7 +330,7 @@ def list_invalid() -> list[dict[str, str]]:
             if missing:
                 out.append({"name": d.name, "path": str(d),
                             "reason": f"no {' and no '.join(missing)} (a hardware folder needs table.csv and "
-                                      "meta.json; see latency_models/README.md)"})
+                                      "meta.json; see docs/table_schema.md)"})
     return out
 
 

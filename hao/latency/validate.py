@@ -3,22 +3,26 @@
 For each seeded random candidate of a space:
 
 1. ``space.build(candidate)`` -> torch module; every fake-quant layer is set to float (32 bits) and each
-   BatchNorm is folded into its preceding convolution (:func:`fold_batchnorm`), as an inference compiler does,
-   and ReLU6 becomes ReLU (same cost; see :func:`_relu6_to_relu` for why).
+   BatchNorm is folded into its preceding convolution (:func:`~hao.latency.surgery.fold_batchnorm`), as an
+   inference compiler does, and ReLU6 becomes ReLU (same cost; see :func:`~hao.latency.surgery.relu6_to_relu`).
    **Precision**: the networks are compiled in float32 — Relax's PyTorch frontend has no path for our
    fake-quant int8 graphs — so they are compared with the predictor's float32 figure for the same
    architecture (every kernel at w32a32). The int8 rows are validated per kernel (output checked, timed).
 2. ``torch.export.export`` -> ``tvm.relax.frontend.torch.from_exported_program`` -> ``ConvertLayout`` to
    NHWC (the calibrated float layout) -> ``relax.get_pipeline("zero")`` (legalize, fold constants, fuse).
 3. Every fused convolution task runs its table kernel's schedule (the trace replayed on the task, see
-   ``_Tuner._replay``), so the network runs the code the table timed; any other task (transposes, the
-   classifier, pooling) takes its best record in the hardware's tuning database (``tuning_db/``) or is tuned
+   :class:`~hao.latency.tuner.Tuner`), so the network runs the code the table timed; any other task (transposes,
+   the classifier, pooling) takes its best record in the hardware's tuning database (``tuning_db/``) or is tuned
    with MetaSchedule (same settings as calibration) and committed there.
 4. build -> ``relax.VirtualMachine``, output checked against PyTorch; once every network is built they are
    timed in interleaved passes (``time_evaluator``, one session per network per pass, lowest median kept).
 5. The first ``calib_networks`` networks (their own seeds) fit the predictor's per-network overhead
    (a + b·kernels); the next ``n_networks`` are the held-out validation set: median |error| %, share within
    ±10 %, Kendall τ. The report is written as JSON next to the table.
+
+This module holds the run (:func:`validate_networks`) and its scoring (:func:`score_rows`). Steps 1-4 live in
+:mod:`hao.latency.surgery`, :mod:`hao.latency.tuner` and :mod:`hao.latency.compiler`; their names are
+re-exported here.
 """
 from __future__ import annotations
 
@@ -30,381 +34,23 @@ from typing import Any
 
 import numpy as np
 
-from hao._imports import lazy_import
 from hao.errors import ConfigError
 from hao.latency.backend import replace_bits
-from hao.latency.calibrate import load_average, scheduling_priority
-from hao.latency.predictor import LatencyPredictor, error_stats
+from hao.latency.compiler import CompiledNetwork, build_network, compile_network, time_interleaved
+from hao.latency.predictor import LatencyPredictor, error_stats, fit_overhead_coefs
+from hao.latency.runlog import load_average, scheduling_priority
+from hao.latency.surgery import float_model, fold_batchnorm
 from hao.latency.table import atomic_write_text, hardware_dir, load_table
+from hao.latency.tuner import Tuner
 
 __all__ = ["fold_batchnorm", "float_model", "build_network", "CompiledNetwork", "compile_network",
-           "time_interleaved", "validate_networks"]
-
-
-def fold_batchnorm(model: Any) -> Any:
-    """Fold every BatchNorm2d into the convolution before it (modules with ``conv``/``bn`` attributes, and
-    consecutive Conv2d -> BatchNorm2d children of ``nn.Sequential``). In place; returns ``model``."""
-    import torch
-    from torch import nn
-
-    def fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
-        with torch.no_grad():
-            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps) if bn.affine else \
-                1.0 / torch.sqrt(bn.running_var + bn.eps)
-            shift = (bn.bias if bn.affine else 0.0) - bn.running_mean * scale
-            conv.weight.mul_(scale.reshape(-1, 1, 1, 1))
-            if conv.bias is None:
-                conv.bias = nn.Parameter(shift.clone())
-            else:
-                conv.bias.mul_(scale).add_(shift)
-
-    for mod in list(model.modules()):
-        conv, bn = getattr(mod, "conv", None), getattr(mod, "bn", None)
-        if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
-            fold(conv, bn)
-            mod.bn = nn.Identity()
-        if isinstance(mod, nn.Sequential):
-            keys = list(mod._modules)
-            for a, b in zip(keys, keys[1:]):
-                if isinstance(mod._modules[a], nn.Conv2d) and isinstance(mod._modules[b], nn.BatchNorm2d):
-                    fold(mod._modules[a], mod._modules[b])
-                    mod._modules[b] = nn.Identity()
-    return model
-
-
-def float_model(space: Any, candidate: Any, seed: int = 0) -> Any:
-    """The candidate as a float32 eval-mode torch module with BatchNorm folded."""
-    from hao.quant import quant_layers, set_bits
-
-    model = space.build(candidate, seed=seed)
-    set_bits(model, {name: {"w_bits": 32, "a_bits": 32} for name, _ in quant_layers(model)})
-    model.eval()
-    _relu6_to_relu(model)
-    return fold_batchnorm(model)
-
-
-def _relu6_to_relu(model: Any) -> None:
-    """Replace ReLU6 by ReLU (same cost). TVM 0.27's PyTorch frontend lowers ReLU6 to a ``call_tir`` clip that
-    ``ConvertLayout`` cannot move to NHWC: every clip then ran as transpose -> clip -> transpose, separate
-    from the convolution, which more than doubled the network's time. ReLU is a Relax op that converts and
-    fuses into the convolution, as a deployment compiler fuses ReLU6."""
-    from torch import nn
-
-    for mod in list(model.modules()):
-        for name, child in list(mod.named_children()):
-            if isinstance(child, nn.ReLU6):
-                setattr(mod, name, nn.ReLU(inplace=False))
-
-
-class _Tuner:
-    """Tunes Relax tasks that the hardware database lacks (same MetaSchedule settings as calibration)."""
-
-    def __init__(self, database_dir: Path, threads: int, trials: int, seed: int,
-                 reuse_table_schedules: bool = True) -> None:
-        from hao.latency.tvm_backend import TVMBackend
-
-        self.backend = TVMBackend(trials=trials, database_dir=database_dir, threads=threads, seed=seed)
-        self.backend.open()
-        self.tuned_tasks = 0
-        self.reused_tasks = 0
-        self.transferred_tasks = 0
-        self.reuse_table_schedules = reuse_table_schedules
-
-    @staticmethod
-    def task_kernel(tmod: Any) -> Any:
-        """The table kernel (fp32 ``KernelSpec``) a fused conv task computes, from its buffer shapes: data
-        (1, H, W, C), weight HWIO (K, K, C/groups, O), …, output (1, OH, OW, O); None for other tasks."""
-        from hao.kernel import KernelSpec
-
-        from tvm.s_tir.meta_schedule.arg_info import ArgInfo
-
-        try:
-            shapes = [tuple(int(d) for d in a.shape) for a in ArgInfo.from_prim_func(tmod["main"])]
-        except Exception:  # noqa: BLE001 - dynamic shapes, non-tensor args: not a table kernel
-            return None
-        if len(shapes) < 3 or len(shapes[0]) != 4 or len(shapes[1]) != 4 or len(shapes[-1]) != 4:
-            return None
-        (n, h, w, c), (kh, kw, cpg, o), (_, oh, ow, o2) = shapes[0], shapes[1], shapes[-1]
-        if n != 1 or kh != kw or o != o2 or kh % 2 == 0:
-            return None
-        stride = -(-h // oh)
-        if -(-h // stride) != oh or -(-w // stride) != ow:
-            return None
-        if cpg == c:
-            return KernelSpec("conv2d", c, o, h, w, kh, stride, 1, 32, 32)
-        if cpg == 1 and o == c:
-            return KernelSpec("dwconv2d", c, o, h, w, kh, stride, c, 32, 32)
-        return None
-
-    @staticmethod
-    def _replay(trace: Any, tmod: Any, target: Any) -> Any:
-        """Apply a table kernel's trace to a task; a ``compute_inline`` the task cannot take is skipped.
-
-        The table kernel is conv + bias + ReLU and its trace inlines the bias block into the ReLU; a projection
-        task (conv + bias, or conv + bias + residual) has no ReLU, so its bias block is the output and cannot be
-        inlined; it stays the convolution's consumer, where the trace's ``reverse_compute_at`` places it. Any
-        other failing instruction makes the replay fail (returns None). Schedule primitives keep the program's
-        meaning, and the result is compiled once as a check."""
-        import tvm
-        from tvm.s_tir.schedule import Trace
-
-        decisions = dict(trace.decisions)
-
-        def attempt(insts: list) -> Any:
-            sch = tvm.s_tir.Schedule(tmod)
-            keep = set(insts)  # TVM objects hash and compare by identity
-            Trace(insts, {i: d for i, d in decisions.items() if i in keep}).apply_to_schedule(
-                sch, remove_postproc=False)
-            return sch
-
-        try:
-            sch = attempt(list(trace.insts))
-        except Exception:  # noqa: BLE001 - retry instruction by instruction
-            kept: list = []
-            for inst in trace.insts:
-                try:
-                    attempt(kept + [inst])
-                    kept.append(inst)
-                except Exception:  # noqa: BLE001
-                    if inst.kind.name != "ComputeInline":
-                        return None
-            try:
-                sch = attempt(kept)
-            except Exception:  # noqa: BLE001
-                return None
-        try:
-            tvm.compile(sch.mod, target)  # the trace may apply yet leave an invalid program
-        except Exception:  # noqa: BLE001
-            return None
-        return sch
-
-    def _from_table_kernel(self, tmod: Any) -> Any:
-        """The schedule of a fused conv task's table kernel (the same convolution + bias + ReLU, timed for
-        the table), replayed on the task (see :meth:`_replay`); None if the task has no table kernel or the
-        trace does not apply. The table's Σ then describes the schedules the network really runs, instead of
-        each network task getting its own separately tuned 8-trial schedule (0.3–5x the table kernel's time)."""
-        import tvm
-
-        from hao.latency.tvm_backend import build_kernel_func
-
-        k = self.task_kernel(tmod)
-        if k is None:
-            return None
-        db, target = self.backend.database, self.backend.target
-        kmod = tvm.IRModule({"main": build_kernel_func(k).func})
-        rec = db.query_tuning_record(kmod, target, workload_name="main") if db.has_workload(kmod) else None
-        if rec is None:
-            return None
-        sch = self._replay(rec.trace, tmod, target)
-        return None if sch is None else (sch, rec.run_secs)
-
-    def ensure(self, mod: Any) -> Any:
-        """Give every task of ``mod`` (legalized + fused) a schedule and return a database holding exactly one
-        record per task, the one the build must use: the table kernel's schedule where it replays
-        (``reuse_table_schedules``), else the task's best record in the hardware database, else a schedule
-        tuned now (and committed to the hardware database). Transferred schedules are not written to the
-        hardware database (they are recomputed in about a second), so an older, separately tuned record of
-        the same task can never win over them."""
-        from tvm.s_tir import meta_schedule as ms
-
-        from tvm.s_tir.meta_schedule.tune_context import _normalize_mod
-
-        db, target = self.backend.database, self.backend.target
-        chosen = ms.database.MemoryDatabase()
-        tasks = ms.relax_integration.extract_tasks(mod, target)
-        for task in tasks:
-            # compile_relax looks records up under the normalized module (its function named "main")
-            tmod = _normalize_mod(task.dispatched[0])
-            args = ms.arg_info.ArgInfo.from_prim_func(tmod["main"])
-            if self.reuse_table_schedules:
-                got = self._from_table_kernel(tmod)
-                if got is not None:
-                    sch, run_secs = got
-                    chosen.commit_tuning_record(ms.database.TuningRecord(
-                        sch.trace, chosen.commit_workload(tmod), run_secs, target, args))
-                    self.transferred_tasks += 1
-                    continue
-            rec = db.query_tuning_record(tmod, target, workload_name="main") if db.has_workload(tmod) else None
-            if rec is not None:
-                self.reused_tasks += 1
-            else:
-                sch, _, _ = self.backend._schedule(tmod)
-                self.tuned_tasks += 1
-                if sch is None:
-                    raise ConfigError(f"MetaSchedule found no valid schedule for Relax task {task.task_name!r}.")
-                rec = db.query_tuning_record(tmod, target, workload_name="main")
-            # the record's own workload: its trace names that module's blocks, which may be named differently
-            # in this (structurally equal) task; a database applies a trace to the workload it stores
-            chosen.commit_tuning_record(ms.database.TuningRecord(
-                rec.trace, chosen.commit_workload(rec.workload.mod), rec.run_secs, target, rec.args_info))
-        return chosen
-
-    def close(self) -> None:
-        self.backend.close()
-
-
-def _build_prepacked(fused: Any, database: Any, target: Any) -> Any:
-    """Build an already legalized + fused Relax module with its tuned schedules, splitting each schedule's
-    weight-layout rewrite out of the task (``SplitLayoutRewritePreproc``) and folding it on the constant
-    weights (``FoldConstant``), so the packed weights are computed once, at compile time."""
-    import tvm
-    from tvm import relax
-    from tvm.relax import pipeline as rp
-    from tvm.ir.transform import PassContext
-
-    try:
-        lower = rp.dataflow_lower_passes(target) + rp.finalize_passes(target)
-    except (ValueError, AttributeError):  # the fallback compile_relax uses for targets without a pipeline
-        lower = [relax.transform.RewriteDataflowReshape(), relax.transform.ToNonDataflow(),
-                 relax.transform.RemovePurityChecking(), relax.transform.CallTIRRewrite(),
-                 relax.transform.StaticPlanBlockMemory(), relax.transform.LowerAllocTensor(),
-                 relax.transform.KillAfterLastUse(), relax.transform.LowerRuntimeBuiltin(),
-                 relax.transform.ComputePrimValue(), relax.transform.VMShapeLower(),
-                 relax.transform.AttachGlobalSymbol()]
-
-    @tvm.transform.module_pass(opt_level=3)
-    def _pipeline(mod: Any, _ctx: Any) -> Any:
-        mod = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(mod)
-        mod = relax.transform.SplitLayoutRewritePreproc()(mod)
-        mod = relax.transform.FoldConstant()(mod)
-        return tvm.transform.Sequential(lower)(mod)
-
-    with target, database, PassContext(opt_level=3):
-        return relax.build(fused, target=target, relax_pipeline=_pipeline)
-
-
-class CompiledNetwork:
-    """A float network compiled with TVM and checked against PyTorch, ready to be timed.
-
-    ``facts``: ``max_abs_err_vs_torch``, ``tasks_tuned`` (tasks tuned for this build), ``tune_s``."""
-
-    def __init__(self, vm: Any, inp: Any, dev: Any, facts: dict[str, Any]) -> None:
-        self.vm, self.inp, self.dev, self.facts = vm, inp, dev, facts
-
-    def time_session(self, repeat: int = 7, min_repeat_ms: int = 20) -> np.ndarray:
-        """One timing session: ``repeat`` times in ms (each the mean of runs filling ``min_repeat_ms``), after
-        ``time_evaluator``'s own warm-up run."""
-        timer = self.vm.time_evaluator("main", self.dev, number=1, repeat=repeat, min_repeat_ms=min_repeat_ms)
-        return np.asarray(timer(self.inp).results, float) * 1e3
-
-
-def build_network(model: Any, input_shape: tuple[int, ...], tuner: _Tuner,
-                  prepack_weights: bool = True) -> CompiledNetwork:
-    """Export, give every task a schedule (:meth:`_Tuner.ensure`), compile, and check the output of one float
-    network against PyTorch (a wrong network raises ``ConfigError``, it is never timed).
-
-    ``prepack_weights`` (default): tasks see their weights as layout-free constants, as the table's kernels
-    do, and the schedules' weight packing is folded at compile time (see :func:`_build_prepacked`);
-    ``False`` is the earlier build (no packing; every task tuned without it)."""
-    import torch
-
-    tvm = lazy_import("tvm")
-    from tvm import relax
-    from tvm.relax.frontend.torch import from_exported_program
-    from tvm.s_tir import meta_schedule as ms
-
-    x = torch.randn(1, *input_shape, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        ref = model(x).numpy()
-        ep = torch.export.export(model, (x,))
-    mod = from_exported_program(ep, keep_params_as_input=False)
-    target = tuner.backend.target
-    with target:
-        mod = relax.transform.DecomposeOpsForInference()(mod)
-        mod = relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "HWIO"]})(mod)
-        # extract_tasks wants the legalized + fused module (it finds no task in an unfused one), while
-        # compile_relax legalizes and fuses itself: handing it the fused module makes every database lookup
-        # miss and the network runs untuned — so tasks come from `fused`, the build from `mod`.
-        fused = relax.get_pipeline("zero")(mod)
-        if prepack_weights:
-            # Mark the weights (constants) as layout-free, as the table's TE kernels are (topi's
-            # ``layout_free_placeholders``): MetaSchedule may then pack them (RewriteLayout), and the packing
-            # runs once at compile time instead of on every inference. Without this the network's tasks were
-            # tuned in a smaller space than the table's kernels (no weight packing) and ran 1.7x the table's Σ.
-            fused = relax.transform.AttachAttrLayoutFreeBuffers()(fused)
-    t0 = time.perf_counter()
-    before = tuner.tuned_tasks
-    chosen = tuner.ensure(fused)
-    tune_s = time.perf_counter() - t0
-    with target:
-        if prepack_weights:
-            exe = _build_prepacked(fused, chosen, target)
-        else:
-            exe = ms.relax_integration.compile_relax(chosen, mod, target, params=None)
-    dev = tvm.cpu(0)
-    vm = relax.VirtualMachine(exe, dev)
-    inp = tvm.runtime.tensor(x.numpy(), dev)
-    out = vm["main"](inp)
-    got = out.numpy() if hasattr(out, "numpy") else out[0].numpy()
-    err = float(np.abs(got - ref).max())
-    tol = 1e-3 * (1 + float(np.abs(ref).max()))
-    if not err <= tol:
-        raise ConfigError(f"TVM's output differs from PyTorch's by {err:g} (> {tol:g}); not timing a wrong network.")
-    return CompiledNetwork(vm, inp, dev, {"max_abs_err_vs_torch": err, "tasks_tuned": tuner.tuned_tasks - before,
-                                          "tune_s": round(tune_s, 1)})
-
-
-def time_interleaved(nets: list[CompiledNetwork], passes: int = 3, repeat: int = 7,
-                     min_repeat_ms: int = 20) -> list[dict[str, Any]]:
-    """Time several compiled networks in ``passes`` round-robin passes (one session per network per pass, the
-    order rotated each pass) and keep each network's session with the lowest median.
-
-    A burst of other work on a shared machine inflates every session that overlaps it; sessions of one network
-    spread over the whole run (instead of back to back) rarely all overlap one burst, and nothing makes a
-    network faster than it is. Returns per network ``measured_ms`` (that median), ``std_ms``, ``repeats``,
-    ``sessions`` and ``session_medians_ms``."""
-    if not isinstance(passes, int) or isinstance(passes, bool) or passes < 1:
-        raise ConfigError(f"timing passes must be an int >= 1, got {passes!r}.")
-    best: list[np.ndarray | None] = [None] * len(nets)
-    medians: list[list[float]] = [[] for _ in nets]
-    errors: dict[int, str] = {}
-    time.sleep(0.05)
-    for p in range(passes):
-        order = list(range(len(nets)))
-        order = order[p % max(1, len(nets)):] + order[:p % max(1, len(nets))]
-        for i in order:
-            if i in errors:
-                continue
-            try:
-                r = nets[i].time_session(repeat, min_repeat_ms)
-            except Exception as exc:  # noqa: BLE001 - one network's failure must not lose the others
-                errors[i] = f"timing: {type(exc).__name__}: {exc}"[:500]
-                continue
-            medians[i].append(round(float(np.median(r)), 5))
-            if best[i] is None or np.median(r) < np.median(best[i]):
-                best[i] = r
-    return [{"ok": False, "error": errors[i], "session_medians_ms": m} if i in errors else
-            {"ok": True, "measured_ms": float(np.median(b)), "std_ms": float(b.std()), "repeats": int(b.size),
-             "sessions": passes, "session_medians_ms": m}
-            for i, (b, m) in enumerate(zip(best, medians))]
-
-
-def compile_network(model: Any, input_shape: tuple[int, ...], tuner: _Tuner, rounds: int = 3,
-                    repeat: int = 7, min_repeat_ms: int = 20, prepack_weights: bool = True) -> dict[str, Any]:
-    """:func:`build_network`, then ``rounds`` back-to-back timing sessions (lowest median kept). Returns the
-    timing facts and the build's facts. To time several networks, :func:`time_interleaved` resists load
-    bursts better."""
-    net = build_network(model, input_shape, tuner, prepack_weights=prepack_weights)
-    t = time_interleaved([net], passes=rounds, repeat=repeat, min_repeat_ms=min_repeat_ms)[0]
-    if not t["ok"]:
-        raise ConfigError(f"timing the compiled network failed ({t['error']}).")
-    return {"measured_ms": t["measured_ms"], "std_ms": t["std_ms"], "repeats": t["repeats"], **net.facts}
+           "time_interleaved", "validate_networks", "score_rows", "Tuner"]
 
 
 def _fit_coefs(fit: list[dict[str, Any]], network_scale: bool) -> tuple[float, float, float]:
-    """NNLS on relative error: measured ≈ scale·Σ + a + b·n (scale fixed to 1 unless ``network_scale``)."""
-    from scipy.optimize import nnls
-
-    if not fit:
-        return 1.0, 0.0, 0.0
-    y = np.array([r["measured_ms"] for r in fit])
-    s = np.array([r["sum_kernels_ms"] for r in fit])
-    n = np.array([r["n_kernels"] for r in fit], float)
-    if network_scale and len(fit) >= 2:
-        coef, _ = nnls(np.stack([s, np.ones_like(n), n], 1) / y[:, None], np.ones_like(y))
-        return float(coef[0]), float(coef[1]), float(coef[2])
-    coef, _ = nnls(np.stack([np.ones_like(n), n], 1) / y[:, None], (y - s) / y)
-    return 1.0, float(coef[0]), float(coef[1])
+    """The predictor's overhead fit (:func:`~hao.latency.predictor.fit_overhead_coefs`) on report rows."""
+    return fit_overhead_coefs([r["sum_kernels_ms"] for r in fit], [r["n_kernels"] for r in fit],
+                              [r["measured_ms"] for r in fit], network_scale)
 
 
 def _loo_abs_err_pct(fit: list[dict[str, Any]], network_scale: bool) -> list[float]:
@@ -507,7 +153,6 @@ def validate_networks(hardware: str, space_name: str, n_networks: int = 20, seed
     table = load_table(hardware)
     space = get_space(space_name)
     pred = LatencyPredictor.from_table(table)
-    pred.overhead_ms_ = pred.overhead_per_kernel_ms_ = 0.0
     rng = np.random.default_rng(seed)
     cands = []
     seen = set()
@@ -516,7 +161,7 @@ def validate_networks(hardware: str, space_name: str, n_networks: int = 20, seed
         if c.to_json() not in seen:
             seen.add(c.to_json())
             cands.append(c)
-    tuner = _Tuner(folder / "tuning_db", threads, trials_per_task, seed)
+    tuner = Tuner(folder / "tuning_db", threads, trials_per_task, seed)
     rows: list[dict[str, Any]] = []
     bar = None
     if progress:
@@ -526,9 +171,11 @@ def validate_networks(hardware: str, space_name: str, n_networks: int = 20, seed
     t_start = time.perf_counter()
     loadavg_start = load_average()
     built: dict[int, CompiledNetwork] = {}
+    kernel_lists: dict[int, list] = {}
     try:
         for i, c in enumerate(cands):
             kernels = [replace_bits(k, 32, 32) for k in space.kernels(c)]
+            kernel_lists[i] = kernels
             n_meas = sum(table.latency(k) is not None for k in kernels)
             model = float_model(space, c, seed=seed)
             try:
@@ -557,9 +204,13 @@ def validate_networks(hardware: str, space_name: str, n_networks: int = 20, seed
         built.clear()
         tuner.close()
     summary, coefs = score_rows(rows, network_scale=network_scale)
-    pred.network_scale_, pred.overhead_ms_, pred.overhead_per_kernel_ms_ = coefs
-    pred.network_scale = summary["model_selection"]["chosen"] == "scale"
     fit_rows = [r for r in rows if r["role"] == "overhead-fit" and r["ok"]]
+    # the chosen model is a parameter; the overhead is fitted state, written by fit_overhead only
+    pred.set_params(network_scale=summary["model_selection"]["chosen"] == "scale")
+    pred.fit_overhead([kernel_lists[r["index"]] for r in fit_rows], [r["measured_ms"] for r in fit_rows])
+    if fit_rows and not np.allclose((pred.network_scale_, pred.overhead_ms_, pred.overhead_per_kernel_ms_), coefs):
+        raise ConfigError(f"internal: the predictor's overhead fit {pred.network_scale_, pred.overhead_ms_} differs "
+                          f"from the report's {coefs}; please report this.")
     report = {
         "hardware": hardware, "space": space_name, "seed": seed, "precision": "float32 (see hao.latency.validate)",
         "protocol": "torch.export -> relax.frontend.torch.from_exported_program -> ConvertLayout(NHWC) -> "

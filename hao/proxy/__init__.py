@@ -8,12 +8,13 @@
 from hao.proxy.build import compute_sensitivity, supernet_traces, zeroq_sensitivity, zeroq_traces
 from hao.proxy.hutchinson import (HessianTraces, LayerTrace, hessian_traces, preserve_model_state,
                                   weight_layers)
-from hao.proxy.proxy import AccuracyProxy, BaseAccuracyProxy, WeightNormProxy, default_checkpoint_dir
+from hao.proxy.proxy import (ACCURACY_MODELS, AccuracyProxy, BaseAccuracyProxy, WeightNormProxy, default_checkpoint_dir,
+                             get_accuracy_model, list_accuracy_models, register_accuracy_model)
 from hao.proxy.sensitivity import (SENSITIVITY_FILE, SensitivityCacheError, SensitivityTable,
                                    activation_quant_mse, float_weights, perturbation_sq_norm)
 from hao.proxy.zeroq import distill_batch
 
-__all__ = ["AccuracyProxy", "activation_quant_mse", "BaseAccuracyProxy", "HessianTraces", "LayerTrace", "SENSITIVITY_FILE",
+__all__ = ["ACCURACY_MODELS", "get_accuracy_model", "list_accuracy_models", "register_accuracy_model", "AccuracyProxy", "activation_quant_mse", "BaseAccuracyProxy", "HessianTraces", "LayerTrace", "SENSITIVITY_FILE",
            "SensitivityCacheError", "SensitivityTable", "WeightNormProxy", "compute_sensitivity",
            "default_checkpoint_dir", "distill_batch", "float_weights", "hessian_traces", "perturbation_sq_norm", "preserve_model_state",
            "supernet_traces", "weight_layers", "zeroq_sensitivity", "zeroq_traces"]

@@ -1,16 +1,14 @@
 """Compute the sensitivity table of a trained supernet: traces of its largest float sub-network → Ω table."""
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from hao.errors import ConfigError
 from hao.proxy.hutchinson import HessianTraces, hessian_traces
 from hao.proxy.sensitivity import SensitivityTable, activation_quant_mse, float_weights
 from hao.proxy.zeroq import distill_batch
@@ -19,21 +17,9 @@ from hao.space.base import SearchSpace
 __all__ = ["supernet_traces", "compute_sensitivity", "zeroq_traces", "zeroq_sensitivity"]
 
 
-@contextlib.contextmanager
-def _largest_active(space: SearchSpace, supernet: torch.nn.Module) -> Iterator[None]:
-    """Activate the space's largest candidate on the supernet; restore the previously active one on exit."""
-    previous = getattr(supernet, "active", None)
-    supernet.set_active(space.largest())
-    try:
-        yield
-    finally:
-        if previous is not None:
-            supernet.set_active(previous)
-
-
 def _distill(space: SearchSpace, supernet: torch.nn.Module, n: int, steps: int, seed: int) -> tuple:
     """ZeroQ inputs distilled from the largest float sub-network's BN statistics: (x, y, info)."""
-    with _largest_active(space, supernet), float_weights(supernet):
+    with space.activated(supernet, space.largest()), float_weights(supernet):
         return distill_batch(supernet, n, space.input_shape, steps=steps, seed=seed)
 
 
@@ -43,14 +29,13 @@ def supernet_traces(space: SearchSpace, supernet: torch.nn.Module, batches: Sequ
     """Per-layer traces of the supernet's largest sub-network with float weights and activations (eval mode).
 
     ``method="ggn"`` (default; every hao space is piecewise linear, so it is the Hessian trace) also gives the
-    input-activation traces unless ``activations=False``. The supernet's active candidate and bits are restored
+    input-activation traces unless ``activations=False``. ``supernet`` is ``space.supernet()`` (possibly
+    trained), activated with ``space.activated`` (``ConfigError`` for a module that is not one; call
+    ``hessian_traces(model, ...)`` for a plain model). The supernet's active candidate and bits are restored
     afterwards."""
     if activations is None:
         activations = method == "ggn"
-    if not hasattr(supernet, "set_active"):
-        raise ConfigError(f"supernet_traces needs a weight-sharing supernet with set_active(), got "
-                          f"{type(supernet).__name__}; call hessian_traces(model, ...) for a plain model.")
-    with _largest_active(space, supernet), float_weights(supernet):
+    with space.activated(supernet, space.largest()), float_weights(supernet):
         return hessian_traces(supernet, F.cross_entropy, list(batches), samples=samples, tol=tol, seed=seed,
                               vectors_per_call=vectors_per_call, method=method, progress=progress,
                               activations=activations)
@@ -73,7 +58,7 @@ def compute_sensitivity(space: SearchSpace, supernet: torch.nn.Module, batches: 
     tr = supernet_traces(space, supernet, batches, samples=samples, tol=tol, seed=seed, progress=progress, **kw)
     act_mse = None
     if tr.activations:
-        with _largest_active(space, supernet):
+        with space.activated(supernet, space.largest()):
             act_mse = activation_quant_mse(supernet, list(batches), [a.path for a in tr.activations])
     sha = None
     if checkpoint is not None:

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,10 +14,12 @@ from pathlib import Path
 import numpy as np
 
 from hao.errors import ConfigError
+from hao.registry import Registry
 from hao.proxy.sensitivity import SENSITIVITY_FILE, SensitivityTable
 from hao.space.base import Candidate, SearchSpace
 
-__all__ = ["BaseAccuracyProxy", "AccuracyProxy", "WeightNormProxy", "default_checkpoint_dir"]
+__all__ = ["BaseAccuracyProxy", "AccuracyProxy", "WeightNormProxy", "default_checkpoint_dir", "ACCURACY_MODELS",
+           "register_accuracy_model", "list_accuracy_models", "get_accuracy_model"]
 
 
 def default_checkpoint_dir(space_name: str) -> Path:
@@ -44,6 +47,10 @@ class BaseAccuracyProxy(ABC):
     ``space.unit_options(u)`` (the last option is "switched off" for gated units), and ``constant`` is the
     cost of the layers every candidate has; then ``score(c) == constant + Σ_u unit_costs()[u][idx_u(c)]``
     exactly, with ``idx = space.unit_indices(candidates)``.
+
+    ``from_checkpoint(space, folder)`` builds the model from a checkpoint folder (``sensitivity.json`` ...);
+    registered models (:data:`ACCURACY_MODELS`, ``hao.proxy.register_accuracy_model``) are created by name that
+    way. :func:`hao.testing.check_accuracy_model` is the conformance battery every model must pass.
     """
 
     is_additive: bool = False
@@ -61,6 +68,13 @@ class BaseAccuracyProxy(ABC):
     @property
     def constant(self) -> float:
         raise NotImplementedError(f"{type(self).__name__} is not additive; use an Optuna solver.")
+
+    @classmethod
+    def from_checkpoint(cls, space: SearchSpace, folder: str | os.PathLike | None = None,
+                        **params: Any) -> "BaseAccuracyProxy":
+        """Build the model of ``space`` from the checkpoint folder (default :func:`default_checkpoint_dir`)."""
+        raise NotImplementedError(f"{cls.__name__} cannot be built from a checkpoint folder; construct it "
+                                  "directly and pass it as proxy=...")
 
 
 class _AdditiveProxy(BaseAccuracyProxy):
@@ -189,5 +203,43 @@ class WeightNormProxy(_AdditiveProxy):
         super().__init__(space)
         self.table = table
 
+    @classmethod
+    def from_checkpoint(cls, space: SearchSpace, folder: str | os.PathLike | None = None, *,
+                        verify: bool = True) -> "WeightNormProxy":
+        """The ‖ΔW‖² baseline from ``folder/sensitivity.json`` (same files as :class:`AccuracyProxy`)."""
+        folder = Path(folder) if folder is not None else default_checkpoint_dir(space.name)
+        ckpt = folder / "supernet.pt"
+        table = SensitivityTable.load(folder / SENSITIVITY_FILE, checkpoint=ckpt if verify and ckpt.exists() else None,
+                                      space=space)
+        return cls(space, table)
+
     def _layer_cost(self, p) -> float:
         return self.table.dw_sq(p)
+
+
+ACCURACY_MODELS: Registry = Registry("accuracy model", base=BaseAccuracyProxy, set_name=False,
+                                     hint="Register one with hao.proxy.register_accuracy_model (see "
+                                          "CONTRIBUTING.md), or pass an instance as proxy=...")
+
+
+def register_accuracy_model(name: str):
+    """Class decorator: make a :class:`BaseAccuracyProxy` subclass available by name (``proxy="name"``)."""
+    return ACCURACY_MODELS.register(name)
+
+
+def list_accuracy_models() -> list[str]:
+    return ACCURACY_MODELS.names()
+
+
+def get_accuracy_model(name: str, space: SearchSpace, folder: str | os.PathLike | None = None,
+                       **params: Any) -> BaseAccuracyProxy:
+    """The accuracy model registered as ``name`` for ``space``, from the checkpoint ``folder``."""
+    cls = ACCURACY_MODELS.get(name)
+    try:
+        return cls.from_checkpoint(space, folder, **params)
+    except TypeError as exc:
+        raise ConfigError(f"Bad parameters {sorted(params)} for accuracy model {name!r}: {exc}.") from exc
+
+
+register_accuracy_model("hessian")(AccuracyProxy)
+register_accuracy_model("weight-norm")(WeightNormProxy)

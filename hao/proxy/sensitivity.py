@@ -319,11 +319,13 @@ class SensitivityTable:
                 "entries": {_key_str(k): v for k, v in sorted(self.entries.items(), key=lambda kv: _key_str(kv[0]))}}
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write JSON to ``path`` (a file, or a folder → ``folder/sensitivity.json``)."""
+        """Write JSON to ``path`` (a file, or a folder → ``folder/sensitivity.json``), atomically."""
+        from hao.io import atomic_write_text
+
         path = Path(path)
         if path.is_dir():
             path = path / SENSITIVITY_FILE
-        path.write_text(json.dumps(self.to_dict(), indent=1))
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=1))
         return path
 
     @classmethod

@@ -13,16 +13,16 @@ from pathlib import Path
 from typing import Any
 
 from hao.errors import ConfigError
-from hao.search.base import SearchProblem, Solver, get_solver, list_solvers
-from hao.search.objectives import (Objective, bops_objective, latency_objective, macs_objective,
-                                   proxy_objective, size_objective)
+from hao.search.base import SearchProblem, Solver, make_solver
+from hao.search.objectives import Objective, ObjectiveContext, make_objective
 from hao.search.result import SearchResult
-from hao.space.base import Candidate, SearchSpace
+from hao.space.base import BIT_KINDS, Candidate, SearchSpace
 
 __all__ = ["search", "make_problem", "resolve_space", "resolve_predictor", "resolve_proxy",
            "reference_candidates", "OBJECTIVE_NAMES"]
 
 #: Objectives ``hao.search`` builds by name.
+#: the built-in objectives (``hao.search.list_objectives()`` lists every registered one)
 OBJECTIVE_NAMES = ("proxy", "latency_ms", "size_mb", "bops_g", "macs_m")
 
 
@@ -57,7 +57,11 @@ def resolve_predictor(hardware: Any) -> Any:
 
 
 def resolve_proxy(space: SearchSpace, proxy: Any = None, checkpoint: str | Path | None = None) -> Any:
-    """The accuracy proxy: given, or the committed sensitivities of ``space`` (``checkpoints/<space>/``)."""
+    """The accuracy model: an instance as given, a registered name (``hao.proxy.list_accuracy_models()``) built
+    from the checkpoint folder, or by default the Hessian model from ``space``'s checkpoint folder."""
+    if isinstance(proxy, str):
+        from hao.proxy import get_accuracy_model
+        return get_accuracy_model(proxy, space, checkpoint)
     if proxy is not None:
         return proxy
     try:
@@ -74,19 +78,17 @@ def resolve_proxy(space: SearchSpace, proxy: Any = None, checkpoint: str | Path 
 
 
 def reference_candidates(space: SearchSpace) -> dict[str, Candidate]:
-    """Uniform-precision references for plots: the largest architecture at 8 bits (and at 4 bits) where every
-    bit decision allows it."""
+    """Uniform-precision references for plots: ``space.uniform(b, b)`` (the largest architecture, every layer at
+    ``b`` bits) for b = 8 and 4, where every bit decision allows it."""
     out: dict[str, Candidate] = {}
     decs = space.decisions()
-    bit_kinds = ("w_bits", "a_bits", "bits")
-    if not any(d.kind in bit_kinds for d in decs):
+    if not any(d.kind in BIT_KINDS for d in decs):
         return out
     for b in (8, 4):
-        if all(b in d.options for d in decs if d.kind in bit_kinds):
-            ch = {d.name: (b if d.kind in bit_kinds else max(d.options)) for d in decs}
+        if all(b in d.options for d in decs if d.kind in BIT_KINDS):
             try:
-                out[f"uniform {b}-bit" + ("" if all(d.kind in bit_kinds for d in decs) else ", largest")] = \
-                    space.make(ch)
+                out[f"uniform {b}-bit" + ("" if all(d.kind in BIT_KINDS for d in decs) else ", largest")] = \
+                    space.uniform(b, b)
             except Exception:  # a space with extra validity rules: skip the reference
                 continue
     return out
@@ -106,33 +108,12 @@ def make_problem(space: str | SearchSpace, hardware: Any = None, *,
         objectives = ["proxy", *(["latency_ms"] if hardware is not None else []), "size_mb", "bops_g"]
     if isinstance(objectives, (str, Objective)):
         objectives = [objectives]
-    built: list[Objective] = []
-    predictor = None
-    for o in objectives:
-        if isinstance(o, Objective):
-            built.append(o)
-        elif o == "proxy":
-            built.append(proxy_objective(sp, resolve_proxy(sp, proxy, checkpoint)))
-        elif o == "latency_ms":
-            if hardware is None:
-                raise ConfigError("The 'latency_ms' objective needs hardware=NAME (a folder under latency_models/, "
-                                  "see `hao latency list`) or a fitted predictor.")
-            predictor = predictor or resolve_predictor(hardware)
-            built.append(latency_objective(sp, predictor))
-        elif o == "size_mb":
-            built.append(size_objective(sp))
-        elif o == "bops_g":
-            built.append(bops_objective(sp))
-        elif o == "macs_m":
-            built.append(macs_objective(sp))
-        else:
-            raise ConfigError(f"Unknown objective {o!r}; build-by-name objectives are {list(OBJECTIVE_NAMES)}, "
-                              "or pass hao.search.Objective instances.")
+    ctx = ObjectiveContext(sp, predictor=None if hardware is None else (lambda: resolve_predictor(hardware)),
+                           accuracy_model=lambda: resolve_proxy(sp, proxy, checkpoint))
+    built = [o if isinstance(o, Objective) else make_objective(o, ctx) for o in objectives]
     refs = reference_candidates(sp) if references is True else dict(references or {})
     return SearchProblem(sp, built, budgets=dict(budgets or {}), target=target, references=refs)
 
-
-_OPTUNA_ONLY = ("storage", "n_workers", "study_name", "sampler", "population_size", "worker_id")
 
 
 def search(space: str | SearchSpace, hardware: Any = None, solver: str | Solver = "ilp",
@@ -168,30 +149,12 @@ def search(space: str | SearchSpace, hardware: Any = None, solver: str | Solver 
     """
     problem = make_problem(space, hardware, objectives=objectives, budgets=budgets, target=target, proxy=proxy,
                            checkpoint=checkpoint, references=references, space_kwargs=space_kwargs)
-    if isinstance(solver, Solver):
-        s = solver
-    else:
-        if not isinstance(solver, str) or solver not in list_solvers():
-            raise ConfigError(f"Unknown solver {solver!r}. Valid solvers: {', '.join(list_solvers())}.")
-        params = dict(solver_params)
-        if solver == "optuna":
-            params.update(seed=seed, n_workers=n_workers)
-            if storage is not None:
-                params["storage"] = storage
-            if n_trials is not None:
-                params["n_trials"] = n_trials
-        else:
-            bad = [k for k in _OPTUNA_ONLY if k in params] + (["storage"] if storage is not None else []) + \
-                (["n_workers"] if n_workers != 1 else [])
-            if bad:
-                raise ConfigError(f"{sorted(set(bad))} only apply to solver='optuna', not {solver!r}.")
-            if solver == "random":
-                params.setdefault("seed", seed)
-                if n_trials is not None:
-                    params["n_samples"] = n_trials
-            elif n_trials is not None:
-                raise ConfigError(f"n_trials applies to solver='optuna' or 'random', not {solver!r}.")
-        s = get_solver(solver, **params)
+    params = dict(solver_params)
+    if storage is not None:
+        params["storage"] = storage
+    if n_workers != 1:
+        params["n_workers"] = n_workers
+    s = make_solver(solver, seed=seed, n_trials=n_trials, **params)
     result = s.solve(problem, progress=progress)
     if hardware is not None:
         result.meta.setdefault("hardware", str(getattr(hardware, "hardware_", hardware)))

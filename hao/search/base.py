@@ -17,12 +17,13 @@ import numpy as np
 import pandas as pd
 
 from hao.errors import ConfigError
+from hao.registry import Registry, accepted_parameters
 from hao.search._index import IndexedSpace
 from hao.search.objectives import AdditiveObjective, Objective
 from hao.search.result import SearchResult
 from hao.space.base import Candidate, SearchSpace
 
-__all__ = ["SearchProblem", "Solver", "register_solver", "get_solver", "list_solvers", "BUDGET_ALIASES"]
+__all__ = ["SearchProblem", "Solver", "SOLVERS", "register_solver", "get_solver", "make_solver", "list_solvers", "BUDGET_ALIASES"]
 
 #: Short budget names accepted everywhere (``--budget latency=2`` means ``latency_ms``).
 BUDGET_ALIASES = {"latency": "latency_ms", "size": "size_mb", "bops": "bops_g", "model_size": "size_mb"}
@@ -195,6 +196,9 @@ class Solver(ABC):
     name: ClassVar[str] = "abstract"
     #: Whether every objective must be additive.
     requires_additive: ClassVar[bool] = False
+    #: The constructor parameter that bounds how many candidates it evaluates (``n_trials`` of the generic
+    #: options maps onto it; ``None``: the solver has no such budget).
+    evaluation_budget: ClassVar[str | None] = None
 
     def check_problem(self, problem: SearchProblem) -> None:
         if not isinstance(problem, SearchProblem):
@@ -213,25 +217,46 @@ class Solver(ABC):
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in params.items())})"
 
 
-_SOLVERS: dict[str, type[Solver]] = {}
+SOLVERS: Registry = Registry("solver", base=Solver,
+                             builtins=("hao.search.baselines", "hao.search.ilp", "hao.search.optuna_solver"),
+                             hint="Register one with hao.search.register_solver (see CONTRIBUTING.md).")
 
 
 def register_solver(name: str) -> Callable[[type[Solver]], type[Solver]]:
     """Class decorator registering a :class:`Solver` subclass under ``name``."""
-    def deco(cls: type[Solver]) -> type[Solver]:
-        if not (isinstance(cls, type) and issubclass(cls, Solver)):
-            raise ConfigError(f"register_solver({name!r}) decorates Solver subclasses, got {cls!r}.")
-        if name in _SOLVERS and _SOLVERS[name] is not cls:
-            raise ConfigError(f"A solver named {name!r} is already registered ({_SOLVERS[name].__name__}).")
-        cls.name = name
-        _SOLVERS[name] = cls
-        return cls
-    return deco
+    return SOLVERS.register(name)
 
 
 def list_solvers() -> list[str]:
-    _load_builtin()
-    return sorted(_SOLVERS)
+    return SOLVERS.names()
+
+
+def make_solver(name: str | Solver, *, seed: int | None = None, n_trials: int | None = None,
+                **params: Any) -> Solver:
+    """Create a solver from hao's generic options, without knowing which solver it is.
+
+    ``seed`` goes to solvers whose constructor takes one; ``n_trials`` to the parameter the class names in
+    :attr:`Solver.evaluation_budget`; every other parameter must be one the constructor accepts (an option that
+    does not apply to this solver is an error naming the ones that do)."""
+    if isinstance(name, Solver):
+        if params or n_trials is not None:
+            raise ConfigError(f"Got a solver instance and extra parameters {sorted(params)}; pass either.")
+        return name
+    cls = SOLVERS.get(name)
+    accepted = accepted_parameters(cls)
+    p = dict(params)
+    if seed is not None and "seed" in accepted:
+        p.setdefault("seed", seed)
+    if n_trials is not None:
+        if cls.evaluation_budget is None:
+            with_budget = [n for n in SOLVERS.names() if SOLVERS.get(n).evaluation_budget]
+            raise ConfigError(f"n_trials (--trials) bounds the evaluations of {', '.join(with_budget)}; solver "
+                              f"{name!r} has no such budget. Drop it or pick one of those solvers.")
+        p[cls.evaluation_budget] = n_trials
+    bad = sorted(k for k in p if k not in accepted)
+    if bad:
+        raise ConfigError(f"{bad} do not apply to solver {name!r}; it accepts {accepted}.")
+    return SOLVERS.create(name, **p)
 
 
 def get_solver(name: str | Solver, **params: Any) -> Solver:
@@ -240,17 +265,6 @@ def get_solver(name: str | Solver, **params: Any) -> Solver:
         if params:
             raise ConfigError(f"Got a solver instance and extra parameters {sorted(params)}; pass either.")
         return name
-    _load_builtin()
-    if name not in _SOLVERS:
-        raise ConfigError(f"Unknown solver {name!r}. Valid solvers: {', '.join(sorted(_SOLVERS))}.")
-    cls = _SOLVERS[name]
-    try:
-        return cls(**params)
-    except TypeError as exc:
-        raise ConfigError(f"Bad parameters {sorted(params)} for solver {name!r}: {exc}.") from None
+    return SOLVERS.create(name, **params)
 
 
-def _load_builtin() -> None:
-    import hao.search.baselines  # noqa: F401
-    import hao.search.ilp  # noqa: F401
-    import hao.search.optuna_solver  # noqa: F401

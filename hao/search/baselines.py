@@ -52,6 +52,8 @@ class RandomSolver(Solver):
         keep: ``"all"`` rows in the result, or only the feasible ``"pareto"`` rows (for huge samples).
     """
 
+    evaluation_budget = "n_samples"
+
     def __init__(self, n_samples: int = 1000, seed: int = 0, batch: int = 65536, keep: str = "all") -> None:
         self.n_samples = _check_int("RandomSolver", "n_samples", n_samples, 1)
         self.seed = _check_int("RandomSolver", "seed", seed, 0)

@@ -29,9 +29,10 @@ import numpy as np
 
 from hao.errors import ConfigError
 from hao.kernel import KernelSpec
+from hao.registry import Registry
 from hao.space.base import Candidate, SearchSpace
 
-__all__ = ["Objective", "AdditiveObjective", "CallableObjective", "kernel_objective", "size_objective",
+__all__ = ["OBJECTIVES", "ObjectiveContext", "register_objective", "list_objectives", "make_objective", "Objective", "AdditiveObjective", "CallableObjective", "kernel_objective", "size_objective",
            "bops_objective", "macs_objective", "latency_objective", "proxy_objective"]
 
 
@@ -295,3 +296,64 @@ def proxy_objective(space: SearchSpace, proxy: Any, name: str = "proxy") -> Obje
         return AdditiveObjective.from_unit_fn(space, name, proxy, unit="ΔL")
     raise ConfigError(f"proxy_objective needs an AccuracyProxy or fn(unit, local) -> float, got "
                       f"{type(proxy).__name__}.")
+
+
+# ---- registry: objectives by name ------------------------------------------------------------------------
+class ObjectiveContext:
+    """What an objective factory may use: the ``space``, and — resolved only when a factory asks — the
+    hardware's latency predictor (:meth:`predictor`) and the accuracy model (:meth:`accuracy_model`)."""
+
+    def __init__(self, space: SearchSpace, *, predictor: Callable[[], Any] | None = None,
+                 accuracy_model: Callable[[], Any] | None = None) -> None:
+        self.space = space
+        self._resolvers = {"predictor": predictor, "accuracy_model": accuracy_model}
+        self._cache: dict[str, Any] = {}
+
+    def _get(self, what: str, missing: str) -> Any:
+        if what not in self._cache:
+            fn = self._resolvers[what]
+            if fn is None:
+                raise ConfigError(missing)
+            self._cache[what] = fn()
+        return self._cache[what]
+
+    def predictor(self) -> Any:
+        return self._get("predictor", "This objective needs hardware=NAME (a latency table, see `hao latency "
+                                      "list`) or a fitted predictor, and none was given.")
+
+    def accuracy_model(self) -> Any:
+        return self._get("accuracy_model", "This objective needs an accuracy model (proxy=NAME or an instance, "
+                                           "or a checkpoint folder with sensitivity.json), and none was given.")
+
+
+OBJECTIVES: Registry = Registry("objective", base=None, set_name=False,
+                                hint="Register one with hao.search.register_objective (a factory "
+                                     "f(ObjectiveContext) -> Objective), or pass hao.search.Objective instances.")
+
+
+def register_objective(name: str, *, unit: str = "", description: str = "") -> Callable:
+    """Decorator registering ``factory(ctx: ObjectiveContext) -> Objective`` under ``name``."""
+    def deco(factory: Callable) -> Callable:
+        return OBJECTIVES.register(name, factory, unit=unit, description=description)
+    return deco
+
+
+def list_objectives() -> list[str]:
+    return OBJECTIVES.names()
+
+
+def make_objective(name: str, ctx: ObjectiveContext) -> Objective:
+    """The objective registered as ``name``, built for ``ctx``."""
+    obj = OBJECTIVES.get(name)(ctx)
+    if not isinstance(obj, Objective):
+        raise ConfigError(f"The factory of objective {name!r} returned {type(obj).__name__}, not an Objective.")
+    return obj
+
+
+register_objective("proxy", unit="ΔL", description="the accuracy model's predicted loss increase")(
+    lambda ctx: proxy_objective(ctx.space, ctx.accuracy_model()))
+register_objective("latency_ms", unit="ms", description="predicted latency on the hardware")(
+    lambda ctx: latency_objective(ctx.space, ctx.predictor()))
+register_objective("size_mb", unit="MB", description="weight storage")(lambda ctx: size_objective(ctx.space))
+register_objective("bops_g", unit="GBOPs", description="bit operations")(lambda ctx: bops_objective(ctx.space))
+register_objective("macs_m", unit="M", description="multiply-accumulates")(lambda ctx: macs_objective(ctx.space))

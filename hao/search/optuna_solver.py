@@ -160,6 +160,8 @@ class OptunaSolver(Solver):
             processes get ``worker_id, worker_id + 1, ...``.
     """
 
+    evaluation_budget = "n_trials"
+
     def __init__(self, sampler: str = "nsga2", n_trials: int = 200, seed: int = 0, storage: str | None = None,
                  study_name: str | None = None, n_workers: int = 1, population_size: int = 50,
                  heartbeat_interval: int = 5, grace_period: int = 20, timeout: float | None = None,

@@ -11,7 +11,6 @@ pixels) and :func:`draw_pareto` renders it with matplotlib (imported lazily).
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from hao.errors import ConfigError
+from hao.io import jsonable
 from hao.pareto import non_dominated
 from hao.space.base import Candidate
 
@@ -157,20 +157,7 @@ class SearchResult:
         return draw_pareto(pareto_plot_info(self, x=x, y=y), path)
 
 
-def _jsonable(o: Any) -> Any:
-    if isinstance(o, dict):
-        return {str(k): _jsonable(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_jsonable(v) for v in o]
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, float) and not math.isfinite(o):
-        return str(o)
-    if isinstance(o, (str, int, float, bool)) or o is None:
-        return o
-    return str(o)
+_jsonable = jsonable  # one JSON policy for every file hao writes (hao.io)
 
 
 @dataclass

@@ -26,6 +26,7 @@ class TabularSpace(SearchSpace):
     """A :class:`SearchSpace` from explicit decisions and units (no network behind it)."""
 
     family = "tabular"
+    has_supernet = False  # no network: largest/smallest/uniform work, supernet/build/activate raise
 
     def __init__(self, name: str, decisions: Sequence[Decision], units: Sequence[Unit]) -> None:
         super().__init__(name)

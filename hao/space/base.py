@@ -10,23 +10,32 @@ scorer work on any space; spaces whose costs are not additive can still be searc
 Implementing a space (see ``search_spaces/*.py``): subclass :class:`SearchSpace`, set ``family``, and implement
 ``decisions``, ``units``, ``unit_kernels``, ``unit_layers``, ``fixed_kernels``, ``fixed_layers``, ``supernet``
 and ``build``. The base class derives validation, exact size, sampling, encoding, JSON, kernels and
-perturbations from them. ``hao.testing.check_space`` is the conformance battery every registered space passes.
+perturbations from them, and the reference candidates ``largest``, ``smallest`` and ``uniform`` (every decision
+at its largest / smallest option; bits set uniformly), which a family overrides only where its structure needs
+it. Spaces with a network follow the supernet protocol: ``supernet(seed)`` gives the
+shared weights, ``activate(supernet, candidate)`` (by default the supernet's own ``set_active``, see
+:class:`Supernet`) selects the sub-network its forward runs, and ``build(candidate, supernet)`` cuts a standalone
+one out. ``hao.testing.check_space`` is the conformance battery every registered space passes.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from hao.errors import CandidateError, ConfigError
 from hao.kernel import KernelSpec
 
-__all__ = ["Decision", "Gate", "Unit", "Candidate", "LayerPerturbation", "SearchSpace"]
+__all__ = ["BIT_KINDS", "Decision", "Gate", "Unit", "Candidate", "LayerPerturbation", "SearchSpace", "Supernet"]
+
+#: ``Decision.kind`` values that choose a bit-width: weight bits, activation bits, or both tied together.
+BIT_KINDS = ("w_bits", "a_bits", "bits")
 
 
 @dataclass(frozen=True)
@@ -149,6 +158,25 @@ class Candidate:
         return cls.from_dict(d)
 
 
+@runtime_checkable
+class Supernet(Protocol):
+    """What the module returned by a weight-sharing family's ``SearchSpace.supernet()`` offers.
+
+    ``set_active(candidate)`` selects the sub-network the module's ``forward`` runs: it validates ``candidate``
+    (``CandidateError`` if it is not of the module's space), then the forward computes that candidate's
+    architecture at its bits with the shared weights, with the same outputs (eval mode) as
+    ``space.build(candidate, supernet)``. It changes no weight, BatchNorm statistic or training mode, so it can
+    be called per training step. ``active`` is the last candidate set; which one a fresh supernet starts with
+    is the family's choice, so activate one before relying on the forward. Generic code goes through
+    :meth:`SearchSpace.activate` / :meth:`SearchSpace.activated`, which call ``set_active``.
+    """
+
+    active: Candidate
+
+    def set_active(self, candidate: Candidate) -> None:
+        ...
+
+
 class SearchSpace(ABC):
     """Base class of every search space. See the module docstring for the contract.
 
@@ -193,12 +221,190 @@ class SearchSpace(ABC):
 
     @abstractmethod
     def supernet(self, seed: int = 0) -> "Any":
-        """A torch module holding the weights every candidate shares (a fresh seeded init)."""
+        """Create the torch module holding the weights every candidate shares.
+
+        The module is a fresh initialisation that depends only on ``seed`` (the same seed gives the same
+        ``state_dict``); its ``state_dict`` keys are the checkpoint format read by
+        ``hao.train.load_supernet``. Every layer path of :meth:`unit_layers` and :meth:`fixed_layers` is a
+        module of it, holding the layer's *full* weight (the largest option), so the proxy can slice any
+        candidate's weights out of it. Weight-sharing families return a :class:`Supernet` (a module with
+        ``set_active`` and ``active``); a family whose candidates share one architecture may return the plain
+        model and override :meth:`activate`.
+
+        Args:
+            seed: seed of the initialisation.
+
+        Returns:
+            A ``torch.nn.Module``.
+
+        Raises:
+            ConfigError: the space has no network behind it (``has_supernet`` is false).
+        """
 
     @abstractmethod
     def build(self, candidate: Candidate, supernet: Any = None, seed: int = 0) -> "Any":
-        """A standalone fake-quantized ``nn.Module`` for ``candidate``, weights taken from ``supernet``
-        (or from a fresh ``self.supernet(seed)``). Module paths match ``unit_layers`` paths."""
+        """Create a standalone fake-quantized ``nn.Module`` for ``candidate``.
+
+        The weights are copied (sliced for smaller options) from ``supernet``, or from a fresh
+        ``self.supernet(seed)`` when ``supernet`` is None. The returned module owns its weights (training it
+        does not change ``supernet``), and building leaves ``supernet`` as it was, its active candidate
+        included. Its module paths match the paths of :meth:`unit_layers` / :meth:`fixed_layers`, and the MACs
+        of its conv/linear layers equal those of ``self.kernels(candidate)``. For a :class:`Supernet`, its
+        forward equals the supernet's forward after ``activate(supernet, candidate)`` (eval mode).
+
+        Args:
+            candidate: a candidate of this space (validated).
+            supernet: a module returned by :meth:`supernet` (possibly trained), or None.
+            seed: seed of the fresh supernet when ``supernet`` is None.
+
+        Returns:
+            A ``torch.nn.Module`` mapping a batch of ``input_shape`` inputs to ``num_classes`` logits.
+
+        Raises:
+            CandidateError: ``candidate`` does not belong to this space.
+            ConfigError: ``supernet`` is not a supernet of this space, or the space has no network.
+        """
+
+    # ---- reference candidates ------------------------------------------------------------------------
+    def largest(self) -> Candidate:
+        """Return the largest candidate: every decision at its largest option.
+
+        In every family shipped with hao a larger option never makes the network smaller (deeper stages,
+        bigger kernels, wider blocks, more bits), so this candidate switches every unit on and has the most
+        MACs and the most weight bytes of the space. It is the sub-network sandwich training fits to the
+        labels, the one whose Hessian traces the accuracy proxy uses (:meth:`activate` it on the supernet
+        first), and the architecture of :meth:`uniform`.
+
+        .. note::
+            Override it only where the family's structure needs it (e.g. validity rules that the all-maximum
+            point breaks). ``hao.testing.check_space`` checks the result: a valid canonical candidate, every
+            architecture decision of its switched-on units at its largest option, and at least the MACs and the
+            weight bytes (summed over :meth:`kernels`) of every sampled candidate.
+
+        Returns:
+            A validated, canonical :class:`Candidate`.
+        """
+        return self._extreme("largest", max)
+
+    def smallest(self) -> Candidate:
+        """Return the smallest candidate: every decision at its smallest option.
+
+        The mirror image of :meth:`largest`: the fewest units switched on, the smallest kernels and widths and
+        the fewest bits, hence the fewest MACs and weight bytes of the space. Sandwich training's smallest
+        sub-network is this architecture (``hao.train.smallest_candidate`` draws its bits at random).
+
+        .. note::
+            Override it only where the family's structure needs it; ``check_space`` checks it as it checks
+            :meth:`largest`, with smallest options and at most the MACs and weight bytes of every sampled
+            candidate.
+
+        Returns:
+            A validated, canonical :class:`Candidate`.
+        """
+        return self._extreme("smallest", min)
+
+    def uniform(self, w_bits: int, a_bits: int) -> Candidate:
+        """Return the largest architecture with every searchable layer at the same bits.
+
+        Every decision of kind ``w_bits`` takes ``w_bits``, every ``a_bits`` decision takes ``a_bits`` and
+        every ``bits`` decision (weight and activation bits tied in one choice) takes their common value; the
+        other decisions are those of :meth:`largest`. Layers a space pins at fixed bits keep them. In a space
+        without bit decisions the result is :meth:`largest`.
+
+        Args:
+            w_bits: weight bits (32 = float), an option of every weight-bit decision.
+            a_bits: activation bits (32 = float), an option of every activation-bit decision.
+
+        Returns:
+            A validated, canonical :class:`Candidate`.
+
+        Raises:
+            CandidateError: a value is not an option of some bit decision (the message names the decision,
+                its options and the values every such decision allows), or the space ties activation bits to
+                weight bits and ``w_bits != a_bits``.
+        """
+        decs = self._structure()["decisions"]
+        tied = [dec.name for dec in decs if dec.kind == "bits"]
+        if tied and w_bits != a_bits:
+            raise CandidateError(
+                f"uniform(w_bits={w_bits!r}, a_bits={a_bits!r}): space {self.name!r} ties activation bits to "
+                f"weight bits (decision {tied[0]!r} and {len(tied) - 1} more of kind 'bits'); pass equal values, "
+                f"one of {self._common_options(('bits', 'w_bits', 'a_bits'))}.")
+        d = self.largest().as_dict()
+        for dec in decs:
+            if dec.kind not in BIT_KINDS:
+                continue
+            arg, v = ("a_bits", a_bits) if dec.kind == "a_bits" else ("w_bits", w_bits)
+            if isinstance(v, bool) or v not in dec.options:
+                kinds = ("a_bits", "bits") if arg == "a_bits" else ("w_bits", "bits")
+                raise CandidateError(
+                    f"uniform({arg}={v!r}): decision {dec.name!r} of space {self.name!r} allows only "
+                    f"{list(dec.options)}; pick a value every {arg} decision allows: "
+                    f"{self._common_options(kinds)}.")
+            d[dec.name] = int(v)
+        return self.make(d)
+
+    def _extreme(self, key: str, pick: Callable[[tuple[int, ...]], int]) -> Candidate:
+        if key not in self._cache:
+            self._cache[key] = self.make({dec.name: pick(dec.options) for dec in self._structure()["decisions"]})
+        return self._cache[key]
+
+    def _common_options(self, kinds: Sequence[str]) -> list[int]:
+        """The bit values every decision of the given kinds allows (sorted)."""
+        sets = [set(dec.options) for dec in self._structure()["decisions"] if dec.kind in kinds]
+        return sorted(set.intersection(*sets)) if sets else []
+
+    # ---- the supernet protocol -----------------------------------------------------------------------
+    #: Whether the space has a network behind it (``supernet``, ``build`` and ``activate`` work). False for
+    #: spaces that only carry cost tables (``hao.search.tabular.TabularSpace``).
+    has_supernet: bool = True
+
+    def activate(self, supernet: Any, candidate: Candidate) -> None:
+        """Make ``supernet``'s forward run ``candidate``'s sub-network.
+
+        After the call, ``supernet(x)`` computes ``candidate`` with the shared weights (the same outputs as
+        ``self.build(candidate, supernet)`` in eval mode), and ``supernet.active`` is ``candidate``. Only the
+        selection changes: weights, BatchNorm statistics and the training mode are left alone. The default
+        calls ``supernet.set_active(candidate)`` (the :class:`Supernet` protocol); hao's generic code (proxy
+        traces, the conformance battery) calls this method, never ``set_active`` directly, so that a family
+        whose supernet is a plain model can override it.
+
+        Args:
+            supernet: a module returned by :meth:`supernet`.
+            candidate: a candidate of this space.
+
+        Raises:
+            CandidateError: ``candidate`` does not belong to this space.
+            ConfigError: the space has no network, or ``supernet`` has no ``set_active`` (it is not a
+                supernet of this space).
+        """
+        self.validate(candidate)
+        if not self.has_supernet:
+            raise ConfigError(f"Space {self.name!r} ({self.family}) has no network, so there is no supernet to "
+                              "activate a candidate on; use a space with a network (hao spaces).")
+        set_active = getattr(supernet, "set_active", None)
+        if not callable(set_active):
+            raise ConfigError(
+                f"{type(supernet).__name__} is not a weight-sharing supernet of space {self.name!r}: it has no "
+                f"set_active(candidate). Pass space.supernet(seed) or a checkpoint loaded with "
+                f"hao.train.load_supernet(space, path); for a plain model call hessian_traces(model, ...).")
+        set_active(candidate)
+
+    @contextlib.contextmanager
+    def activated(self, supernet: Any, candidate: Candidate) -> Iterator[Any]:
+        """Context manager: :meth:`activate` ``candidate`` on ``supernet``, and on exit re-activate the candidate
+        that was active before (``supernet.active``; nothing to restore where the supernet has none).
+
+        >>> with space.activated(net, space.largest()):       # doctest: +SKIP
+        ...     traces = hessian_traces(net, F.cross_entropy, batches)
+        """
+        previous = getattr(supernet, "active", None)
+        self.activate(supernet, candidate)
+        try:
+            yield supernet
+        finally:
+            if previous is not None:
+                self.activate(supernet, previous)
 
     # ---- derived structure ---------------------------------------------------------------------------
     def _structure(self) -> dict[str, Any]:

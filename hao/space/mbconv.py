@@ -238,32 +238,17 @@ class MBConvSpace(SearchSpace):
                 out.append(Unit(p, decs, gate))
         return tuple(out)
 
-    def largest(self) -> Candidate:
-        d = {f"s{s}.depth": self.max_depth for s in range(len(self.stages))}
-        for s in range(len(self.stages)):
-            for b in range(self.max_depth):
-                p = f"s{s}.b{b}"
-                d[f"{p}.kernel"], d[f"{p}.ratio"] = max(self.kernel_sizes), max(self.ratios)
-                for layer in LAYERS:
-                    d[f"{p}.{layer}.w_bits"], d[f"{p}.{layer}.a_bits"] = max(self.w_bits), max(self.a_bits)
-        return self.make(d)
+    # largest() / smallest() are the base class's (every decision at its max / min option).
 
     def uniform(self, w_bits: int, a_bits: int, *, kernel: int | None = None, ratio: int | None = None,
                 depth: int | None = None) -> Candidate:
-        """Every block at the same kernel/ratio/depth (default: the largest) and every layer at the same bits."""
-        big = self.largest().as_dict()
-        for name in big:
-            if name.endswith(".w_bits"):
-                big[name] = w_bits
-            elif name.endswith(".a_bits"):
-                big[name] = a_bits
-            elif name.endswith(".kernel") and kernel is not None:
-                big[name] = kernel
-            elif name.endswith(".ratio") and ratio is not None:
-                big[name] = ratio
-            elif name.endswith(".depth") and depth is not None:
-                big[name] = depth
-        return self.make(big)
+        """:meth:`SearchSpace.uniform` (the largest architecture, every layer at ``w_bits``/``a_bits``), with
+        optionally every block at the same ``kernel`` / ``ratio`` and every stage at the same ``depth``."""
+        d = super().uniform(w_bits, a_bits).as_dict()
+        for suffix, v in ((".kernel", kernel), (".ratio", ratio), (".depth", depth)):
+            if v is not None:
+                d.update({name: v for name in d if name.endswith(suffix)})
+        return self.make(d)
 
     @staticmethod
     def _parse(unit: str) -> tuple[int, int]:

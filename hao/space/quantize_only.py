@@ -207,6 +207,16 @@ class QuantizeOnlySpace(SearchSpace):
         """The wrapped model itself (a deep copy; there is nothing to share)."""
         return copy.deepcopy(self._model)
 
+    def activate(self, supernet: Any, candidate: Candidate) -> None:
+        """Validate ``candidate``; there is nothing to select. Every candidate has the model's one architecture
+        and the supernet is the plain float model (it has no ``set_active`` and no ``active``), so its forward
+        runs that architecture in float whatever is activated; the candidate's bits take effect in
+        :meth:`build`. This is all the proxy needs: its traces are those of the float largest network."""
+        self.validate(candidate)
+        if not isinstance(supernet, nn.Module):
+            raise ConfigError(f"activate() needs the model returned by {self.name!r}.supernet(seed), got "
+                              f"{type(supernet).__name__}.")
+
     def build(self, candidate: Candidate, supernet: Any = None, seed: int = 0) -> nn.Module:
         self.validate(candidate)
         model = copy.deepcopy(supernet if supernet is not None else self._model)

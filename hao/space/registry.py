@@ -18,25 +18,23 @@ import pkgutil
 import sys
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from hao.errors import ConfigError
+from hao.registry import Entry, Registry
 from hao.space.base import SearchSpace
 
-__all__ = ["register_space", "get_space", "list_spaces", "space_info", "discover_spaces"]
+__all__ = ["SPACES", "register_space", "get_space", "list_spaces", "space_info", "discover_spaces"]
 
 
-@dataclass(frozen=True)
-class _Entry:
-    name: str
-    factory: Callable[..., SearchSpace]
-    family: str
-    description: str
+def _discover() -> None:
+    _discover_modules()
 
 
-_REGISTRY: dict[str, _Entry] = {}
-_DISCOVERED = False
+SPACES: Registry = Registry("search space", base=None, loader=_discover, set_name=False,
+                            hint="Add one as a file under search_spaces/, a folder in $HAO_SEARCH_SPACES, an entry "
+                                 "point in the group hao.search_spaces, or with hao.space.register_space (see "
+                                 "CONTRIBUTING.md).")
 
 
 def register_space(name: str, *, family: str = "", description: str = "", overwrite: bool = False
@@ -46,16 +44,9 @@ def register_space(name: str, *, family: str = "", description: str = "", overwr
     >>> @register_space("my-space", family="mbconv")
     ... def my_space(**kw): return MBConvSpace("my-space", **kw)
     """
-    if not isinstance(name, str) or not name or any(c.isspace() for c in name):
-        raise ConfigError(f"Space names must be non-empty strings without spaces, got {name!r}.")
-
     def deco(factory: Callable[..., SearchSpace]) -> Callable[..., SearchSpace]:
-        if name in _REGISTRY and not overwrite and _REGISTRY[name].factory is not factory:
-            raise ConfigError(f"A search space named {name!r} is already registered; pick another name or "
-                              "pass overwrite=True.")
-        _REGISTRY[name] = _Entry(name, factory, family, description or (factory.__doc__ or "").strip()
-                                 .split("\n")[0])
-        return factory
+        desc = description or (factory.__doc__ or "").strip().split("\n")[0]
+        return SPACES.register(name, factory, overwrite=overwrite, family=family, description=desc)
 
     return deco
 
@@ -74,10 +65,10 @@ def _import_file(path: Path) -> None:
 
 def discover_spaces(force: bool = False) -> None:
     """Import every space module (see the module docstring). Called automatically by the other functions."""
-    global _DISCOVERED
-    if _DISCOVERED and not force:
-        return
-    _DISCOVERED = True
+    SPACES.load(force=force)
+
+
+def _discover_modules() -> None:
     try:
         pkg = importlib.import_module("search_spaces")
     except ImportError:
@@ -106,23 +97,14 @@ def discover_spaces(force: bool = False) -> None:
 
 def list_spaces() -> list[str]:
     """Names of every registered space, sorted."""
-    discover_spaces()
-    return sorted(_REGISTRY)
+    return SPACES.names()
 
 
-def space_info(name: str) -> _Entry:
-    discover_spaces()
-    if name not in _REGISTRY:
-        raise ConfigError(f"Unknown search space {name!r}. Known spaces: {', '.join(sorted(_REGISTRY))}. "
-                          "Add one as a file under search_spaces/ or with hao.space.register_space.")
-    return _REGISTRY[name]
+def space_info(name: str) -> Entry:
+    """The registry entry of ``name``: ``.name``, ``.factory``, ``.family``, ``.description``."""
+    return SPACES.entry(name)
 
 
 def get_space(name: str, **kwargs) -> SearchSpace:
     """Create the registered space ``name`` (keyword arguments go to its factory)."""
-    entry = space_info(name)
-    try:
-        space = entry.factory(**kwargs)
-    except TypeError as exc:
-        raise ConfigError(f"Bad arguments {sorted(kwargs)} for search space {name!r}: {exc}.") from None
-    return space
+    return SPACES.create(name, **kwargs)

@@ -21,7 +21,8 @@ from tqdm import tqdm
 
 from hao.data import TensorDataset, loader
 from hao.errors import ConfigError
-from hao.space.base import Candidate, SearchSpace
+from hao.io import atomic_torch_save
+from hao.space.base import BIT_KINDS, Candidate, SearchSpace
 
 __all__ = ["SandwichConfig", "train_supernet", "smallest_candidate", "save_supernet", "load_supernet",
            "file_sha256"]
@@ -51,13 +52,15 @@ class SandwichConfig:
 
 
 def smallest_candidate(space: SearchSpace, rng: np.random.Generator | None = None) -> Candidate:
-    """The smallest architecture (min depth/kernel/ratio); bits random from ``rng`` or the minimum if None."""
-    d = {}
+    """The smallest architecture (``space.smallest()``); its bits are random from ``rng`` (one draw per bit
+    decision, in decision order), or the smallest too when ``rng`` is None (then it is ``space.smallest()``)."""
+    small = space.smallest()
+    if rng is None:
+        return small
+    d = small.as_dict()
     for dec in space.decisions():
-        if dec.kind in ("w_bits", "a_bits", "bits"):
-            d[dec.name] = int(min(dec.options)) if rng is None else int(dec.options[rng.integers(len(dec.options))])
-        else:
-            d[dec.name] = int(min(dec.options))
+        if dec.kind in BIT_KINDS:
+            d[dec.name] = int(dec.options[rng.integers(len(dec.options))])
     return space.make(d)
 
 
@@ -132,10 +135,9 @@ def train_supernet(space: SearchSpace, net: torch.nn.Module, data: TensorDataset
     t0 = time.perf_counter()
 
     def save() -> None:
-        torch.save({"config": asdict(cfg), "model": net.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                    "wall_s": wall_before + time.perf_counter() - t0, "log": log,
-                    "rng": rng.bit_generator.state}, str(state_path) + ".tmp")
-        Path(str(state_path) + ".tmp").replace(state_path)
+        atomic_torch_save({"config": asdict(cfg), "model": net.state_dict(), "optimizer": opt.state_dict(),
+                           "step": step, "wall_s": wall_before + time.perf_counter() - t0, "log": log,
+                           "rng": rng.bit_generator.state}, state_path)
 
     net.train()
     bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc="supernet", mininterval=10)
@@ -154,14 +156,14 @@ def train_supernet(space: SearchSpace, net: torch.nn.Module, data: TensorDataset
         for g in opt.param_groups:
             g["lr"] = _lr(cfg, step)
         opt.zero_grad(set_to_none=True)
-        net.set_active(largest)
+        space.activate(net, largest)
         out = net(x)
         loss_big = F.cross_entropy(out, y, label_smoothing=cfg.label_smoothing)
         loss_big.backward()
         soft = F.softmax(out.detach(), 1)
         kd = []
         for cand in [smallest_candidate(space, rng)] + [space.sample(rng) for _ in range(cfg.n_random)]:
-            net.set_active(cand)
+            space.activate(net, cand)
             o = net(x)
             loss = F.kl_div(F.log_softmax(o, 1), soft, reduction="batchmean")
             loss.backward()
@@ -178,7 +180,7 @@ def train_supernet(space: SearchSpace, net: torch.nn.Module, data: TensorDataset
             save()
     bar.close()
     save()
-    net.set_active(largest)
+    space.activate(net, largest)
     net.eval()
     return {"steps_done": step, "steps_target": cfg.steps, "wall_s": wall_before + time.perf_counter() - t0,
             "epochs": step / steps_per_epoch, "last": log[-1] if log else None, "finished": step >= cfg.steps}

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from hao.data import TensorDataset, loader
 from hao.errors import ConfigError
+from hao.io import atomic_torch_save
 from hao.space.base import SearchSpace
 
 __all__ = ["TeacherConfig", "split_validation", "augment", "build_teacher", "train_teacher"]
@@ -142,11 +143,10 @@ def train_teacher(space: SearchSpace, data: TensorDataset, cfg: TeacherConfig, *
     t0 = time.perf_counter()
 
     def save() -> None:
-        tmp = Path(str(state_path) + ".tmp")
-        torch.save({"config": asdict(cfg), "space": space.name, "model": model.state_dict(),
-                    "optimizer": opt.state_dict(), "gen": gen.get_state(), "step": step,
-                    "wall_s": wall_before + time.perf_counter() - t0, "val_acc": val_acc, "log": log}, tmp)
-        tmp.replace(state_path)
+        atomic_torch_save({"config": asdict(cfg), "space": space.name, "model": model.state_dict(),
+                           "optimizer": opt.state_dict(), "gen": gen.get_state(), "step": step,
+                           "wall_s": wall_before + time.perf_counter() - t0, "val_acc": val_acc, "log": log},
+                          state_path)
 
     def validate() -> float:
         from hao.train.evaluate import evaluate

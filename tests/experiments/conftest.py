@@ -10,6 +10,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 def load_script(name: str):
     path = REPO / "experiments" / f"{name}.py"
+    if str(path.parent) not in sys.path:  # as `python experiments/NAME.py` does: siblings (_common) import
+        sys.path.insert(0, str(path.parent))
     spec = importlib.util.spec_from_file_location(f"_exp_{name}", path)
     mod = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = mod

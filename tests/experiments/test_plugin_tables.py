@@ -75,3 +75,22 @@ def test_haq_smoke_run(tmp_path):
     f = pd.read_csv(tmp_path / "haq-mobilenetv2_front.csv")
     assert len(f) == n_front and (f["n_predicted"] == 0).all() and (f["cost_ratio"] <= 1.0 + 1e-9).all()
     assert (tmp_path / "plugin_haq-mobilenetv2.png").stat().st_size > 5000
+
+
+def _tiny_spaces():
+    from hao.space.mbconv import MBConvSpace
+    from hao.space.quantize_only import QuantizeOnlySpace
+    from tests.proxy.conftest import TinyNet
+    return [MBConvSpace("mb-zq", input_shape=(1, 8, 8), stem_channels=4, stages=((4, 1),), depths=(1, 2),
+                        kernel_sizes=(3,), ratios=(2,), w_bits=(4, 8), a_bits=(8,), head_channels=8, num_classes=3),
+            QuantizeOnlySpace("q-zq", TinyNet(0), (1, 8, 8), bits=(4, 8), pin_first_last=False)]
+
+
+@pytest.mark.parametrize("space", _tiny_spaces(), ids=lambda s: s.family)
+def test_zeroq_proxy_runs_hao_proxy_on_supernets_and_plain_models(space):
+    """--proxy zeroq goes through hao.proxy.zeroq_traces, for a weight-sharing supernet and a plain model."""
+    pt = load_script("plugin_tables")
+    proxy, info = pt.zeroq_proxy(space, 0, 4, 3, 2)
+    assert info["zeroq_images"] == 4 and info["trace_samples"] == 2 and "random-init" in info["proxy"]
+    big, small = proxy.score([space.largest(), space.smallest()])
+    assert np.isfinite([big, small]).all() and 0 <= big <= small

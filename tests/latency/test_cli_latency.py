@@ -52,7 +52,7 @@ def test_import_command(tmp_path, capsys, shared_data):
 
 def test_unknown_importer(capsys):
     assert main(["latency", "import", "nn-meter"]) == 2
-    assert "available importers" in capsys.readouterr().err
+    assert "Known table importers: apq, haq, hawq" in capsys.readouterr().err
 
 
 def test_calibrate_retime_cli(tmp_path, capsys):

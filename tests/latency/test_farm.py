@@ -74,7 +74,7 @@ def test_farm_survives_a_killed_server(tmp_path, monkeypatch):
 
         live = [0]
         both_busy = threading.Event()
-        orig_init, orig_close = tvm_backend._Session.__init__, tvm_backend._Session.close
+        orig_init, orig_close = tvm_backend.Session.__init__, tvm_backend.Session.close
 
         def init(self, *a, **kw):
             orig_init(self, *a, **kw)
@@ -88,8 +88,8 @@ def test_farm_survives_a_killed_server(tmp_path, monkeypatch):
                 live[0] -= 1
             orig_close(self)
 
-        monkeypatch.setattr(tvm_backend._Session, "__init__", init)
-        monkeypatch.setattr(tvm_backend._Session, "close", close)
+        monkeypatch.setattr(tvm_backend.Session, "__init__", init)
+        monkeypatch.setattr(tvm_backend.Session, "close", close)
 
         def killer() -> None:
             both_busy.wait(timeout=60)

@@ -14,7 +14,7 @@ from hao.latency.table import LatencyTable
 
 def test_registry():
     assert list_importers() == ["apq", "haq", "hawq"]
-    with pytest.raises(ConfigError, match=r"available importers: \['apq', 'haq', 'hawq'\]"):
+    with pytest.raises(ConfigError, match=r"Known table importers: apq, haq, hawq"):
         get_importer("nn-meter")
 
 

@@ -106,9 +106,9 @@ def test_compiled_network_runs_the_table_kernels_schedules(tmp_path):
     schedule its table kernel was tuned and timed with; nothing is tuned for them, and the output is right."""
     pytest.importorskip("tvm")
     from hao.kernel import KernelSpec
-    from hao.latency.validate import _Tuner, compile_network
+    from hao.latency.validate import Tuner, compile_network
 
-    tuner = _Tuner(tmp_path / "db", threads=1, trials=2, seed=0)
+    tuner = Tuner(tmp_path / "db", threads=1, trials=2, seed=0)
     try:
         for k in (KernelSpec("conv2d", 3, 8, 8, 8, 3, 1), KernelSpec("dwconv2d", 8, 8, 8, 8, 3, 1, 8),
                   KernelSpec("conv2d", 8, 8, 8, 8, 1, 1)):
@@ -149,7 +149,7 @@ def test_validation_that_compiles_nothing_leaves_the_predictor_alone(tmp_path, m
     def broken(*a, **k):
         raise RuntimeError("no compiler today")
 
-    monkeypatch.setattr(v, "_Tuner", _NoTuner)
+    monkeypatch.setattr(v, "Tuner", _NoTuner)
     monkeypatch.setattr(v, "build_network", broken)
     with pytest.raises(ConfigError, match="only 0 of 3 validation networks.*unchanged.*no compiler today"):
         v.validate_networks("val-dry", "mbconv-fmnist", n_networks=3, calib_networks=1, progress=False)

@@ -1,0 +1,172 @@
+"""Whole float networks compiled with TVM Relax: torch.export -> Relax -> NHWC -> fused tasks, each scheduled
+by a :class:`~hao.latency.tuner.Tuner`, built (weights pre-packed at compile time by default), checked
+against PyTorch, and timed.
+
+* :func:`build_network` -> :class:`CompiledNetwork` (checked, ready to time); :func:`build_prepacked` is its
+  Relax build with each schedule's weight-layout rewrite folded on the constant weights.
+* :func:`time_interleaved` times several compiled networks in round-robin passes; :func:`compile_network`
+  builds and times one.
+
+Used by ``hao latency validate`` (:mod:`hao.latency.validate`) and the experiments.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from hao._imports import lazy_import
+from hao.errors import ConfigError
+from hao.latency.tuner import Tuner
+
+__all__ = ["build_network", "CompiledNetwork", "build_prepacked", "time_interleaved", "compile_network"]
+
+
+def build_prepacked(fused: Any, database: Any, target: Any) -> Any:
+    """Build an already legalized + fused Relax module with its tuned schedules, splitting each schedule's
+    weight-layout rewrite out of the task (``SplitLayoutRewritePreproc``) and folding it on the constant
+    weights (``FoldConstant``), so the packed weights are computed once, at compile time."""
+    import tvm
+    from tvm import relax
+    from tvm.relax import pipeline as rp
+    from tvm.ir.transform import PassContext
+
+    try:
+        lower = rp.dataflow_lower_passes(target) + rp.finalize_passes(target)
+    except (ValueError, AttributeError):  # the fallback compile_relax uses for targets without a pipeline
+        lower = [relax.transform.RewriteDataflowReshape(), relax.transform.ToNonDataflow(),
+                 relax.transform.RemovePurityChecking(), relax.transform.CallTIRRewrite(),
+                 relax.transform.StaticPlanBlockMemory(), relax.transform.LowerAllocTensor(),
+                 relax.transform.KillAfterLastUse(), relax.transform.LowerRuntimeBuiltin(),
+                 relax.transform.ComputePrimValue(), relax.transform.VMShapeLower(),
+                 relax.transform.AttachGlobalSymbol()]
+
+    @tvm.transform.module_pass(opt_level=3)
+    def _pipeline(mod: Any, _ctx: Any) -> Any:
+        mod = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(mod)
+        mod = relax.transform.SplitLayoutRewritePreproc()(mod)
+        mod = relax.transform.FoldConstant()(mod)
+        return tvm.transform.Sequential(lower)(mod)
+
+    with target, database, PassContext(opt_level=3):
+        return relax.build(fused, target=target, relax_pipeline=_pipeline)
+
+
+class CompiledNetwork:
+    """A float network compiled with TVM and checked against PyTorch, ready to be timed.
+
+    ``facts``: ``max_abs_err_vs_torch``, ``tasks_tuned`` (tasks tuned for this build), ``tune_s``."""
+
+    def __init__(self, vm: Any, inp: Any, dev: Any, facts: dict[str, Any]) -> None:
+        self.vm, self.inp, self.dev, self.facts = vm, inp, dev, facts
+
+    def time_session(self, repeat: int = 7, min_repeat_ms: int = 20) -> np.ndarray:
+        """One timing session: ``repeat`` times in ms (each the mean of runs filling ``min_repeat_ms``), after
+        ``time_evaluator``'s own warm-up run."""
+        timer = self.vm.time_evaluator("main", self.dev, number=1, repeat=repeat, min_repeat_ms=min_repeat_ms)
+        return np.asarray(timer(self.inp).results, float) * 1e3
+
+
+def build_network(model: Any, input_shape: tuple[int, ...], tuner: Tuner,
+                  prepack_weights: bool = True) -> CompiledNetwork:
+    """Export, give every task a schedule (:meth:`Tuner.ensure`), compile, and check the output of one float
+    network against PyTorch (a wrong network raises ``ConfigError``, it is never timed).
+
+    ``prepack_weights`` (default): tasks see their weights as layout-free constants, as the table's kernels
+    do, and the schedules' weight packing is folded at compile time (see :func:`build_prepacked`);
+    ``False`` is the earlier build (no packing; every task tuned without it)."""
+    import torch
+
+    tvm = lazy_import("tvm")
+    from tvm import relax
+    from tvm.relax.frontend.torch import from_exported_program
+    from tvm.s_tir import meta_schedule as ms
+
+    x = torch.randn(1, *input_shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref = model(x).numpy()
+        ep = torch.export.export(model, (x,))
+    mod = from_exported_program(ep, keep_params_as_input=False)
+    target = tuner.backend.target
+    with target:
+        mod = relax.transform.DecomposeOpsForInference()(mod)
+        mod = relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "HWIO"]})(mod)
+        # extract_tasks wants the legalized + fused module (it finds no task in an unfused one), while
+        # compile_relax legalizes and fuses itself: handing it the fused module makes every database lookup
+        # miss and the network runs untuned — so tasks come from `fused`, the build from `mod`.
+        fused = relax.get_pipeline("zero")(mod)
+        if prepack_weights:
+            # Mark the weights (constants) as layout-free, as the table's TE kernels are (topi's
+            # ``layout_free_placeholders``): MetaSchedule may then pack them (RewriteLayout), and the packing
+            # runs once at compile time instead of on every inference. Without this the network's tasks were
+            # tuned in a smaller space than the table's kernels (no weight packing) and ran 1.7x the table's Σ.
+            fused = relax.transform.AttachAttrLayoutFreeBuffers()(fused)
+    t0 = time.perf_counter()
+    before = tuner.tuned_tasks
+    chosen = tuner.ensure(fused)
+    tune_s = time.perf_counter() - t0
+    with target:
+        if prepack_weights:
+            exe = build_prepacked(fused, chosen, target)
+        else:
+            exe = ms.relax_integration.compile_relax(chosen, mod, target, params=None)
+    dev = tvm.cpu(0)
+    vm = relax.VirtualMachine(exe, dev)
+    inp = tvm.runtime.tensor(x.numpy(), dev)
+    out = vm["main"](inp)
+    got = out.numpy() if hasattr(out, "numpy") else out[0].numpy()
+    err = float(np.abs(got - ref).max())
+    tol = 1e-3 * (1 + float(np.abs(ref).max()))
+    if not err <= tol:
+        raise ConfigError(f"TVM's output differs from PyTorch's by {err:g} (> {tol:g}); not timing a wrong network.")
+    return CompiledNetwork(vm, inp, dev, {"max_abs_err_vs_torch": err, "tasks_tuned": tuner.tuned_tasks - before,
+                                          "tune_s": round(tune_s, 1)})
+
+
+def time_interleaved(nets: list[CompiledNetwork], passes: int = 3, repeat: int = 7,
+                     min_repeat_ms: int = 20) -> list[dict[str, Any]]:
+    """Time several compiled networks in ``passes`` round-robin passes (one session per network per pass, the
+    order rotated each pass) and keep each network's session with the lowest median.
+
+    A burst of other work on a shared machine inflates every session that overlaps it; sessions of one network
+    spread over the whole run (instead of back to back) rarely all overlap one burst, and nothing makes a
+    network faster than it is. Returns per network ``measured_ms`` (that median), ``std_ms``, ``repeats``,
+    ``sessions`` and ``session_medians_ms``."""
+    if not isinstance(passes, int) or isinstance(passes, bool) or passes < 1:
+        raise ConfigError(f"timing passes must be an int >= 1, got {passes!r}.")
+    best: list[np.ndarray | None] = [None] * len(nets)
+    medians: list[list[float]] = [[] for _ in nets]
+    errors: dict[int, str] = {}
+    time.sleep(0.05)
+    for p in range(passes):
+        order = list(range(len(nets)))
+        order = order[p % max(1, len(nets)):] + order[:p % max(1, len(nets))]
+        for i in order:
+            if i in errors:
+                continue
+            try:
+                r = nets[i].time_session(repeat, min_repeat_ms)
+            except Exception as exc:  # noqa: BLE001 - one network's failure must not lose the others
+                errors[i] = f"timing: {type(exc).__name__}: {exc}"[:500]
+                continue
+            medians[i].append(round(float(np.median(r)), 5))
+            if best[i] is None or np.median(r) < np.median(best[i]):
+                best[i] = r
+    return [{"ok": False, "error": errors[i], "session_medians_ms": m} if i in errors else
+            {"ok": True, "measured_ms": float(np.median(b)), "std_ms": float(b.std()), "repeats": int(b.size),
+             "sessions": passes, "session_medians_ms": m}
+            for i, (b, m) in enumerate(zip(best, medians))]
+
+
+def compile_network(model: Any, input_shape: tuple[int, ...], tuner: Tuner, rounds: int = 3,
+                    repeat: int = 7, min_repeat_ms: int = 20, prepack_weights: bool = True) -> dict[str, Any]:
+    """:func:`build_network`, then ``rounds`` back-to-back timing sessions (lowest median kept). Returns the
+    timing facts and the build's facts. To time several networks, :func:`time_interleaved` resists load
+    bursts better."""
+    net = build_network(model, input_shape, tuner, prepack_weights=prepack_weights)
+    t = time_interleaved([net], passes=rounds, repeat=repeat, min_repeat_ms=min_repeat_ms)[0]
+    if not t["ok"]:
+        raise ConfigError(f"timing the compiled network failed ({t['error']}).")
+    return {"measured_ms": t["measured_ms"], "std_ms": t["std_ms"], "repeats": t["repeats"], **net.facts}
+
