@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> dict:
     totals: dict[str, float] = {}
     rel_se: dict[str, list[float]] = {k: [] for k in times}
     with float_weights(net):
-        n_layers = n_params_layers = 0
+        n_layers = 0
         for r in range(a.repeats):
             for m, k in configs:
                 t0 = time.perf_counter()

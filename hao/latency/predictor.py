@@ -146,7 +146,8 @@ class LatencyPredictor(BaseEstimator, RegressorMixin):
         if self.quantiles is not None:
             lo, hi = self.quantiles
             if not 0 < lo < hi < 1:
-                raise ConfigError(f"LatencyPredictor quantiles must satisfy 0 < low < high < 1, got {self.quantiles!r}.")
+                raise ConfigError(f"LatencyPredictor quantiles must satisfy 0 < low < high < 1, got "
+                                  f"{self.quantiles!r}.")
 
     def _gbr(self, **kw: Any) -> Any:
         from sklearn.ensemble import GradientBoostingRegressor

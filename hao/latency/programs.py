@@ -92,7 +92,7 @@ def _fp32_program(k: KernelSpec) -> KernelProgram:
     tvm = lazy_import("tvm")
     from tvm import te, topi
 
-    B, C, H, W, O, K, S = k.batch, k.in_channels, k.in_h, k.in_w, k.out_channels, k.kernel, k.stride
+    B, C, H, W, O, K, S = k.batch, k.in_channels, k.in_h, k.in_w, k.out_channels, k.kernel, k.stride  # noqa: E741
     P = K // 2
     f32 = "float32"
     if k.op in ("conv2d", "dwconv2d"):
@@ -169,7 +169,7 @@ def _int8_program(k: KernelSpec) -> KernelProgram:
     lazy_import("tvm")
     from tvm import te, topi
 
-    B, C, H, W, O, K, S = k.batch, k.in_channels, k.in_h, k.in_w, k.out_channels, k.kernel, k.stride
+    B, C, H, W, O, K, S = k.batch, k.in_channels, k.in_h, k.in_w, k.out_channels, k.kernel, k.stride  # noqa: E741
     P = K // 2
     OH, OW = k.out_h, k.out_w
     if k.op == "conv2d":

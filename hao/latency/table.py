@@ -29,9 +29,9 @@ from hao.errors import ConfigError, TableError
 from hao.io import atomic_write_text
 from hao.kernel import BITS, KEY_COLUMNS, OPS, KernelSpec
 
-__all__ = ["LatencyTable", "REQUIRED_COLUMNS", "TABLE_COLUMNS", "validate_frame", "read_table_csv",
-           "list_hardware", "list_invalid", "shadowed_by", "hardware_dir", "register_hardware", "load_table", "models_root", "default_write_root",
-           "atomic_write_text", "REQUIRED_META_KEYS"]
+__all__ = ["LatencyTable", "REQUIRED_COLUMNS", "TABLE_COLUMNS", "validate_frame", "read_table_csv", "list_hardware",
+           "list_invalid", "shadowed_by", "hardware_dir", "register_hardware", "load_table", "models_root",
+           "default_write_root", "atomic_write_text", "REQUIRED_META_KEYS"]
 
 INT_COLUMNS = ("in_channels", "out_channels", "in_h", "in_w", "kernel", "stride", "groups", "batch",
                "w_bits", "a_bits")

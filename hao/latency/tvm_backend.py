@@ -294,8 +294,10 @@ class TVMBackend(LatencyBackend):
             "protocol": (f"per kernel: TE/topi compute (fp32 NHWC; int8 u8xi8->i32 + requantize, NCHW16c, packed "
                          f"weights) -> best schedule from tuning_db or MetaSchedule tuning with {self.trials} "
                          f"trials -> build -> output checked against a NumPy/PyTorch reference -> "
-                         f"{self.rounds} x time_evaluator(number=1, repeat={self.repeat}, min_repeat_ms={self.min_repeat_ms}) "
-                         "each after one warm-up run -> lowest median of the sessions; threads pinned via TVM_NUM_THREADS; "
+                         f"{self.rounds} x time_evaluator(number=1, repeat={self.repeat}, "
+                         f"min_repeat_ms={self.min_repeat_ms}) "
+                         "each after one warm-up run -> lowest median of the sessions; threads pinned via "
+                         "TVM_NUM_THREADS; "
                          "weight-layout rewrite blocks removed (weights pre-packed, as in a compiled network)"),
             "correctness": "every kernel's output checked against a NumPy/PyTorch reference before timing "
                            "(int: <= 1 LSB on <= 0.1% of elements; float: 1e-3 relative)" if self.check else "off",

@@ -14,7 +14,8 @@ from hao.proxy.sensitivity import (SENSITIVITY_FILE, SensitivityCacheError, Sens
                                    activation_quant_mse, float_weights, perturbation_sq_norm)
 from hao.proxy.zeroq import distill_batch
 
-__all__ = ["ACCURACY_MODELS", "get_accuracy_model", "list_accuracy_models", "register_accuracy_model", "AccuracyProxy", "activation_quant_mse", "BaseAccuracyProxy", "HessianTraces", "LayerTrace", "SENSITIVITY_FILE",
+__all__ = ["ACCURACY_MODELS", "get_accuracy_model", "list_accuracy_models", "register_accuracy_model", "AccuracyProxy",
+           "activation_quant_mse", "BaseAccuracyProxy", "HessianTraces", "LayerTrace", "SENSITIVITY_FILE",
            "SensitivityCacheError", "SensitivityTable", "WeightNormProxy", "compute_sensitivity",
-           "default_checkpoint_dir", "distill_batch", "float_weights", "hessian_traces", "perturbation_sq_norm", "preserve_model_state",
-           "supernet_traces", "weight_layers", "zeroq_sensitivity", "zeroq_traces"]
+           "default_checkpoint_dir", "distill_batch", "float_weights", "hessian_traces", "perturbation_sq_norm",
+           "preserve_model_state", "supernet_traces", "weight_layers", "zeroq_sensitivity", "zeroq_traces"]

@@ -444,7 +444,8 @@ def hessian_traces(model: nn.Module, loss_fn: Callable[[Any, Any], torch.Tensor]
     if activations:
         act_paths = [p for p in paths if p in modules]
         if len(act_paths) != len(paths):
-            raise ConfigError(f"activations=True needs layers keyed by module path; {sorted(set(paths) - set(act_paths))[:4]} "
+            raise ConfigError(f"activations=True needs layers keyed by module path; "
+                              f"{sorted(set(paths) - set(act_paths))[:4]} "
                               "are not modules of the model (pass params=None or a {module path: parameter} map).")
 
     t0 = time.perf_counter()

@@ -11,7 +11,8 @@ plus, when the table carries activation statistics (format 2), the activation-qu
 where H^A_l is the Hessian of the batch-mean loss w.r.t. layer l's input activation (from
 ``hessian_traces(..., method="ggn", activations=True)``), e_l(b) the mean squared error per element of quantizing
 that activation to b bits with its calibrated per-tensor range (:func:`activation_quant_mse`), and f_l the share
-of its channels the candidate keeps. The predicted loss increase of a candidate is ½ Σ_l Ω_l. The two parts of ΔW live on disjoint entries, so
+of its channels the candidate keeps. The predicted loss increase of a candidate is ½ Σ_l Ω_l. The two parts of
+ΔW live on disjoint entries, so
 ‖ΔW_l‖² = ‖W_l‖² − ‖W_kept‖² + ‖Q_b(W_kept) − W_kept‖² with Q_b per-output-channel symmetric (as the
 fake-quantized sub-network computes it). A removed layer (its block is skipped) has ‖ΔW_l‖² = ‖W_l‖².
 

@@ -23,7 +23,8 @@ from hao.search.objectives import AdditiveObjective, Objective
 from hao.search.result import SearchResult
 from hao.space.base import Candidate, SearchSpace
 
-__all__ = ["SearchProblem", "Solver", "SOLVERS", "register_solver", "get_solver", "make_solver", "list_solvers", "BUDGET_ALIASES"]
+__all__ = ["SearchProblem", "Solver", "SOLVERS", "register_solver", "get_solver", "make_solver", "list_solvers",
+           "BUDGET_ALIASES"]
 
 #: Short budget names accepted everywhere (``--budget latency=2`` means ``latency_ms``).
 BUDGET_ALIASES = {"latency": "latency_ms", "size": "size_mb", "bops": "bops_g", "model_size": "size_mb"}

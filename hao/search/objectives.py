@@ -32,8 +32,9 @@ from hao.kernel import KernelSpec
 from hao.registry import Registry
 from hao.space.base import Candidate, SearchSpace
 
-__all__ = ["OBJECTIVES", "ObjectiveContext", "register_objective", "list_objectives", "make_objective", "Objective", "AdditiveObjective", "CallableObjective", "kernel_objective", "size_objective",
-           "bops_objective", "macs_objective", "latency_objective", "proxy_objective"]
+__all__ = ["OBJECTIVES", "ObjectiveContext", "register_objective", "list_objectives", "make_objective", "Objective",
+           "AdditiveObjective", "CallableObjective", "kernel_objective", "size_objective", "bops_objective",
+           "macs_objective", "latency_objective", "proxy_objective"]
 
 
 class Objective:

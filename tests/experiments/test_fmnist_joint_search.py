@@ -3,7 +3,6 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from tests.experiments.conftest import REPO, load_script

@@ -127,7 +127,8 @@ def test_tuning_leaves_host_logging_alone(tmp_path):
 
 @pytest.mark.skipif(not _has_vnni(), reason="this CPU has no AVX-512 VNNI")
 def test_int8_uses_vnni_and_is_correct(tmp_path):
-    # With 2 trials the tuner once kept no tensorized (VNNI) schedule in a full run under load; 6 trials (3/3 runs here).
+    # With 2 trials the tuner once kept no tensorized (VNNI) schedule in a full run under load; 6 trials
+    # (3/3 runs here).
     with TVMBackend(trials=6, database_dir=tmp_path / "db", repeat=3, min_repeat_ms=1, rounds=1,
                     population=16) as b:
         m = b.measure(KernelSpec("conv2d", 32, 32, 8, 8, 3, 1, w_bits=8, a_bits=8))

@@ -101,6 +101,8 @@ class _Block(nn.Module):
         return self.proj2(y) + y
 
 
+@pytest.mark.tvm
+@pytest.mark.slow
 def test_compiled_network_runs_the_table_kernels_schedules(tmp_path):
     """Every convolution task of a compiled network (with and without ReLU, depthwise included) replays the
     schedule its table kernel was tuned and timed with; nothing is tuned for them, and the output is right."""

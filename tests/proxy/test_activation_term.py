@@ -9,8 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hao.proxy import (AccuracyProxy, SensitivityTable, activation_quant_mse, float_weights, hessian_traces,
-                       weight_layers)
+from hao.proxy import (AccuracyProxy, SensitivityTable, activation_quant_mse, float_weights, hessian_traces)
 from hao.quant import ActQuant
 from hao.space.base import LayerPerturbation
 from hao.space.mbconv import MBConvSpace

@@ -38,10 +38,10 @@ def test_kernel_objectives_equal_per_candidate_sums(resnet) -> None:
     rng = np.random.default_rng(0)
     cands = [resnet.sample(rng) for _ in range(20)]
     got_size, got_lat = size.evaluate(cands), lat.evaluate(cands)
-    for c, s, l in zip(cands, got_size, got_lat):
+    for c, s, lat_ms in zip(cands, got_size, got_lat):
         ks = resnet.kernels(c)
         assert s == pytest.approx(sum(k.weight_bytes for k in ks) / 1e6)
-        assert l == pytest.approx(0.2 + fake_pred(ks).sum())
+        assert lat_ms == pytest.approx(0.2 + fake_pred(ks).sum())
 
 
 def test_latency_objective_uses_overheads(resnet) -> None:
@@ -306,4 +306,4 @@ def test_ctrl_c_during_optuna_prints_one_line_and_resumes(tmp_path) -> None:
     again = subprocess.run(cmd[:-5] + ["--trials", str(stored + 2), "--no-progress", "--out", str(out)],
                            capture_output=True, text=True, env=env, timeout=300)
     assert again.returncode == 0, again.stderr
-    assert f"resuming study" in again.stderr and f"with {stored} finished trials" in again.stderr
+    assert "resuming study" in again.stderr and f"with {stored} finished trials" in again.stderr

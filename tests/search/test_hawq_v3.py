@@ -1,4 +1,5 @@
-"""HAWQ-V3 reproduction: the generic ILP finds the published bit configurations (the shipped reference_data/hawq_v3_ilp.json)."""
+"""HAWQ-V3 reproduction: the generic ILP finds the published bit configurations (the shipped
+reference_data/hawq_v3_ilp.json)."""
 from __future__ import annotations
 
 import importlib.util
