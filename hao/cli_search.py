@@ -153,8 +153,16 @@ def cmd_search(args: argparse.Namespace) -> int:
                            checkpoint=args.checkpoint)
     out = claim_out(args)
     t0 = time.perf_counter()
+    import contextlib
+
+    from hao.search.base import STOP, stop_on_interrupt
+    STOP.clear()
+    graceful = stop_on_interrupt() if solver.stops_gracefully else contextlib.nullcontext(STOP)
     try:
-        result = solver.solve(problem, progress=not args.no_progress)
+        with graceful as stop:  # Ctrl-C: a solver that can stop early finishes its evaluation
+            result = solver.solve(problem, progress=not args.no_progress)
+        if stop.is_set():
+            raise KeyboardInterrupt
     except KeyboardInterrupt:
         if hasattr(solver, "stored_trials"):
             name, n = solver.stored_trials(problem)

@@ -7,7 +7,10 @@ A solver turns a :class:`SearchProblem` (a space, objectives, budgets) into a :c
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import signal
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,8 +26,8 @@ from hao.search.objectives import AdditiveObjective, Objective
 from hao.search.result import SearchResult
 from hao.space.base import Candidate, SearchSpace
 
-__all__ = ["SearchProblem", "Solver", "SOLVERS", "register_solver", "get_solver", "make_solver", "list_solvers",
-           "BUDGET_ALIASES"]
+__all__ = ["SearchProblem", "Solver", "SOLVERS", "STOP", "stop_on_interrupt", "register_solver", "get_solver",
+           "make_solver", "list_solvers", "BUDGET_ALIASES"]
 
 #: Short budget names accepted everywhere (``--budget latency=2`` means ``latency_ms``).
 BUDGET_ALIASES = {"latency": "latency_ms", "size": "size_mb", "bops": "bops_g", "model_size": "size_mb"}
@@ -200,6 +203,9 @@ class Solver(ABC):
     #: The constructor parameter that bounds how many candidates it evaluates (``n_trials`` of the generic
     #: options maps onto it; ``None``: the solver has no such budget).
     evaluation_budget: ClassVar[str | None] = None
+    #: Whether ``solve`` polls :data:`STOP` between evaluations and returns early (with its evaluations stored
+    #: where it stores them) when it is set; the CLI then turns a first Ctrl-C into a clean stop.
+    stops_gracefully: ClassVar[bool] = False
 
     def check_problem(self, problem: SearchProblem) -> None:
         if not isinstance(problem, SearchProblem):
@@ -216,6 +222,34 @@ class Solver(ABC):
     def __repr__(self) -> str:
         params = {k: v for k, v in vars(self).items() if not k.startswith("_")}
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in params.items())})"
+
+
+#: Set when the user asked a running search to stop (see :func:`stop_on_interrupt`). A solver that can end early
+#: polls it between evaluations and returns what it has; the others are interrupted by KeyboardInterrupt.
+STOP = threading.Event()
+
+
+@contextlib.contextmanager
+def stop_on_interrupt():
+    """During the block, the first Ctrl-C (SIGINT) only sets :data:`STOP` — solvers that poll it finish the
+    evaluation in progress, record it, and return — and a second Ctrl-C raises ``KeyboardInterrupt`` as usual.
+    Worker processes forked inside the block inherit the handler. Yields the event; outside the main thread the
+    handler cannot be installed and the block runs unchanged."""
+    STOP.clear()
+    if threading.current_thread() is not threading.main_thread():
+        yield STOP
+        return
+
+    def _handler(signum: int, frame: Any) -> None:
+        if STOP.is_set():
+            raise KeyboardInterrupt
+        STOP.set()
+
+    old = signal.signal(signal.SIGINT, _handler)
+    try:
+        yield STOP
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 SOLVERS: Registry = Registry("solver", base=Solver,

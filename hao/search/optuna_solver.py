@@ -35,7 +35,7 @@ import numpy as np
 
 from hao._imports import lazy_import
 from hao.errors import ConfigError
-from hao.search.base import SearchProblem, Solver, register_solver
+from hao.search.base import STOP, SearchProblem, Solver, register_solver
 from hao.search.result import SearchResult
 from hao.space.base import Candidate
 
@@ -161,6 +161,7 @@ class OptunaSolver(Solver):
     """
 
     evaluation_budget = "n_trials"
+    stops_gracefully = True
 
     def __init__(self, sampler: str = "nsga2", n_trials: int = 200, seed: int = 0, storage: str | None = None,
                  study_name: str | None = None, n_workers: int = 1, population_size: int = 50,
@@ -301,9 +302,12 @@ class OptunaSolver(Solver):
                 warnings.simplefilter("ignore")
                 if in_memory:
                     study.optimize(objective, n_trials=max(0, self.n_trials - done0), timeout=self.timeout,
-                                   callbacks=[lambda s, t: bar.update(1)] if bar else None)
+                                   callbacks=[lambda s, t: bar.update(1) if bar else None,
+                                              lambda s, t: s.stop() if STOP.is_set() else None])
                     return
                 while True:
+                    if STOP.is_set():  # Ctrl-C under stop_on_interrupt: the finished trials are stored
+                        return
                     if self.timeout is not None and time.monotonic() - t0 > self.timeout:
                         return
                     trials = study.get_trials(deepcopy=False, states=(TS.COMPLETE, TS.RUNNING))

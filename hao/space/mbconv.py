@@ -14,39 +14,17 @@ from torch import nn
 
 from hao.errors import ConfigError
 from hao.kernel import KernelSpec
+from hao.layers import ConvBNAct, MBBlock
 from hao.quant import QLinear
-from hao.space.base import Candidate, Decision, Gate, LayerPerturbation, SearchSpace, Unit
+from hao.space.base import Candidate, Decision, LayerPerturbation
+from hao.space.staged import StagedSpace
 from hao.space.elastic import ElasticBatchNorm2d, ElasticConv2d, extract_subnet
 
-__all__ = ["MBConvSpace", "MBConvSupernet"]
+__all__ = ["MBConvSpace", "MBConvSupernet", "ConvBNAct", "MBBlock"]  # blocks: from hao.layers
 
 LAYERS = ("expand", "dw", "project")
 PIN_BITS = 8
 
-
-class ConvBNAct(nn.Module):
-    """conv → BN → ReLU6 (or no activation): one fused kernel on the hardware."""
-
-    def __init__(self, conv: nn.Module, bn: nn.Module, act: bool = True) -> None:
-        super().__init__()
-        self.conv, self.bn = conv, bn
-        self.act = nn.ReLU6() if act else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.bn(self.conv(x)))
-
-
-class MBBlock(nn.Module):
-    """Inverted residual: 1x1 expand → kxk depthwise (stride) → 1x1 project (+ identity when shapes allow)."""
-
-    def __init__(self, expand: ConvBNAct, dw: ConvBNAct, project: ConvBNAct, residual: bool) -> None:
-        super().__init__()
-        self.expand, self.dw, self.project = expand, dw, project
-        self.residual = residual
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.project(self.dw(self.expand(x)))
-        return x + y if self.residual else y
 
 
 class MBConvNet(nn.Module):
@@ -152,7 +130,7 @@ class MBConvSupernet(MBConvNet):
         return net
 
 
-class MBConvSpace(SearchSpace):
+class MBConvSpace(StagedSpace):
     """Joint MBConv architecture + per-layer bit-width space (see the module docstring).
 
     Parameters
@@ -171,72 +149,20 @@ class MBConvSpace(SearchSpace):
                  ratios: Sequence[int] = (3, 4, 6), w_bits: Sequence[int] = (2, 4, 8),
                  a_bits: Sequence[int] = (4, 8), head_channels: int = 256, stem_stride: int = 1) -> None:
         super().__init__(name)
-        if len(input_shape) != 3 or any(int(v) < 1 for v in input_shape):
-            raise ConfigError(f"input_shape must be (channels, height, width) of positive ints, got {input_shape!r}.")
-        self.input_shape = tuple(int(v) for v in input_shape)
-        self.num_classes = int(num_classes)
-        self.stem_channels, self.head_channels = int(stem_channels), int(head_channels)
-        if stem_stride not in (1, 2):
-            raise ConfigError(f"stem_stride must be 1 or 2, got {stem_stride!r}.")
-        self.stem_stride = int(stem_stride)
-        if not stages:
-            raise ConfigError("stages must list at least one (out_channels, stride) pair, got ().")
-        self.stages = tuple((int(c), int(s)) for c, s in stages)
-        for c, s in self.stages:
-            if c < 1 or s not in (1, 2):
-                raise ConfigError(f"Each stage needs out_channels >= 1 and stride in (1, 2), got ({c}, {s}).")
-        self.depths = tuple(sorted(int(d) for d in depths))
-        if not self.depths or self.depths[0] < 1:
-            raise ConfigError(f"depths must be positive ints, got {depths!r}.")
-        self.max_depth = self.depths[-1]
+        self.init_stages(input_shape, stem_channels, stem_stride, stages, depths, w_bits, a_bits)
+        self.num_classes, self.head_channels = int(num_classes), int(head_channels)
         self.kernel_sizes = tuple(int(k) for k in kernel_sizes)
         if any(k % 2 == 0 or k < 1 for k in self.kernel_sizes):
             raise ConfigError(f"kernel_sizes must be odd positive ints, got {kernel_sizes!r}.")
         self.ratios = tuple(int(r) for r in ratios)
-        self.w_bits, self.a_bits = tuple(w_bits), tuple(a_bits)
-        from hao.quant import check_bits
-        for b in self.w_bits:
-            check_bits(b, "w_bits option")
-        for b in self.a_bits:
-            check_bits(b, "a_bits option")
-        # per block: (in_channels, out_channels, stride, in_hw, out_hw)
-        self._blocks: dict[tuple[int, int], tuple[int, int, int, tuple[int, int], tuple[int, int]]] = {}
-        h, w = (-(-v // self.stem_stride) for v in self.input_shape[1:])
-        c = self.stem_channels
-        for s, (cout, stride) in enumerate(self.stages):
-            for b in range(self.max_depth):
-                bin_, st = (c, stride) if b == 0 else (cout, 1)
-                oh, ow = -(-h // st), -(-w // st)
-                self._blocks[(s, b)] = (bin_, cout, st, (h, w), (oh, ow))
-                h, w = oh, ow
-            c = cout
-        self._final_hw = (h, w)
+        self._final_hw = self.final_hw
 
     # ---- structure -------------------------------------------------------------------------------
-    def decisions(self) -> tuple[Decision, ...]:
-        out = []
-        for s in range(len(self.stages)):
-            out.append(Decision(f"s{s}.depth", self.depths, "depth"))
-            for b in range(self.max_depth):
-                p = f"s{s}.b{b}"
-                out.append(Decision(f"{p}.kernel", self.kernel_sizes, "kernel"))
-                out.append(Decision(f"{p}.ratio", self.ratios, "expand"))
-                for layer in LAYERS:
-                    out.append(Decision(f"{p}.{layer}.w_bits", self.w_bits, "w_bits"))
-                    out.append(Decision(f"{p}.{layer}.a_bits", self.a_bits, "a_bits"))
-        return tuple(out)
+    block_layers = LAYERS
 
-    def units(self) -> tuple[Unit, ...]:
-        out = []
-        for s in range(len(self.stages)):
-            for b in range(self.max_depth):
-                p = f"s{s}.b{b}"
-                decs = (f"{p}.kernel", f"{p}.ratio") + tuple(
-                    f"{p}.{layer}.{q}" for layer in LAYERS for q in ("w_bits", "a_bits"))
-                active = frozenset(d for d in self.depths if d > b)
-                gate = None if len(active) == len(self.depths) else Gate(f"s{s}.depth", active)
-                out.append(Unit(p, decs, gate))
-        return tuple(out)
+    def block_decisions(self, unit: str) -> list[Decision]:
+        return [Decision(f"{unit}.kernel", self.kernel_sizes, "kernel"),
+                Decision(f"{unit}.ratio", self.ratios, "expand")]
 
     # largest() / smallest() are the base class's (every decision at its max / min option).
 
@@ -250,15 +176,10 @@ class MBConvSpace(SearchSpace):
                 d.update({name: v for name in d if name.endswith(suffix)})
         return self.make(d)
 
-    @staticmethod
-    def _parse(unit: str) -> tuple[int, int]:
-        s, b = unit.split(".")
-        return int(s[1:]), int(b[1:])
-
     def unit_kernels(self, unit: str, local: Mapping[str, int] | None) -> list[KernelSpec]:
         if local is None:
             return []
-        s, b = self._parse(unit)
+        s, b = self.parse_block(unit)
         cin, cout, st, (h, w), (oh, ow) = self._blocks[(s, b)]
         k, r = local[f"{unit}.kernel"], local[f"{unit}.ratio"]
         mid = cin * r
@@ -273,7 +194,7 @@ class MBConvSpace(SearchSpace):
         return ks
 
     def unit_layers(self, unit: str, local: Mapping[str, int] | None) -> list[LayerPerturbation]:
-        s, b = self._parse(unit)
+        s, b = self.parse_block(unit)
         p = f"stages.{s}.{b}"
         if local is None:
             return [LayerPerturbation(f"{p}.{layer}.conv", removed=True) for layer in LAYERS]

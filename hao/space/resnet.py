@@ -15,24 +15,14 @@ from torch import nn
 
 from hao.errors import ConfigError
 from hao.kernel import KernelSpec
-from hao.quant import QLinear, check_bits
-from hao.space.base import Candidate, Decision, Gate, LayerPerturbation, SearchSpace, Unit
+from hao.quant import QLinear
+from hao.space.base import Candidate, Decision, LayerPerturbation
+from hao.space.staged import StagedSpace
 from hao.space.elastic import ElasticBatchNorm2d, ElasticConv2d, extract_subnet
-from hao.space.mbconv import ConvBNAct
+from hao.layers import ConvBNAct, ConvBNBasicBlock
 
 __all__ = ["ResNetSpace", "ResNetSupernet"]
 PIN_BITS = 8
-
-
-class BasicBlock(nn.Module):
-    def __init__(self, conv1: ConvBNAct, conv2: ConvBNAct, shortcut: ConvBNAct | None) -> None:
-        super().__init__()
-        self.conv1, self.conv2, self.shortcut = conv1, conv2, shortcut
-        self.relu = nn.ReLU()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        idt = x if self.shortcut is None else self.shortcut(x)
-        return self.relu(self.conv2(self.conv1(x)) + idt)
 
 
 class ResNetNet(nn.Module):
@@ -69,7 +59,7 @@ class ResNetSupernet(ResNetNet):
                 sc = None
                 if st != 1 or cin != cout:
                     sc = _cba(ElasticConv2d(cin, cout, 1, st), cout, False)
-                blocks.append(BasicBlock(_cba(ElasticConv2d(cin, cout, 3, st), cout, True),
+                blocks.append(ConvBNBasicBlock(_cba(ElasticConv2d(cin, cout, 3, st), cout, True),
                                          _cba(ElasticConv2d(cout, cout, 3), cout, False), sc))
             stages.append(blocks)
             c = cout
@@ -125,7 +115,7 @@ class ResNetSupernet(ResNetNet):
                 c1 = cba(block.conv1, c)
                 c2 = cba(block.conv2, c1.conv.out_channels)
                 sc = None if block.shortcut is None else cba(block.shortcut, c)
-                blocks.append(BasicBlock(c1, c2, sc))
+                blocks.append(ConvBNBasicBlock(c1, c2, sc))
                 c = c2.conv.out_channels
             stages.append(blocks)
         net = ResNetNet(stem, stages, QLinear.from_linear(self.classifier, PIN_BITS, PIN_BITS))
@@ -133,7 +123,7 @@ class ResNetSupernet(ResNetNet):
         return net
 
 
-class ResNetSpace(SearchSpace):
+class ResNetSpace(StagedSpace):
     """Elastic-depth, elastic-width ResNet with per-layer bits (see the module docstring)."""
 
     family = "resnet"
@@ -143,56 +133,17 @@ class ResNetSpace(SearchSpace):
                  depths: Sequence[int] = (1, 2, 3), ratios: Sequence[int] = (50, 75, 100),
                  w_bits: Sequence[int] = (2, 4, 8), a_bits: Sequence[int] = (4, 8)) -> None:
         super().__init__(name)
-        self.input_shape = tuple(int(v) for v in input_shape)
-        if len(self.input_shape) != 3:
-            raise ConfigError(f"input_shape must be (channels, height, width), got {input_shape!r}.")
-        self.num_classes, self.stem_channels = int(num_classes), int(stem_channels)
-        self.stages = tuple((int(c), int(s)) for c, s in stages)
-        if not self.stages or any(c < 1 or s not in (1, 2) for c, s in self.stages):
-            raise ConfigError(f"stages must be (out_channels >= 1, stride in (1, 2)) pairs, got {stages!r}.")
-        self.depths = tuple(sorted(int(d) for d in depths))
-        if not self.depths or self.depths[0] < 1:
-            raise ConfigError(f"depths must be positive ints, got {depths!r}.")
-        self.max_depth = self.depths[-1]
+        self.init_stages(input_shape, stem_channels, 1, stages, depths, w_bits, a_bits)
+        self.num_classes = int(num_classes)
         self.ratios = tuple(int(r) for r in ratios)
         if any(not 1 <= r <= 100 for r in self.ratios):
             raise ConfigError(f"ratios are percentages in [1, 100], got {ratios!r}.")
-        self.w_bits = tuple(check_bits(b, "w_bits option") for b in w_bits)
-        self.a_bits = tuple(check_bits(b, "a_bits option") for b in a_bits)
-        self._blocks = {}
-        h, w = self.input_shape[1:]
-        c = self.stem_channels
-        for s, (cout, stride) in enumerate(self.stages):
-            for b in range(self.max_depth):
-                cin, st = (c, stride) if b == 0 else (cout, 1)
-                oh, ow = -(-h // st), -(-w // st)
-                self._blocks[(s, b)] = (cin, cout, st, (h, w), (oh, ow))
-                h, w = oh, ow
-            c = cout
-        self._final = (c, h, w)
+        self._final = (self.final_channels, *self.final_hw)
 
-    def decisions(self) -> tuple[Decision, ...]:
-        out = []
-        for s in range(len(self.stages)):
-            out.append(Decision(f"s{s}.depth", self.depths, "depth"))
-            for b in range(self.max_depth):
-                p = f"s{s}.b{b}"
-                out.append(Decision(f"{p}.ratio", self.ratios, "width"))
-                for layer in ("conv1", "conv2"):
-                    out.append(Decision(f"{p}.{layer}.w_bits", self.w_bits, "w_bits"))
-                    out.append(Decision(f"{p}.{layer}.a_bits", self.a_bits, "a_bits"))
-        return tuple(out)
+    block_layers = ("conv1", "conv2")
 
-    def units(self) -> tuple[Unit, ...]:
-        out = []
-        for s in range(len(self.stages)):
-            for b in range(self.max_depth):
-                p = f"s{s}.b{b}"
-                decs = (f"{p}.ratio",) + tuple(f"{p}.{ly}.{q}" for ly in ("conv1", "conv2")
-                                               for q in ("w_bits", "a_bits"))
-                active = frozenset(d for d in self.depths if d > b)
-                out.append(Unit(p, decs, None if len(active) == len(self.depths) else Gate(f"s{s}.depth", active)))
-        return tuple(out)
+    def block_decisions(self, unit: str) -> list[Decision]:
+        return [Decision(f"{unit}.ratio", self.ratios, "width")]
 
     def _mid(self, cout: int, ratio: int) -> int:
         return max(1, cout * ratio // 100)
@@ -200,7 +151,7 @@ class ResNetSpace(SearchSpace):
     def unit_kernels(self, unit: str, local: Mapping[str, int] | None) -> list[KernelSpec]:
         if local is None:
             return []
-        s, b = (int(x[1:]) for x in unit.split("."))
+        s, b = self.parse_block(unit)
         cin, cout, st, (h, w), (oh, ow) = self._blocks[(s, b)]
         mid = self._mid(cout, local[f"{unit}.ratio"])
         w1, a1 = local[f"{unit}.conv1.w_bits"], local[f"{unit}.conv1.a_bits"]
@@ -213,7 +164,7 @@ class ResNetSpace(SearchSpace):
         return ks
 
     def unit_layers(self, unit: str, local: Mapping[str, int] | None) -> list[LayerPerturbation]:
-        s, b = (int(x[1:]) for x in unit.split("."))
+        s, b = self.parse_block(unit)
         cin, cout, st, _, _ = self._blocks[(s, b)]
         p = f"stages.{s}.{b}"
         has_sc = st != 1 or cin != cout

@@ -8,7 +8,6 @@ Training is resumable: a checkpoint (weights, optimizer, step, RNG state) is wri
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import asdict, dataclass

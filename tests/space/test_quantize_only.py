@@ -54,9 +54,10 @@ def test_ties_and_pins_honoured_in_built_model(space):
 
 
 def test_8bit_fake_quant_within_1_percent(space, model):
-    """Inputs are image-like (uniform in [0, 1]). Each of the 21 layers, quantized at W8A8 and fed the float model's own input to that layer, stays within
-    1% relative output error of the float layer (median; every layer < 1.5%). (Whole-network error of a *random-init* ResNet compounds
-    through 21 chaotic layers, so it is checked for ordering only: 8-bit << 4-bit.)"""
+    """Inputs are image-like (uniform in [0, 1]). Each of the 21 layers, quantized at W8A8 and fed the float
+    model's own input to that layer, stays within 1% relative output error of the float layer (median; every layer
+    < 1.5%). (Whole-network error of a *random-init* ResNet compounds through 21 chaotic layers, so it is checked
+    for ordering only: 8-bit << 4-bit.)"""
     c = space.make({n: 8 for n in space.decision_names})
     qm = space.build(c).eval()
     g = torch.Generator().manual_seed(0)

@@ -127,7 +127,8 @@ def test_build_shares_supernet_weights_and_keeps_supernet_state():
     assert torch.equal(net.stages[0][0].dw.conv.weight, w[:mid, :, off:off + k, off:off + k])
     # the supernet's forward with set_active equals the extracted sub-network
     sup.set_active(c)
-    sup.eval(); net.eval()
+    sup.eval()
+    net.eval()
     x = torch.randn(2, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert torch.allclose(sup(x), net(x), atol=1e-5)
