@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from hao.errors import HaoError, MissingDependencyError
 
 # Modules that add sub-commands: each defines `add_<name>_commands(subparsers)`.
-_COMMAND_MODULES = (("hao.cli_latency", "add_latency_commands"), ("hao.cli_search", "add_search_commands"))
+_COMMAND_MODULES = (("hao.cli_latency", "add_latency_commands"), ("hao.cli_search", "add_search_commands"),
+                    ("hao.cli_evaluate", "add_evaluate_commands"))
 
 
 def _cmd_spaces(args: argparse.Namespace) -> int:
