@@ -202,6 +202,14 @@ def _cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_folder_options(p: argparse.ArgumentParser, *, force: str, root_extra: str = "") -> None:
+    """``--root`` and ``--force`` of the commands that write a hardware folder (see docs/data.md)."""
+    p.add_argument("--root", default=None,
+                   help="folder holding hardware folders (default: the per-user folder $HAO_HOME/latency_models, "
+                        f"~/.local/share/hao/latency_models{root_extra})")
+    p.add_argument("--force", action="store_true", help=force)
+
+
 def add_latency_commands(subparsers: Any) -> None:
     """Register ``calibrate`` and ``latency`` on an argparse sub-parser collection."""
     p = subparsers.add_parser("calibrate", help="measure a space's kernels with TVM into latency_models/NAME")
@@ -241,12 +249,9 @@ def add_latency_commands(subparsers: Any) -> None:
                    help="timing sessions per kernel; the one with the lowest median is kept (default 3; more "
                         "sessions resist other processes on a shared machine)")
     p.add_argument("--backend", default="tvm", help="latency backend (tvm, or roofline for a dry run)")
-    p.add_argument("--root", default=None,
-                   help="folder holding hardware folders (default: the per-user folder $HAO_HOME/latency_models, "
-                        "~/.local/share/hao/latency_models; with --retime: where the table is)")
-    p.add_argument("--force", action="store_true",
-                   help="the folder holds a table of another target or an imported table: move it aside to "
-                        "ROOT/.replaced/NAME-<time> and start a new one")
+    _add_folder_options(p, root_extra="; with --retime: where the table is",
+                        force="the folder holds a table of another target or an imported table: move it aside "
+                              "to ROOT/.replaced/NAME-<time> and start a new one")
     p.add_argument("--retry-failed", action="store_true", help="measure kernels in failed.csv again")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
@@ -286,10 +291,6 @@ def add_latency_commands(subparsers: Any) -> None:
     pi.add_argument("--source", default=None,
                     help="input file (default: the shipped copy in reference_data/, see its README)")
     pi.add_argument("--hardware", default=None, help="folder name (default per format)")
-    pi.add_argument("--root", default=None,
-                    help="folder holding hardware folders (default: the per-user folder $HAO_HOME/latency_models, "
-                         "~/.local/share/hao/latency_models)")
-    pi.add_argument("--force", action="store_true",
-                    help="the folder exists: move it aside to ROOT/.replaced/NAME-<time> first; or shadow a table "
-                         "of the same name elsewhere")
+    _add_folder_options(pi, force="the folder exists: move it aside to ROOT/.replaced/NAME-<time> first; or "
+                                  "shadow a table of the same name elsewhere")
     pi.set_defaults(func=_cmd_import)

@@ -19,7 +19,7 @@ import torch
 from hao.errors import ConfigError, HaoError
 
 __all__ = ["DEFAULT_FMNIST_DIR", "FMNIST_MEAN", "FMNIST_STD", "DatasetNotFoundError", "TensorDataset",
-           "fashion_mnist", "find_fashion_mnist", "read_idx", "digits", "loader"]
+           "fashion_mnist", "find_fashion_mnist", "read_idx", "digits", "loader", "resumable_batches"]
 
 DEFAULT_FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 #: Pixel mean / std of the Fashion-MNIST training split (pixels scaled to [0, 1]).
@@ -130,6 +130,26 @@ def digits(split: str = "train", *, test_fraction: float = 0.25, seed: int = 0) 
     n_test = int(round(test_fraction * len(y)))
     idx = perm[:n_test] if split == "test" else perm[n_test:]
     return TensorDataset(x[idx].contiguous(), y[idx].contiguous(), f"digits/{split}")
+
+
+def resumable_batches(ds: TensorDataset, batch_size: int, *, seed: int = 0,
+                      start_step: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Shuffled, drop-last minibatches epoch after epoch (epoch ``e`` shuffled as ``loader(..., epoch=e)``),
+    starting at global step ``start_step``: exactly the batches an uninterrupted run would see from there on,
+    which is what a resumed training run needs. Never ends."""
+    per_epoch = len(ds) // batch_size if isinstance(batch_size, int) and batch_size > 0 else 0
+    if per_epoch < 1:
+        raise ConfigError(f"resumable_batches needs 1 <= batch_size <= {len(ds)} (the dataset size) for "
+                          f"{ds.name!r}, got {batch_size!r}.")
+    step = int(start_step)
+    while True:
+        epoch, skip = divmod(step, per_epoch)
+        it = loader(ds, batch_size, shuffle=True, seed=seed, drop_last=True, epoch=epoch)
+        for _ in range(skip):
+            next(it)
+        for b in it:
+            yield b
+            step += 1
 
 
 def loader(ds: TensorDataset, batch_size: int, *, shuffle: bool = False, seed: int = 0,

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from hao.data import TensorDataset, loader
+from hao.data import TensorDataset, resumable_batches
 from hao.errors import ConfigError
 from hao.io import atomic_torch_save
 from hao.space.base import BIT_KINDS, Candidate, SearchSpace
@@ -140,17 +140,10 @@ def train_supernet(space: SearchSpace, net: torch.nn.Module, data: TensorDataset
 
     net.train()
     bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc="supernet", mininterval=10)
-    batches = None
-    cur_epoch = -1
+    batches = resumable_batches(data, cfg.batch_size, seed=cfg.seed, start_step=step)
     while step < cfg.steps:
         if max_minutes is not None and time.perf_counter() - t0 > 60 * max_minutes:
             break
-        epoch, i_in = divmod(step, steps_per_epoch)
-        if epoch != cur_epoch:
-            batches = loader(data, cfg.batch_size, shuffle=True, seed=cfg.seed, drop_last=True, epoch=epoch)
-            for _ in range(i_in):
-                next(batches)
-            cur_epoch = epoch
         x, y = next(batches)
         for g in opt.param_groups:
             g["lr"] = _lr(cfg, step)

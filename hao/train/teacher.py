@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from hao.data import TensorDataset, loader
+from hao.data import TensorDataset, loader, resumable_batches
 from hao.errors import ConfigError
 from hao.io import atomic_torch_save
 from hao.space.base import SearchSpace
@@ -154,17 +154,11 @@ def train_teacher(space: SearchSpace, data: TensorDataset, cfg: TeacherConfig, *
         return float(evaluate(model, loader(val, 500))) if val is not None else float("nan")
 
     bar = tqdm(total=total, initial=step, disable=not progress, desc="teacher", mininterval=10)
-    batches, cur_epoch, run_loss = None, -1, []
+    batches, run_loss = resumable_batches(train, cfg.batch_size, seed=cfg.seed, start_step=step), []
     model.train()
     while step < total:
         if max_minutes is not None and time.perf_counter() - t0 > 60 * max_minutes:
             break
-        epoch, i_in = divmod(step, steps_per_epoch)
-        if epoch != cur_epoch:
-            batches = loader(train, cfg.batch_size, shuffle=True, seed=cfg.seed, drop_last=True, epoch=epoch)
-            for _ in range(i_in):
-                next(batches)
-            cur_epoch = epoch
         x, y = next(batches)
         if cfg.augment:
             x = augment(x, gen)
