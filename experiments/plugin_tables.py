@@ -109,6 +109,7 @@ def predictor_holdout(table: Any, params: dict, seed: int) -> dict:
     """Predictor error on 20 % of the table's rows held out (fit on the other 80 %): how much to trust a
     predicted kernel, and whether the 10-90 % band covers the held-out truth."""
     from hao.latency.predictor import LatencyPredictor
+    from hao.stats import error_stats
     ks = table.kernels()
     y = table.df["latency_ms"].to_numpy(float)
     rng = np.random.default_rng(seed)
@@ -118,9 +119,9 @@ def predictor_holdout(table: Any, params: dict, seed: int) -> dict:
     m = LatencyPredictor(**params).fit([ks[i] for i in trn], y[trn])
     p = m.predict([ks[i] for i in te])
     lo, hi = m.predict_interval([ks[i] for i in te])
-    rel = np.abs(p - y[te]) / y[te] * 100
-    return {"held_out_rows": int(n_te), "median_abs_err_pct": float(np.median(rel)),
-            "p90_abs_err_pct": float(np.percentile(rel, 90)), "share_within_10pct": float((rel <= 10).mean()),
+    st = error_stats(p, y[te])
+    return {"held_out_rows": int(n_te), "median_abs_err_pct": st["median_abs_err_pct"],
+            "p90_abs_err_pct": st["p90_abs_err_pct"], "share_within_10pct": st["share_within_10pct"],
             "band_10_90_coverage": float(((y[te] >= lo) & (y[te] <= hi)).mean())}
 
 
