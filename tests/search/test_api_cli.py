@@ -281,22 +281,27 @@ def test_ctrl_c_during_optuna_prints_one_line_and_resumes(tmp_path) -> None:
            "--objectives", "bops_g,size_mb", "--trials", "100000", "--no-progress", "--out", str(out)]
     env = {**__import__("os").environ, "PYTHONPATH": str(REPO)}
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    db = out / "study.db"
-    deadline = time.monotonic() + 300
-    n = 0
-    while time.monotonic() < deadline and p.poll() is None:
-        time.sleep(0.5)
-        if db.is_file():
-            try:
-                with sqlite3.connect(db) as con:
-                    n = con.execute("SELECT COUNT(*) FROM trials WHERE state = 'COMPLETE'").fetchone()[0]
-            except sqlite3.Error:
-                n = 0
-            if n >= 5:
-                break
-    assert n >= 5, "the search stored no trials in 300 s"
-    p.send_signal(signal.SIGINT)
-    _, err = p.communicate(timeout=60)
+    try:
+        db = out / "study.db"
+        deadline = time.monotonic() + 300
+        n = 0
+        while time.monotonic() < deadline and p.poll() is None:
+            time.sleep(0.5)
+            if db.is_file():
+                try:
+                    with sqlite3.connect(db) as con:
+                        n = con.execute("SELECT COUNT(*) FROM trials WHERE state = 'COMPLETE'").fetchone()[0]
+                except sqlite3.Error:
+                    n = 0
+                if n >= 5:
+                    break
+        assert n >= 5, "the search stored no trials in 300 s"
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:  # never leave a search running behind a failed test
+            p.kill()
+            p.communicate()
     assert p.returncode == 130, err
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert len(lines) == 1 and "interrupted" in lines[0] and "finished trials" in lines[0], err
