@@ -330,7 +330,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     folder = Path(a.checkpoint_dir) if a.checkpoint_dir else default_checkpoint_dir(space.name)
     use_tvm = not a.no_tvm
     if use_tvm:
-        from hao._imports import lazy_import
+        from hao import lazy_import
         lazy_import("tvm")  # a named error now rather than after the search
     with sw("load"):
         table = load_table(a.hardware)

@@ -188,7 +188,7 @@ def fronts(name: str, m: dict[str, Any], max_points: int = 3000) -> pd.DataFrame
 
 
 def plot_model(name: str, m: dict[str, Any], front: pd.DataFrame, path: Path) -> None:
-    from hao._imports import lazy_import
+    from hao import lazy_import
     mpl = lazy_import("matplotlib")
     mpl.use("Agg", force=False)
     plt = lazy_import("matplotlib.pyplot")

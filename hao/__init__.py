@@ -10,12 +10,14 @@ from typing import Any
 
 from hao.errors import (CandidateError, ConfigError, HaoError, MissingDependencyError, NotFittedError,
                         TableError)
+from hao._imports import lazy_import
 from hao.kernel import KernelSpec
 from hao.space import Candidate, SearchSpace, get_space, list_spaces, register_space
 
 __version__ = "0.1.0"
 __all__ = ["Candidate", "CandidateError", "ConfigError", "HaoError", "KernelSpec", "MissingDependencyError",
-           "NotFittedError", "SearchSpace", "TableError", "get_space", "list_spaces", "register_space", "search",
+           "NotFittedError", "SearchSpace", "TableError", "get_space", "lazy_import", "list_spaces", "register_space",
+           "search",
            "__version__"]
 
 
