@@ -44,6 +44,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--trace-samples", type=int, default=48, help="Rademacher vectors (max)")
     p.add_argument("--trace-tol", type=float, default=None, help="relative standard error to stop at")
     p.add_argument("--checkpoint-dir", default=None, help="copy supernet.pt + meta.json here when finished")
+    p.add_argument("--force", action="store_true",
+                   help="replace supernet.pt / sensitivity.json that --checkpoint-dir already holds (measured data: "
+                        "refused without it)")
     a = p.parse_args(argv)
 
     import hao
@@ -54,6 +57,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(a.threads)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
+    _refuse_to_replace(a, out)  # before any work
     space = hao.get_space(a.space)
     train = fashion_mnist("train", a.data)
     test = fashion_mnist("test", a.data)
@@ -106,6 +110,22 @@ def main(argv: list[str] | None = None) -> dict:
     return meta
 
 
+def _refuse_to_replace(a: argparse.Namespace, out: Path) -> None:
+    """A committed checkpoint and its traces are measured data: replacing them needs --force."""
+    from hao.errors import ConfigError
+
+    folder = Path(a.checkpoint_dir) if a.checkpoint_dir else None
+    targets = []
+    if folder is not None and not a.sensitivity_only:
+        targets += [folder / "supernet.pt", folder / "meta.json"]
+    if a.sensitivity_only:
+        targets.append((folder or out) / "sensitivity.json")
+    taken = [str(t) for t in targets if t.exists()]
+    if taken and not a.force:
+        raise ConfigError(f"train_supernet.py would replace {', '.join(taken)}; nothing was changed. Pass another "
+                          "--checkpoint-dir / --out, or --force to replace them.")
+
+
 def _sensitivity(a: argparse.Namespace, space, train, out: Path) -> dict:
     """Hessian traces of the trained supernet on real training images → sensitivity.json next to supernet.pt."""
     from hao.data import loader
@@ -130,4 +150,11 @@ def _sensitivity(a: argparse.Namespace, space, train, out: Path) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    from hao.errors import HaoError
+    try:
+        main()
+    except HaoError as exc:
+        print(f"train_supernet.py: error: {exc}", file=sys.stderr)
+        sys.exit(2)

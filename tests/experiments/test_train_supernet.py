@@ -32,3 +32,24 @@ def test_train_supernet_smoke(tmp_path):
     proxy = AccuracyProxy.from_checkpoint(space, tmp_path)
     lo, hi = proxy.score([space.largest(), space.uniform(2, 4)])
     assert proxy.activations and 0 <= lo < hi
+
+
+def test_refuses_to_replace_a_checkpoint(tmp_path):
+    """The committed checkpoint and its traces are measured data: replacing them needs --force, and the refusal
+    comes before any work."""
+    import subprocess
+    import sys
+
+    from tests.experiments.conftest import REPO
+
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    (ck / "supernet.pt").write_bytes(b"trained weights")
+    (ck / "sensitivity.json").write_text("{}")
+    for extra in ([], ["--sensitivity-only"]):
+        r = subprocess.run([sys.executable, str(REPO / "experiments" / "train_supernet.py"), "--out",
+                            str(tmp_path / "run"), "--checkpoint-dir", str(ck), "--steps", "1", *extra],
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 2, r.stderr
+        assert "nothing was changed" in r.stderr and "--force" in r.stderr and "Traceback" not in r.stderr
+    assert (ck / "supernet.pt").read_bytes() == b"trained weights" and (ck / "sensitivity.json").read_text() == "{}"
