@@ -37,7 +37,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from hao.train.supernet import file_sha256, load_supernet
 
     out = Path(args.out)
-    check_output_folder(out.parent if str(out.parent) else Path("."), "hao evaluate")
+    check_output_folder(out.parent, "hao evaluate")
     if out.exists() and not args.force:
         raise ConfigError(f"hao evaluate: --out {out} already exists (earlier measurements); pass another path, "
                           "or --force to replace it. Nothing was changed.")

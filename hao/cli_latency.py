@@ -102,8 +102,11 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         rpc = params.pop("rpc")
         from hao.latency.calibrate import claim_calibration_folder
 
-        claim_calibration_folder(os.path.join(root, args.hardware), tvm_backend_factory(rpc, **params)(0),
-                                 force=args.force)
+        probe = tvm_backend_factory(rpc, **params)(0)  # only to compare its target with the folder's
+        try:
+            claim_calibration_folder(os.path.join(root, args.hardware), probe, force=args.force)
+        finally:
+            probe.close()
         res = farm_calibrate(args.hardware, plan, tvm_backend_factory(rpc, **params), n, root=root,
                              retry_failed=args.retry_failed, space_name=",".join(args.space),
                              command="hao " + " ".join(sys.argv[1:]) if sys.argv else None)

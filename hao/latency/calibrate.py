@@ -165,7 +165,7 @@ def claim_calibration_folder(folder: str | os.PathLike, backend: LatencyBackend,
             conflicts.append(f"it holds a table imported with `hao latency import {meta['importer']}` from "
                              f"{meta.get('imported_from', '?')}")
         else:
-            new = backend.describe()
+            new = backend.describe()  # opens the backend if needed: the target it resolves is what is compared
             for key in ("backend", "target", "synthetic"):
                 if key in meta or key in new:
                     if meta.get(key) != new.get(key):

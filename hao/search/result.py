@@ -127,7 +127,7 @@ class SearchResult:
         self.df.to_csv(out / "results.csv.tmp", index=False)
         self.pareto().to_csv(out / "pareto.csv.tmp", index=False)
         meta = {"objectives": self.objectives, "units": self.units, "budgets": self.budgets,
-                "pareto_on": self.pareto_on, "references": self.references, "meta": _jsonable(self.meta)}
+                "pareto_on": self.pareto_on, "references": self.references, "meta": jsonable(self.meta)}
         (out / "result.json.tmp").write_text(json.dumps(meta, indent=2, sort_keys=True))
         for name in _RESULT_FILES:  # rename last, so a crash never leaves half a result
             (out / f"{name}.tmp").replace(out / name)
@@ -155,9 +155,6 @@ class SearchResult:
         """Draw the front (line), dominated/infeasible points and references; save to ``path`` if given.
         Returns the matplotlib figure."""
         return draw_pareto(pareto_plot_info(self, x=x, y=y), path)
-
-
-_jsonable = jsonable  # one JSON policy for every file hao writes (hao.io)
 
 
 @dataclass

@@ -271,3 +271,27 @@ def test_retime_errors_name_the_fix(tmp_path):
     (tmp_path / "hw" / RETIME_FILE).write_text("op,latency_ms\n")
     with pytest.raises(ConfigError, match=f"Delete .*{RETIME_FILE}"):
         retime("hw", RooflineBackend(), root=tmp_path, progress=False)
+
+
+@pytest.mark.tvm
+def test_tvm_calibration_resumes_its_own_target_and_refuses_another(tmp_path):
+    """The folder check compares the target the TVM backend resolves (this CPU by default) with the one the
+    table was measured for: resuming the same calibration goes on, another target is refused, nothing written."""
+    pytest.importorskip("tvm")
+    import json
+
+    from hao.latency.calibrate import claim_calibration_folder
+    from hao.latency.tvm_backend import TVMBackend, default_target
+
+    folder = tmp_path / "cpu"
+    folder.mkdir()
+    (folder / "table.csv").write_text("op\n")
+    (folder / "meta.json").write_text(json.dumps({"hardware": "cpu", "backend": "tvm",
+                                                  "target": default_target(2)}))
+    with TVMBackend(threads=2) as b:  # no --target: this CPU, as the table was measured
+        claim_calibration_folder(folder, b)
+    other = TVMBackend(threads=2, target={"kind": "llvm", "mcpu": "x86-64", "num-cores": 2})
+    with pytest.raises(ConfigError, match="measured with target="):
+        claim_calibration_folder(folder, other)
+    other.close()
+    assert (folder / "table.csv").read_text() == "op\n"
