@@ -1,9 +1,9 @@
 """Pareto dominance and exact hypervolume, in one place.
 
-Every function here works on an ``(n_points, n_objectives)`` array and **minimises every column**; flip the
-sign of a column to maximise it. Ties are handled explicitly: identical rows are all non-dominated (``keep=
-"all"``) or only their first occurrence is kept (``keep="first"``), the latter is what a solver wants when it
-reduces a unit's options.
+Every function here works on an ``(n_points, n_objectives)`` array and **minimises every column** unless
+``directions`` says otherwise (one ``"minimize"``/``"maximize"`` per column, as objectives declare it). Ties are
+handled explicitly: identical rows are all non-dominated (``keep="all"``) or only their first occurrence is kept
+(``keep="first"``), the latter is what a solver wants when it reduces a unit's options.
 
 >>> import numpy as np
 >>> F = np.array([[1.0, 3.0], [2.0, 2.0], [3.0, 3.0]])
@@ -20,7 +20,21 @@ import numpy as np
 
 from hao.errors import ConfigError
 
-__all__ = ["non_dominated", "pareto_front", "hypervolume", "dominates"]
+__all__ = ["non_dominated", "pareto_front", "hypervolume", "dominates", "DIRECTIONS", "signs"]
+
+#: The two directions an objective can have.
+DIRECTIONS = ("minimize", "maximize")
+
+
+def signs(directions: Sequence[str] | None, n: int) -> np.ndarray:
+    """``+1`` per minimised and ``-1`` per maximised column (all ``+1`` when ``directions`` is None); multiply a
+    column by its sign to turn every problem into minimisation."""
+    if directions is None:
+        return np.ones(n)
+    d = list(directions)
+    if len(d) != n or any(x not in DIRECTIONS for x in d):
+        raise ConfigError(f"directions must list one of {DIRECTIONS} per objective ({n}), got {d!r}.")
+    return np.array([1.0 if x == "minimize" else -1.0 for x in d])
 
 
 def _as_matrix(points: Sequence[Sequence[float]] | np.ndarray, what: str = "points") -> np.ndarray:
@@ -36,14 +50,20 @@ def _as_matrix(points: Sequence[Sequence[float]] | np.ndarray, what: str = "poin
     return F
 
 
-def dominates(a: Sequence[float], b: Sequence[float]) -> bool:
-    """``True`` iff ``a`` is no worse than ``b`` everywhere and strictly better somewhere (minimisation)."""
+def dominates(a: Sequence[float], b: Sequence[float], directions: Sequence[str] | None = None) -> bool:
+    """``True`` iff ``a`` is no worse than ``b`` everywhere and strictly better somewhere (minimisation, unless
+    ``directions`` says ``"maximize"`` for a column)."""
     a_, b_ = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if directions is not None:
+        sg = signs(directions, a_.shape[0])
+        a_, b_ = a_ * sg, b_ * sg
     return bool(np.all(a_ <= b_) and np.any(a_ < b_))
 
 
-def non_dominated(points: Sequence[Sequence[float]] | np.ndarray, keep: str = "all") -> np.ndarray:
-    """Boolean mask of the non-dominated rows of ``points`` (every column minimised).
+def non_dominated(points: Sequence[Sequence[float]] | np.ndarray, keep: str = "all",
+                  directions: Sequence[str] | None = None) -> np.ndarray:
+    """Boolean mask of the non-dominated rows of ``points`` (columns minimised unless ``directions`` says
+    ``"maximize"``).
 
     ``keep="all"`` keeps every copy of a non-dominated row; ``keep="first"`` keeps only the first copy.
     Runs in O(n log n) for two columns and O(n * front) otherwise.
@@ -54,6 +74,8 @@ def non_dominated(points: Sequence[Sequence[float]] | np.ndarray, keep: str = "a
     n = F.shape[0]
     if n == 0:
         return np.zeros(0, dtype=bool)
+    if directions is not None:
+        F = F * signs(directions, F.shape[1])
     # Sort lexicographically: a point can only be dominated by one that comes before it (or an equal copy).
     order = np.lexsort(F.T[::-1])
     S = F[order]
@@ -92,12 +114,13 @@ def non_dominated(points: Sequence[Sequence[float]] | np.ndarray, keep: str = "a
     return mask
 
 
-def pareto_front(points: Sequence[Sequence[float]] | np.ndarray) -> np.ndarray:
+def pareto_front(points: Sequence[Sequence[float]] | np.ndarray,
+                 directions: Sequence[str] | None = None) -> np.ndarray:
     """The distinct non-dominated rows, sorted by the first column."""
     F = _as_matrix(points)
     if F.shape[0] == 0:
         return F
-    P = np.unique(F[non_dominated(F)], axis=0)
+    P = np.unique(F[non_dominated(F, directions=directions)], axis=0)
     return P[np.lexsort(P.T[::-1])]
 
 
@@ -112,8 +135,10 @@ def _hv2(P: np.ndarray, ref: np.ndarray) -> float:
     return float(np.sum((xs - front[:, 0]) * (ref[1] - front[:, 1])))
 
 
-def hypervolume(points: Sequence[Sequence[float]] | np.ndarray, ref: Sequence[float]) -> float:
-    """Exact hypervolume dominated by ``points`` and bounded by the reference point ``ref`` (minimisation).
+def hypervolume(points: Sequence[Sequence[float]] | np.ndarray, ref: Sequence[float],
+                directions: Sequence[str] | None = None) -> float:
+    """Exact hypervolume dominated by ``points`` and bounded by the reference point ``ref`` (each column
+    minimised unless ``directions`` says ``"maximize"``; ``ref`` is then the worst value to count from).
 
     Points that do not strictly dominate ``ref`` contribute nothing. Two columns: O(n log n) staircase;
     three columns: a sweep over the third column with a 2-D staircase per slab, O(n^2 log n).
@@ -124,6 +149,9 @@ def hypervolume(points: Sequence[Sequence[float]] | np.ndarray, ref: Sequence[fl
         return 0.0
     if r.shape != (F.shape[1],):
         raise ConfigError(f"ref must have one value per objective ({F.shape[1]}), got {r.tolist()}.")
+    if directions is not None:
+        sg = signs(directions, F.shape[1])
+        F, r = F * sg, r * sg
     if F.shape[1] not in (2, 3):
         raise ConfigError(f"hypervolume is implemented exactly for 2 or 3 objectives, got {F.shape[1]}; "
                           "select 2 or 3 objective columns.")

@@ -23,11 +23,11 @@ from hao.errors import ConfigError
 from hao.registry import Registry, accepted_parameters
 from hao.search._index import IndexedSpace
 from hao.search.objectives import AdditiveObjective, Objective
-from hao.search.result import SearchResult
+from hao.search.result import SearchResult, within_budget
 from hao.space.base import Candidate, SearchSpace
 
-__all__ = ["SearchProblem", "Solver", "SOLVERS", "STOP", "stop_on_interrupt", "register_solver", "get_solver",
-           "make_solver", "list_solvers", "BUDGET_ALIASES"]
+__all__ = ["SearchProblem", "within_budget", "Solver", "SOLVERS", "STOP", "stop_on_interrupt", "register_solver",
+           "get_solver", "make_solver", "list_solvers", "BUDGET_ALIASES"]
 
 #: Short budget names accepted everywhere (``--budget latency=2`` means ``latency_ms``).
 BUDGET_ALIASES = {"latency": "latency_ms", "size": "size_mb", "bops": "bops_g", "model_size": "size_mb"}
@@ -35,14 +35,15 @@ BUDGET_ALIASES = {"latency": "latency_ms", "size": "size_mb", "bops": "bops_g", 
 
 @dataclass
 class SearchProblem:
-    """What to search: a space, objectives (all minimised), budgets (upper bounds) and references.
+    """What to search: a space, objectives (each minimised or maximised, as it declares), budgets and references.
 
     Args:
         space: the search space.
-        objectives: objectives to minimise; ``objectives[0]`` unless ``target`` says otherwise is the one the
-            ILP minimises (typically the accuracy proxy).
-        budgets: objective name -> upper bound (same unit as the objective). A budget is a constraint for every
-            solver (Optuna sees it as a constraint, the ILP as a row).
+        objectives: objectives to optimise; ``objectives[0]`` unless ``target`` says otherwise is the one a
+            single-objective solver optimises (typically the accuracy model).
+        budgets: objective name -> bound (same unit as the objective): an upper bound on a minimised objective,
+            a lower bound on a maximised one. A budget is a constraint for every solver (Optuna sees it as a
+            constraint, the ILP as a row).
         target: name of the objective a single-objective solver minimises; it is moved to the front.
         references: label -> candidate, evaluated and drawn on plots (e.g. uniform 8-bit).
     """
@@ -83,6 +84,11 @@ class SearchProblem:
     def names(self) -> list[str]:
         return [o.name for o in self.objectives]
 
+    @property
+    def directions(self) -> list[str]:
+        """``"minimize"`` / ``"maximize"`` per objective, in :attr:`names` order."""
+        return [o.direction for o in self.objectives]
+
     def objective(self, name: str) -> Objective:
         for o in self.objectives:
             if o.name == name:
@@ -119,7 +125,7 @@ class SearchProblem:
     def feasible(self, values: np.ndarray) -> np.ndarray:
         ok = np.ones(values.shape[0], dtype=bool)
         for name, b in self.budgets.items():
-            ok &= values[:, self.names.index(name)] <= b * (1 + 1e-9) + 1e-12
+            ok &= within_budget(values[:, self.names.index(name)], b, self.objective(name).direction)
         return ok
 
     def reference_rows(self) -> dict[str, dict[str, Any]]:
@@ -144,6 +150,7 @@ class SearchProblem:
         meta = {"space": self.space.name, "target": self.target, **meta}
         return SearchResult(pd.DataFrame(data), self.names, units={o.name: o.unit for o in self.objectives},
                             budgets=dict(self.budgets), pareto_on=pareto_on,
+                            directions={o.name: o.direction for o in self.objectives},
                             references=self.reference_rows(), meta=meta)
 
 
@@ -164,7 +171,13 @@ def normalize_budgets(budgets: Mapping[str, Any] | None, objectives: Sequence[Ob
         if not math.isfinite(v):
             raise ConfigError(f"Budget {raw}={val!r} must be a finite number.")
         obj = objectives[names.index(name)]
-        if isinstance(obj, AdditiveObjective):
+        if isinstance(obj, AdditiveObjective) and obj.direction == "maximize":
+            lo, hi = obj.bounds()
+            if v > hi * (1 + 1e-12) + 1e-15:
+                raise ConfigError(f"Budget {name}>={v:g} {obj.unit} is infeasible: the best candidate of this space "
+                                  f"reaches {hi:.6g} {obj.unit} (range [{lo:.6g}, {hi:.6g}]; {name} is maximised, so "
+                                  f"its budget is a lower bound). Lower it to at most {hi:.6g}.")
+        elif isinstance(obj, AdditiveObjective):
             lo, hi = obj.bounds()
             if v < 0 and lo >= 0:
                 raise ConfigError(f"Budget {name}={v:g} is negative; {name} ranges over [{lo:.6g}, {hi:.6g}] "
@@ -173,7 +186,7 @@ def normalize_budgets(budgets: Mapping[str, Any] | None, objectives: Sequence[Ob
                 raise ConfigError(f"Budget {name}={v:g} {obj.unit} is infeasible: the cheapest candidate of this "
                                   f"space needs {lo:.6g} {obj.unit} (range [{lo:.6g}, {hi:.6g}]). Raise the budget "
                                   f"to at least {lo:.6g}.")
-        elif v < 0:
+        elif v < 0 and obj.direction == "minimize":
             raise ConfigError(f"Budget {name}={v:g} is negative; budgets are upper bounds on costs and must be "
                               ">= 0.")
         out[name] = v
@@ -253,7 +266,8 @@ def stop_on_interrupt():
 
 
 SOLVERS: Registry = Registry("solver", base=Solver,
-                             builtins=("hao.search.baselines", "hao.search.ilp", "hao.search.optuna_solver"),
+                             builtins=("hao.search.baselines", "hao.search.ilp", "hao.search.front",
+                                       "hao.search.optuna_solver"),
                              hint="Register one with hao.search.register_solver (see CONTRIBUTING.md).")
 
 

@@ -32,7 +32,8 @@ def _keep_rows(problem: SearchProblem, values: np.ndarray, keep: str) -> np.ndar
     feas = problem.feasible(values)
     idx = np.flatnonzero(feas)
     cols = [problem.names.index(n) for n in _pareto_on(problem)]
-    return idx[non_dominated(values[np.ix_(idx, cols)])] if idx.size else idx
+    dirs = [problem.objective(n).direction for n in _pareto_on(problem)]
+    return idx[non_dominated(values[np.ix_(idx, cols)], directions=dirs)] if idx.size else idx
 
 
 def _pareto_on(problem: SearchProblem) -> list[str]:

@@ -71,10 +71,15 @@ class CompiledILP:
         var_unit: list[int] = []
         var_opt: list[int] = []
         self.n_kept = []
+        # every objective enters as sign * value, so the program always minimises and budgets are "<=" rows
+        self.tsign = tgt.sign
+        self.csign = np.array([c.sign for c in cons])
+        T = [tgt.sign * t for t in tgt.tables]
+        CT = [[c.sign * t for t in c.tables] for c in cons]
         for j in range(ix.n_units):
             n_on = int(ix.n_on[j])
             if reduce:
-                C = np.column_stack([tgt.tables[j][:n_on]] + [c.tables[j][:n_on] for c in cons])
+                C = np.column_stack([T[j][:n_on]] + [ct[j][:n_on] for ct in CT])
                 keep = np.flatnonzero(non_dominated(C, keep="first"))
             else:
                 keep = np.arange(n_on)
@@ -125,13 +130,13 @@ class CompiledILP:
         self.cost_rows = np.zeros((len(cons), self.n_var))
         self.row_scale = np.ones(len(cons))
         for k, c in enumerate(cons):
-            coef = np.array([c.tables[j][o] for j, o in zip(var_unit, var_opt)])
+            coef = np.array([CT[k][j][o] for j, o in zip(var_unit, var_opt)])
             s = float(np.max(np.abs(coef))) if coef.size else 1.0
             self.row_scale[k] = s if s > 0 else 1.0
             self.cost_rows[k, :n_x] = coef / self.row_scale[k]
         self.n_not_proven = 0
         c0 = np.zeros(self.n_var)
-        c0[:n_x] = [tgt.tables[j][o] for j, o in zip(var_unit, var_opt)]
+        c0[:n_x] = [T[j][o] for j, o in zip(var_unit, var_opt)]
         self.obj_scale = 1e3 / max(float(np.max(np.abs(c0))), 1e-300) if np.any(c0) else 1.0
         self.c0 = c0 * self.obj_scale
 
@@ -178,8 +183,8 @@ class CompiledILP:
             raise ConfigError(f"Budgets {unknown} were not declared when the ILP was compiled "
                               f"(constrained={self.constrained}).")
         ks = [self.constrained.index(k) for k in budgets]
-        b = np.array([(float(budgets[self.constrained[k]]) - self.cons[k].constant) / self.row_scale[k]
-                      for k in ks])
+        b = np.array([self.csign[k] * (float(budgets[self.constrained[k]]) - self.cons[k].constant)
+                      / self.row_scale[k] for k in ks])
         A = self.cost_rows[ks] if ks else None
         for _attempt in range(6):
             res = self._milp(self.c0, A, b, time_limit)
@@ -207,8 +212,8 @@ class CompiledILP:
             # exact feasibility check in the objectives' own units
             viol = []
             for i, k in enumerate(ks):
-                val = self.cons[k].evaluate_indices(U[None, :])[0]
-                lim = float(budgets[self.constrained[k]])
+                val = self.csign[k] * self.cons[k].evaluate_indices(U[None, :])[0]
+                lim = self.csign[k] * float(budgets[self.constrained[k]])
                 if val > lim + 1e-12 * max(1.0, abs(lim)):
                     viol.append((i, val - lim))
             if not viol:
@@ -223,14 +228,15 @@ class CompiledILP:
         epsilon-constraint method: solve, then require ``sweep`` strictly below the last answer."""
         fixed = dict(budgets or {})
         k = self.constrained.index(sweep)
-        lo, _ = self.cons[k].bounds()
+        sg = float(self.csign[k])
+        lo = min(sg * v for v in self.cons[k].bounds())  # the best value of sign * sweep
         pts = []
-        bud = fixed.get(sweep, np.inf)
+        bud = sg * fixed[sweep] if sweep in fixed else np.inf
         bar = _progress(progress, max_points, "exact front")
         while len(pts) < max_points:
             cur = dict(fixed)
             if np.isfinite(bud):
-                cur[sweep] = bud
+                cur[sweep] = sg * bud
             try:
                 # no tie-break here: a weakly dominated answer is followed by its dominator at the next,
                 # tighter budget and filtered out below (halves the HiGHS calls)
@@ -239,7 +245,7 @@ class CompiledILP:
                 break
             pts.append((G, U))
             bar.update(1)
-            c = float(self.cons[k].evaluate_indices(U[None, :])[0])
+            c = sg * float(self.cons[k].evaluate_indices(U[None, :])[0])
             if c <= lo + 1e-12 * max(1.0, abs(lo)):
                 break
             bud = c - max(1e-5 * self.row_scale[k], 1e-12 * abs(c))
@@ -247,7 +253,8 @@ class CompiledILP:
         if not pts:
             return pts
         U_all = np.stack([u for _, u in pts])
-        F = np.column_stack([self.target.evaluate_indices(U_all), self.cons[k].evaluate_indices(U_all)])
+        F = np.column_stack([self.tsign * self.target.evaluate_indices(U_all),
+                             sg * self.cons[k].evaluate_indices(U_all)])
         keep = non_dominated(F, keep="first")
         return [p for p, m in zip(pts, keep) if m]
 
@@ -352,7 +359,8 @@ class ILPSolver(Solver):
             points += pts
             sources += ["exact-front"] * len(pts)
         else:
-            lo, _ = problem.objective(sweep).bounds()  # type: ignore[attr-defined]
+            sw = problem.objective(sweep)
+            lo = sw.bounds()[0 if sw.direction == "minimize" else 1]  # type: ignore[attr-defined]
             if sweep in budgets:
                 hi = budgets[sweep]
             else:

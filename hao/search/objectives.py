@@ -38,15 +38,31 @@ __all__ = ["OBJECTIVES", "ObjectiveContext", "register_objective", "list_objecti
 
 
 class Objective:
-    """Base class: a named quantity to minimise (or to keep under a budget).
+    """Base class: a named quantity to minimise or maximise (or to keep within a budget).
 
     Subclasses implement :meth:`evaluate` (candidates -> float array). ``name`` is the column name in results
-    and the key of budgets (e.g. ``latency_ms``); ``unit`` is a human-readable unit for axis labels.
+    and the key of budgets (e.g. ``latency_ms``); ``unit`` is a human-readable unit for axis labels;
+    ``direction`` is ``"minimize"`` (costs, the ΔL proxy) or ``"maximize"`` (e.g. predicted accuracy). Every
+    solver, the Pareto flags, hypervolumes and plots follow it; a budget on a maximised objective is a lower
+    bound.
     """
 
     name: str
     unit: str = ""
     additive: bool = False
+    direction: str = "minimize"
+
+    @property
+    def sign(self) -> float:
+        """``+1`` when minimised, ``-1`` when maximised (``sign * value`` is always minimised)."""
+        return 1.0 if self.direction == "minimize" else -1.0
+
+    def _set_direction(self, direction: str) -> None:
+        from hao.pareto import DIRECTIONS
+        if direction not in DIRECTIONS:
+            raise ConfigError(f"Objective {getattr(self, 'name', '?')!r}: direction must be one of {DIRECTIONS}, "
+                              f"got {direction!r}.")
+        self.direction = direction
 
     def evaluate(self, candidates: Sequence[Candidate]) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -68,14 +84,17 @@ class AdditiveObjective(Objective):
             ``len(space.unit_options(unit))``.
         constant: cost present in every candidate (fixed kernels, pinned layers, per-network overhead).
         unit: unit label for plots.
+        direction: ``"minimize"`` (default) or ``"maximize"``.
     """
 
     additive = True
 
     def __init__(self, space: SearchSpace, name: str, tables: Sequence[np.ndarray], constant: float = 0.0,
-                 unit: str = "") -> None:
+                 unit: str = "", direction: str = "minimize") -> None:
         if not isinstance(name, str) or not name:
             raise ConfigError(f"Objective name must be a non-empty string, got {name!r}.")
+        self.name = name
+        self._set_direction(direction)
         units = space.units()
         if len(tables) != len(units):
             raise ConfigError(f"Objective {name!r} has {len(tables)} unit tables, space {space.name!r} has "
@@ -110,10 +129,10 @@ class AdditiveObjective(Objective):
     @classmethod
     def from_unit_fn(cls, space: SearchSpace, name: str,
                      fn: Callable[[str, Mapping[str, int] | None], float], constant: float = 0.0,
-                     unit: str = "") -> "AdditiveObjective":
+                     unit: str = "", direction: str = "minimize") -> "AdditiveObjective":
         """Build the tables by calling ``fn(unit_name, local)`` for every option (``None`` = gated off)."""
         tables = [np.array([float(fn(u.name, loc)) for loc in space.unit_options(u)]) for u in space.units()]
-        return cls(space, name, tables, constant, unit)
+        return cls(space, name, tables, constant, unit, direction)
 
     # ---- scoring --------------------------------------------------------------------------------------
     def evaluate_indices(self, unit_idx: np.ndarray) -> np.ndarray:
@@ -153,18 +172,23 @@ class AdditiveObjective(Objective):
             hi += max(his)
         return lo, hi
 
-    def scaled(self, factor: float, name: str | None = None, unit: str | None = None) -> "AdditiveObjective":
+    def scaled(self, factor: float, name: str | None = None, unit: str | None = None,
+               direction: str | None = None) -> "AdditiveObjective":
+        """``factor * self`` (a negative factor with ``direction="maximize"`` turns a loss into a score)."""
         return AdditiveObjective(self._space, name or self.name, [t * factor for t in self.tables],
-                                 self.constant * factor, self.unit if unit is None else unit)
+                                 self.constant * factor, self.unit if unit is None else unit,
+                                 direction or self.direction)
 
 
 class CallableObjective(Objective):
     """Any objective: ``fn(list[Candidate]) -> array of floats`` (called in batches by the solvers)."""
 
-    def __init__(self, name: str, fn: Callable[[Sequence[Candidate]], Any], unit: str = "") -> None:
+    def __init__(self, name: str, fn: Callable[[Sequence[Candidate]], Any], unit: str = "",
+                 direction: str = "minimize") -> None:
         if not callable(fn):
             raise ConfigError(f"CallableObjective {name!r} needs a callable, got {type(fn).__name__}.")
         self.name, self.fn, self.unit = name, fn, unit
+        self._set_direction(direction)
 
     def evaluate(self, candidates: Sequence[Candidate]) -> np.ndarray:
         vals = np.asarray(self.fn(list(candidates)), dtype=np.float64).reshape(-1)

@@ -134,8 +134,11 @@ def _sqlite_wal(engine: Any) -> None:
 
 
 def _problem_signature(problem: SearchProblem, sampler: str, seed: int) -> dict[str, Any]:
-    return {"space": problem.space.name, "space_size": str(problem.space.size()), "objectives": problem.names,
-            "budgets": problem.budgets, "sampler": sampler, "seed": seed}
+    sig = {"space": problem.space.name, "space_size": str(problem.space.size()), "objectives": problem.names,
+           "budgets": problem.budgets, "sampler": sampler, "seed": seed}
+    if "maximize" in problem.directions:  # (absent otherwise, so studies of minimised objectives keep their name)
+        sig["directions"] = problem.directions
+    return sig
 
 
 @register_solver("optuna")
@@ -229,7 +232,7 @@ class OptunaSolver(Solver):
         optuna = lazy_import("optuna")
         storage = self._storage_object()
         name = self.study_name or self.default_study_name(problem)
-        directions = ["minimize"] * len(problem.names)
+        directions = problem.directions
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             study = optuna.create_study(storage=storage, study_name=name, sampler=sampler,
@@ -247,6 +250,7 @@ class OptunaSolver(Solver):
         optuna = lazy_import("optuna")
         ix = problem.index
         budgets = [(problem.names.index(b), v) for b, v in problem.budgets.items()]
+        sg = [o.sign for o in problem.objectives]
         n_trials = self.n_trials
         TS = optuna.trial.TrialState
         by = problem.space._structure()["by_name"]
@@ -275,7 +279,8 @@ class OptunaSolver(Solver):
             trial.set_user_attr("config", cand.to_json())
             trial.set_user_attr("worker", worker)
             if budgets:
-                trial.set_user_attr("constraints", [float(vals[k] - b) for k, b in budgets])
+                # optuna: a constraint value <= 0 is satisfied; a lower bound on a maximised objective flips
+                trial.set_user_attr("constraints", [float(sg[k] * (vals[k] - b)) for k, b in budgets])
             return [float(v) for v in vals]
 
         return objective

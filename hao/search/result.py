@@ -20,12 +20,20 @@ import pandas as pd
 
 from hao.errors import ConfigError
 from hao.io import jsonable
-from hao.pareto import non_dominated
+from hao.pareto import non_dominated, signs
 from hao.space.base import Candidate
 
-__all__ = ["SearchResult", "ParetoPlotInfo", "pareto_plot_info", "draw_pareto"]
+__all__ = ["SearchResult", "ParetoPlotInfo", "pareto_plot_info", "draw_pareto", "within_budget"]
 
 _RESULT_FILES = ("results.csv", "pareto.csv", "result.json")
+
+
+def within_budget(values: np.ndarray, bound: float, direction: str = "minimize") -> np.ndarray:
+    """Mask of ``values`` meeting ``bound`` (``<=`` when minimised, ``>=`` when maximised; relative tolerance
+    1e-9, the same for every solver)."""
+    v = np.asarray(values, dtype=float)
+    tol = abs(bound) * 1e-9 + 1e-12
+    return v <= bound + tol if direction == "minimize" else v >= bound - tol
 
 
 class SearchResult:
@@ -35,15 +43,18 @@ class SearchResult:
         df: one row per evaluated candidate with at least ``config`` and the objective columns.
         objectives: objective names, in order (the first is the one solvers minimise by default).
         units: objective name -> unit label.
-        budgets: objective name -> upper bound used to mark rows ``feasible``.
+        budgets: objective name -> bound used to mark rows ``feasible`` (upper bound; lower bound for a
+            maximised objective).
         pareto_on: objectives the Pareto flag is computed on (default: target + budgeted, or all).
         references: label -> ``{"config": json, objective: value, ...}`` (e.g. uniform 8-bit) drawn on plots.
         meta: free-form provenance (space, solver, seed, timings, storage URL ...).
+        directions: objective name -> ``"minimize"`` (default) or ``"maximize"``.
     """
 
     def __init__(self, df: pd.DataFrame, objectives: list[str], *, units: dict[str, str] | None = None,
                  budgets: dict[str, float] | None = None, pareto_on: list[str] | None = None,
-                 references: dict[str, dict[str, Any]] | None = None, meta: dict[str, Any] | None = None) -> None:
+                 references: dict[str, dict[str, Any]] | None = None, meta: dict[str, Any] | None = None,
+                 directions: dict[str, str] | None = None) -> None:
         missing = [c for c in ["config", *objectives] if c not in df.columns]
         if missing:
             raise ConfigError(f"SearchResult needs columns {missing}; got {list(df.columns)}.")
@@ -57,6 +68,9 @@ class SearchResult:
             pareto_on = ([self.objectives[0], *[b for b in self.budgets if b != self.objectives[0]]]
                          if self.budgets else list(self.objectives))
         self.pareto_on = list(pareto_on)
+        self.directions = {o: (directions or {}).get(o, "minimize") for o in self.objectives}
+        signs(list(self.directions.values()), len(self.objectives))  # validates
+        self._lookup: dict[tuple[str, ...], Any] = {}
         self.references = dict(references or {})
         self.meta = dict(meta or {})
         df = df.reset_index(drop=True).copy()
@@ -64,12 +78,13 @@ class SearchResult:
             df["source"] = ""
         feas = np.ones(len(df), dtype=bool)
         for k, b in self.budgets.items():
-            feas &= df[k].to_numpy(dtype=float) <= b * (1 + 1e-9) + 1e-12
+            feas &= within_budget(df[k].to_numpy(dtype=float), b, self.directions[k])
         df["feasible"] = feas
         par = np.zeros(len(df), dtype=bool)
         if feas.any():
             F = df.loc[feas, self.pareto_on].to_numpy(dtype=float)
-            par[np.flatnonzero(feas)[non_dominated(F)]] = True
+            dirs = [self.directions[o] for o in self.pareto_on]
+            par[np.flatnonzero(feas)[non_dominated(F, directions=dirs)]] = True
         df["pareto"] = par
         cols = ["config", *self.objectives, "feasible", "pareto", "source"]
         self.df = df[cols + [c for c in df.columns if c not in cols]]
@@ -83,14 +98,16 @@ class SearchResult:
         """The Pareto rows, de-duplicated by config and sorted by the first budgeted (or second) objective."""
         p = self.df[self.df["pareto"]].drop_duplicates("config")
         key = self.pareto_on[1] if len(self.pareto_on) > 1 else self.pareto_on[0]
-        return p.sort_values([key, self.target], kind="stable").reset_index(drop=True)
+        return p.sort_values([key, self.target], ascending=[self.directions[key] == "minimize",
+                                                           self.directions[self.target] == "minimize"],
+                             kind="stable").reset_index(drop=True)
 
     def candidates(self, pareto_only: bool = True) -> list[Candidate]:
         rows = self.pareto() if pareto_only else self.df
         return [Candidate.from_json(s) for s in rows["config"]]
 
     def best(self, objective: str | None = None) -> pd.Series:
-        """The feasible row minimising ``objective`` (default: the target)."""
+        """The feasible row optimising ``objective`` (default: the target) in its direction."""
         obj = objective or self.target
         if obj not in self.objectives:
             raise ConfigError(f"Unknown objective {obj!r}; objectives are {self.objectives}.")
@@ -98,7 +115,36 @@ class SearchResult:
         if feas.empty:
             raise ConfigError("No feasible candidate in this result; relax the budgets "
                               f"{self.budgets} or run more trials.")
-        return feas.loc[feas[obj].idxmin()]
+        return feas.loc[feas[obj].idxmin() if self.directions[obj] == "minimize" else feas[obj].idxmax()]
+
+    def query(self, budgets: dict[str, float], objective: str | None = None) -> pd.Series:
+        """Answer a new budget by lookup: the Pareto row that optimises ``objective`` (default: the target) among
+        those meeting ``budgets`` (bounds on ``pareto_on`` objectives, in the objectives' directions).
+
+        On an exact front (``solver="front"``) this is the exact optimum of the budgeted problem: any candidate
+        meeting the budgets is weakly dominated by a front point that meets them too. Microseconds to a
+        millisecond (numpy over the front; the arrays are cached). Raises a ConfigError naming the budgets and
+        the achievable range when no row meets them."""
+        obj = objective or self.target
+        bad = [k for k in [obj, *budgets] if k not in self.pareto_on]
+        if bad:
+            raise ConfigError(f"query() looks up the Pareto rows on {self.pareto_on}; {bad} are not among them. "
+                              "Search with those objectives in the front (solver='front', objectives=[...]).")
+        key = (obj, *sorted(budgets))
+        if key not in self._lookup:
+            front = self.df[self.df["pareto"]]
+            self._lookup[key] = (front.index.to_numpy(), front[obj].to_numpy(dtype=float),
+                                 {k: front[k].to_numpy(dtype=float) for k in budgets})
+        rows, target, cols = self._lookup[key]
+        ok = np.ones(len(rows), dtype=bool)
+        for k, b in budgets.items():
+            ok &= within_budget(cols[k], float(b), self.directions[k])
+        if not ok.any():
+            ranges = {k: (float(v.min()), float(v.max())) for k, v in cols.items()} if len(rows) else {}
+            raise ConfigError(f"No Pareto row meets {budgets}; the front spans {ranges}. Relax the budgets.")
+        cand = np.flatnonzero(ok)
+        best = cand[np.argmin(target[cand])] if self.directions[obj] == "minimize" else cand[np.argmax(target[cand])]
+        return self.df.loc[rows[best]]
 
     def summary(self, max_rows: int = 20) -> str:
         """A readable front: one line of counts and budgets, then the Pareto rows' objectives (with units),
@@ -127,6 +173,7 @@ class SearchResult:
         self.df.to_csv(out / "results.csv.tmp", index=False)
         self.pareto().to_csv(out / "pareto.csv.tmp", index=False)
         meta = {"objectives": self.objectives, "units": self.units, "budgets": self.budgets,
+                "directions": self.directions,
                 "pareto_on": self.pareto_on, "references": self.references, "meta": jsonable(self.meta)}
         (out / "result.json.tmp").write_text(json.dumps(meta, indent=2, sort_keys=True))
         for name in _RESULT_FILES:  # rename last, so a crash never leaves half a result
@@ -148,13 +195,15 @@ class SearchResult:
         df = df.drop(columns=[c for c in ("feasible", "pareto") if c in df.columns])
         df["source"] = df["source"].fillna("").astype(str)
         return cls(df, meta["objectives"], units=meta.get("units"), budgets=meta.get("budgets"),
-                   pareto_on=meta.get("pareto_on"), references=meta.get("references"), meta=meta.get("meta"))
+                   pareto_on=meta.get("pareto_on"), references=meta.get("references"), meta=meta.get("meta"),
+                   directions=meta.get("directions"))
 
     # ---- plotting -------------------------------------------------------------------------------------
-    def plot(self, path: str | Path | None = None, x: str | None = None, y: str | None = None) -> Any:
-        """Draw the front (line), dominated/infeasible points and references; save to ``path`` if given.
-        Returns the matplotlib figure."""
-        return draw_pareto(pareto_plot_info(self, x=x, y=y), path)
+    def plot(self, path: str | Path | None = None, x: str | None = None, y: str | None = None,
+             queries: dict[str, dict[str, float]] | None = None) -> Any:
+        """Draw the front (line), dominated/infeasible points, references and answered budget ``queries``
+        (label -> budgets); save to ``path`` if given. Returns the matplotlib figure."""
+        return draw_pareto(pareto_plot_info(self, x=x, y=y, queries=queries), path)
 
 
 @dataclass
@@ -171,10 +220,14 @@ class ParetoPlotInfo:
     references: list[tuple[str, float, float]] = field(default_factory=list)
     budget_x: float | None = None
     title: str = ""
+    queries: list[tuple[str, float, float]] = field(default_factory=list)  # budget queries answered on the front
 
 
-def pareto_plot_info(result: SearchResult, x: str | None = None, y: str | None = None) -> ParetoPlotInfo:
-    """Split the rows of ``result`` into the 2-D front on ``(x, y)``, dominated and infeasible points."""
+def pareto_plot_info(result: SearchResult, x: str | None = None, y: str | None = None,
+                     queries: dict[str, dict[str, float]] | None = None) -> ParetoPlotInfo:
+    """Split the rows of ``result`` into the 2-D front on ``(x, y)``, dominated and infeasible points.
+
+    ``queries``: label -> budgets; each is answered with :meth:`SearchResult.query` and marked on the plot."""
     y = y or result.target
     if x is None:
         others = [o for o in (list(result.budgets) + result.objectives) if o != y]
@@ -189,18 +242,25 @@ def pareto_plot_info(result: SearchResult, x: str | None = None, y: str | None =
     feas = df["feasible"].to_numpy()
     XY = df[[x, y]].to_numpy(dtype=float)
     F = XY[feas]
-    mask = non_dominated(F) if len(F) else np.zeros(0, dtype=bool)
+    dirs = [result.directions[x], result.directions[y]]
+    mask = non_dominated(F, directions=dirs) if len(F) else np.zeros(0, dtype=bool)
     front = np.unique(F[mask], axis=0) if len(F) else np.zeros((0, 2))
     front = front[np.argsort(front[:, 0], kind="stable")] if len(front) else front.reshape(0, 2)
     refs = []
     for label, r in result.references.items():
         if x in r and y in r:
             refs.append((label, float(r[x]), float(r[y])))
-    lab = lambda n: f"{n} [{result.units[n]}]" if result.units.get(n) else n  # noqa: E731
+    def lab(n: str) -> str:
+        arrow = " (lower is better)" if result.directions[n] == "minimize" else " (higher is better)"
+        return (f"{n} [{result.units[n]}]" if result.units.get(n) else n) + arrow
+    answered = []
+    for label, bud in (queries or {}).items():
+        row = result.query(bud)
+        answered.append((label, float(row[x]), float(row[y])))
     return ParetoPlotInfo(x=x, y=y, x_label=lab(x), y_label=lab(y), front=front,
                           dominated=F[~mask] if len(F) else np.zeros((0, 2)), infeasible=XY[~feas],
                           references=refs, budget_x=result.budgets.get(x),
-                          title=str(result.meta.get("title", result.meta.get("space", ""))))
+                          title=str(result.meta.get("title", result.meta.get("space", ""))), queries=answered)
 
 
 def draw_pareto(info: ParetoPlotInfo, path: str | Path | None = None, ax: Any = None) -> Any:
@@ -225,6 +285,10 @@ def draw_pareto(info: ParetoPlotInfo, path: str | Path | None = None, ax: Any = 
     for i, (label, rx, ry) in enumerate(info.references):
         ax.scatter([rx], [ry], marker=markers[i % len(markers)], s=90, c=f"C{(i + 1) % 10}", zorder=4,
                    edgecolors="k", label=label)
+    for i, (label, qx, qy) in enumerate(info.queries):
+        ax.scatter([qx], [qy], marker="o", s=70, facecolors="none", edgecolors="C3", linewidths=1.5, zorder=5,
+                   label="budget queries (lookup on the front)" if i == 0 else None)
+        ax.annotate(label, (qx, qy), textcoords="offset points", xytext=(6, -10), fontsize=7, color="C3")
     if info.budget_x is not None:
         ax.axvline(info.budget_x, c="C3", ls="--", lw=1, label=f"budget {info.x} = {info.budget_x:g}")
     ax.set_xlabel(info.x_label)

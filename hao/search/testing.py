@@ -3,7 +3,8 @@
 >>> from hao.search.testing import check_solver
 >>> check_solver("random", {"n_samples": 50, "seed": 0})          # doctest: +SKIP
 
-Checks, on small random additive instances with ties, pins and gates (:func:`random_problem`):
+Checks, on small random additive instances with ties, pins and gates (:func:`random_problem`; odd seeds declare
+the target maximised, so every solver is checked in both directions):
 
 1. every row is a valid canonical candidate of the space, and its objective columns equal a recomputation;
 2. ``feasible`` is exactly "every budget met", ``pareto`` rows are feasible and mutually non-dominated;
@@ -30,9 +31,11 @@ from hao.space import Decision, Gate, Unit
 __all__ = ["random_problem", "check_solver"]
 
 
-def random_problem(seed: int, n_units: int = 5, budget_quantile: float = 0.5) -> SearchProblem:
+def random_problem(seed: int, n_units: int = 5, budget_quantile: float = 0.5, maximize: bool = False
+                   ) -> SearchProblem:
     """A small random problem: a depth gate over the last two units, one two-decision unit, bits {2, 4, 8},
-    objectives ``proxy`` (may be negative) and ``cost`` (budgeted at ``budget_quantile`` of its range)."""
+    objectives ``proxy`` (may be negative) and ``cost`` (budgeted at ``budget_quantile`` of its range).
+    ``maximize=True`` turns the target into ``score = -proxy``, declared maximised (same optimum)."""
     rng = np.random.default_rng(seed)
     decisions = [Decision("depth", (0, 1, 2), "depth")]
     units = []
@@ -54,6 +57,8 @@ def random_problem(seed: int, n_units: int = 5, budget_quantile: float = 0.5) ->
                 t[-1] = 0.0
             tables.append(t)
         objs.append(AdditiveObjective(space, name, tables, constant=float(rng.random())))
+    if maximize:
+        objs[0] = objs[0].scaled(-1.0, name="score", direction="maximize")
     lo, hi = objs[1].bounds()
     return SearchProblem(space, objs, budgets={"cost": lo + budget_quantile * (hi - lo)})
 
@@ -63,7 +68,8 @@ def check_solver(name: str, params: Mapping[str, Any] | None = None, seeds: tupl
     """Run the battery on solver ``name`` with ``params``; raise ``AssertionError`` naming the failed check."""
     params = dict(params or {})
     for seed in seeds:
-        problem = random_problem(seed)
+        problem = random_problem(seed, maximize=seed % 2 == 1)  # odd seeds: a maximised target
+        dirs = problem.directions
         np_state, py_state = np.random.get_state()[1].copy(), random.getstate()
         res = get_solver(name, **params).solve(problem)
         if not np.array_equal(np.random.get_state()[1], np_state) or random.getstate() != py_state:
@@ -87,21 +93,24 @@ def check_solver(name: str, params: Mapping[str, Any] | None = None, seeds: tupl
             raise AssertionError(f"solver {name!r}: an infeasible row is flagged Pareto")
         cols = [problem.names.index(n) for n in res.pareto_on]
         P = V[par][:, cols]
+        pdirs = [dirs[c] for c in cols]
         for i in range(len(P)):
             for j in range(len(P)):
-                if i != j and dominates(P[j], P[i]):
+                if i != j and dominates(P[j], P[i], pdirs):
                     raise AssertionError(f"solver {name!r}: Pareto row {i} is dominated by row {j}")
         again = get_solver(name, **params).solve(problem)
         if not again.df[["config", *problem.names]].equals(res.df[["config", *problem.names]]):
             raise AssertionError(f"solver {name!r} is not deterministic with params {params}")
         truth = get_solver("exhaustive", keep="all").solve(problem)
-        best = truth.df.loc[truth.df.feasible, problem.target].min()
-        mine = res.df.loc[res.df.feasible, problem.target]
+        sg = problem.objective(problem.target).sign  # compare sign * value: always "lower is better"
+        best = float((sg * truth.df.loc[truth.df.feasible, problem.target]).min())
+        mine = sg * res.df.loc[res.df.feasible, problem.target].to_numpy(dtype=float)
         if len(mine) and mine.min() < best - 1e-9:
-            raise AssertionError(f"solver {name!r} reports {mine.min()} below the true optimum {best}")
+            raise AssertionError(f"solver {name!r} reports {sg * mine.min()} better than the true optimum "
+                                 f"{sg * best} ({dirs[0]}d)")
         if exact and (not len(mine) or abs(mine.min() - best) > 1e-9):
-            raise AssertionError(f"exact solver {name!r} missed the optimum {best} (got "
-                                 f"{mine.min() if len(mine) else 'no feasible row'})")
+            raise AssertionError(f"exact solver {name!r} missed the optimum {sg * best} (got "
+                                 f"{sg * mine.min() if len(mine) else 'no feasible row'}; {dirs[0]}d)")
 
 
 def _selftest() -> None:  # pragma: no cover
