@@ -8,10 +8,12 @@ Pipeline:
 1. **Inputs**: the trained weight-sharing supernet and its committed Hessian sensitivities
    (``checkpoints/mbconv-fmnist/{supernet.pt,sensitivity.json}``), and the latency predictor fitted on this
    CPU's calibrated TVM table (``latency_models/cpu-rocketlake-2t``).
-2. **Search**: exact ILP (HiGHS) minimising the Hessian proxy under a latency budget, swept over
-   ``--n-points`` budgets from the fastest candidate to the unconstrained optimum. A **random search** with the
-   same number of evaluations (``--random-trials``, default = the ILP's number of budget solves) is the
-   baseline front. The search uses the table's kernels as calibrated (plus the table's fitted network overhead
+2. **Search**: the whole Pareto front of (Hessian proxy, predicted latency) by the front solver (dynamic
+   programming over the space's units; ``--epsilon`` of each objective's range, default 0.001, with its proven
+   hypervolume bound), then ``--n-verify`` latency budgets spread evenly over the front, each answered by lookup
+   on it (``SearchResult.query``). ``--solver ilp`` instead sweeps ``--n-points`` ILP budgets (HiGHS) and verifies
+   candidates spread evenly over the sweep's front. A **random search** with ``--random-trials`` evaluations
+   (default ``--n-points``) is the baseline front. The search uses the table's kernels as calibrated (plus the table's fitted network overhead
    if ``predictor.json`` exists; otherwise none).
 3. **Per-network model**: by default the search and the verification use the network model that
    ``hao latency validate`` fitted on its own calibration networks and validated on held-out ones (the
@@ -45,7 +47,7 @@ Pipeline:
 ``OUT/cache_latency.json``), so the CPU-bound accuracy evaluation and the TVM timing can run as two processes;
 a final ``--phase all`` (or a plain run) reuses every cached value and writes the outputs.
 
-Outputs in ``--out``: ``ilp/`` and ``random/`` (``SearchResult.save``: results.csv, pareto.csv,
+Outputs in ``--out``: ``ilp/`` (the front or ILP sweep) and ``random/`` (``SearchResult.save``: results.csv, pareto.csv,
 result.json), ``verified.csv`` (one row per verified candidate), ``summary.json`` (all numbers, settings, wall
 times, thread counts, load), ``fmnist_front.png``. States its wall time.
 """
@@ -203,7 +205,8 @@ def plot(path: Path, ilp: Any, rnd: Any, rows: list[dict], baselines: dict[str, 
     allp = ilp.df[["latency_ms", "proxy"]].to_numpy(float)
     pf = ilp.pareto().sort_values("latency_ms")
     a.step(pf["latency_ms"], pf["proxy"], where="post", c="C0", lw=1.2)
-    a.scatter(pf["latency_ms"], pf["proxy"], s=22, c="C0", zorder=3, label=f"ILP front ({len(pf)} pts)")
+    a.scatter(pf["latency_ms"], pf["proxy"], s=22 if len(pf) <= 200 else 3, c="C0", zorder=3,
+              label=f"{ilp.meta.get('solver', 'ilp')} front ({len(pf)} pts)")
     a.scatter(allp[:, 0], allp[:, 1], s=6, c="C0", alpha=0.3)
     rp = rnd.pareto().sort_values("latency_ms")
     a.scatter(rnd.df["latency_ms"], rnd.df["proxy"], s=8, c="0.6", alpha=0.6,
@@ -221,7 +224,8 @@ def plot(path: Path, ilp: Any, rnd: Any, rows: list[dict], baselines: dict[str, 
     a.grid(alpha=0.3)
     # (b) verified accuracy vs predicted latency
     b = ax[1]
-    for src, col, lab in (("ilp", "C0", "ILP front, verified"), ("random", "C1", "random front, verified")):
+    for src, col, lab in (("ilp", "C0", f"{ilp.meta.get('solver', 'ilp')} front, verified"),
+                          ("random", "C1", "random front, verified")):
         rr = sorted((r for r in rows if r["source"] == src), key=lambda r: r["predicted_ms"])
         if rr:
             b.plot([r["predicted_ms"] for r in rr], [100 * r["accuracy"] for r in rr], "o-", c=col, ms=5,
@@ -275,7 +279,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--checkpoint-dir", default=None,
                    help="supernet.pt + sensitivity.json (default checkpoints/<space>)")
     p.add_argument("--data", default=None, help="Fashion-MNIST IDX folder (default: Debian's / $HAO_FMNIST_DIR)")
-    p.add_argument("--n-points", type=int, default=24, help="ILP latency budgets in the sweep")
+    p.add_argument("--solver", choices=("front", "ilp"), default="front",
+                   help="front: the whole Pareto front, verified at budget queries (default); ilp: a budget sweep")
+    p.add_argument("--epsilon", type=float, default=0.001,
+                   help="front: epsilon-box width as a fraction of each objective's range (0 = exact)")
+    p.add_argument("--n-points", type=int, default=24, help="ILP latency budgets in the sweep (--solver ilp)")
     p.add_argument("--n-verify", type=int, default=8, help="Pareto candidates to verify (>= 8 for the report)")
     p.add_argument("--verify-random", type=int, default=2, help="random-front candidates to verify too")
     p.add_argument("--random-trials", type=int, default=None,
@@ -366,24 +374,36 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     try:
         # 1. search: ILP sweep and random search with the same number of evaluations
         with sw("search_ilp"):
-            ilp = hao.search(space=space, hardware=predictor, solver="ilp", objectives=["proxy", "latency_ms"],
-                             proxy=proxy, n_points=a.n_points, progress=True, seed=a.seed)
+            if a.solver == "front":
+                ilp = hao.search(space=space, hardware=predictor, solver="front", objectives=["proxy", "latency_ms"],
+                                 proxy=proxy, epsilon=a.epsilon)
+            else:
+                ilp = hao.search(space=space, hardware=predictor, solver="ilp", objectives=["proxy", "latency_ms"],
+                                 proxy=proxy, n_points=a.n_points, progress=True, seed=a.seed)
         n_eval = a.random_trials or a.n_points
         with sw("search_random"):
             rnd = hao.search(space=space, hardware=predictor, solver="random", objectives=["proxy", "latency_ms"],
                              proxy=proxy, n_trials=n_eval, seed=a.seed)
-        ilp.meta["title"] = f"{space.name}: ILP sweep"
+        ilp.meta["title"] = f"{space.name}: " + ("Pareto front" if a.solver == "front" else "ILP sweep")
         ilp.save(out / "ilp")
         rnd.save(out / "random")
         front = ilp.pareto().sort_values("latency_ms").reset_index(drop=True)
         rfront = rnd.pareto().sort_values("latency_ms").reset_index(drop=True)
-        print(f"[search] ILP: {len(ilp.df)} answers, {len(front)} on the front ({sw.phases['search_ilp']:.1f} s); "
+        print(f"[search] {a.solver}: {len(ilp.df)} rows, {len(front)} on the front ({sw.phases['search_ilp']:.1f} s); "
               f"random: {n_eval} samples, {len(rfront)} on its front", flush=True)
 
         # 2. what to verify
         todo: list[tuple[str, Any, dict]] = []
-        for i in pick_evenly(len(front), a.n_verify):
-            todo.append(("ilp", Candidate.from_json(front.loc[i, "config"]), dict(front.loc[i])))
+        if a.solver == "front":  # budget queries, evenly spaced in latency, answered by lookup on the front
+            seen: set[str] = set()
+            for b in np.linspace(front["latency_ms"].min(), front["latency_ms"].max(), a.n_verify):
+                row = ilp.query({"latency_ms": float(b)})
+                if row["config"] not in seen:
+                    seen.add(row["config"])
+                    todo.append(("ilp", Candidate.from_json(row["config"]), {**dict(row), "budget_ms": float(b)}))
+        else:
+            for i in pick_evenly(len(front), a.n_verify):
+                todo.append(("ilp", Candidate.from_json(front.loc[i, "config"]), dict(front.loc[i])))
         for i in pick_evenly(len(rfront), a.verify_random) if a.verify_random > 0 else []:
             todo.append(("random", Candidate.from_json(rfront.loc[i, "config"]), dict(rfront.loc[i])))
         refs = reference_candidates(space)
@@ -484,7 +504,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "experiment": "fmnist_joint_search", "run": facts,
         "settings": {"space": space.name, "hardware": a.hardware, "table_rows": n_table_rows,
                      "table_rows_before": a.table_rows_before,
-                     "checkpoint_dir": str(folder), "n_points": a.n_points, "n_verify": a.n_verify,
+                     "checkpoint_dir": str(folder), "solver": a.solver, "epsilon": a.epsilon,
+                     "n_points": a.n_points, "n_verify": a.n_verify,
                      "verify_random": a.verify_random, "random_trials": n_eval, "calib_images": a.calib_images,
                      "test_images": len(test), "seed": a.seed, "threads": a.threads, "tvm": use_tvm,
                      "tvm_trials_per_new_task": a.tvm_trials, "timing_rounds": a.timing_rounds,

@@ -280,7 +280,8 @@ def draw_pareto(info: ParetoPlotInfo, path: str | Path | None = None, ax: Any = 
         ax.scatter(info.dominated[:, 0], info.dominated[:, 1], s=8, c="0.55", alpha=0.6, label="dominated")
     if len(info.front):
         ax.step(info.front[:, 0], info.front[:, 1], where="post", c="C0", lw=1.2)
-        ax.scatter(info.front[:, 0], info.front[:, 1], s=22, c="C0", zorder=3, label="Pareto front")
+        ax.scatter(info.front[:, 0], info.front[:, 1], s=22 if len(info.front) <= 200 else 3, c="C0", zorder=3,
+                   label=f"Pareto front ({len(info.front)} points)")
     markers = "*^sDvP"
     for i, (label, rx, ry) in enumerate(info.references):
         ax.scatter([rx], [ry], marker=markers[i % len(markers)], s=90, c=f"C{(i + 1) % 10}", zorder=4,
@@ -288,7 +289,7 @@ def draw_pareto(info: ParetoPlotInfo, path: str | Path | None = None, ax: Any = 
     for i, (label, qx, qy) in enumerate(info.queries):
         ax.scatter([qx], [qy], marker="o", s=70, facecolors="none", edgecolors="C3", linewidths=1.5, zorder=5,
                    label="budget queries (lookup on the front)" if i == 0 else None)
-        ax.annotate(label, (qx, qy), textcoords="offset points", xytext=(6, -10), fontsize=7, color="C3")
+        ax.annotate(label, (qx, qy), textcoords="offset points", xytext=(8, 4), fontsize=7, color="C3")
     if info.budget_x is not None:
         ax.axvline(info.budget_x, c="C3", ls="--", lw=1, label=f"budget {info.x} = {info.budget_x:g}")
     ax.set_xlabel(info.x_label)

@@ -10,6 +10,7 @@ import pytest
 
 import hao
 from hao.errors import ConfigError
+from hao.pareto import non_dominated
 from hao.search.api import make_problem, reference_candidates
 from hao.search.objectives import AdditiveObjective, kernel_objective, latency_objective, size_objective
 from tests.search._instances import random_instance
@@ -172,8 +173,10 @@ def test_demo_writes_a_valid_front(tmp_path) -> None:
     objs = [c for c in ("proxy", "latency_ms") if c in df]
     assert len(objs) == 2 and len(df) >= 5 and (df["proxy"] >= 0).all() and (df["latency_ms"] > 0).all()
     v = df[objs].to_numpy()
-    for i in range(len(v)):   # no candidate of the front dominates another
-        assert not any((v[j] <= v[i]).all() and (v[j] < v[i]).any() for j in range(len(v)) if j != i)
+    assert non_dominated(v).all()  # no candidate of the front dominates another
+    meta = json.loads((tmp_path / "result.json").read_text())["meta"]
+    assert meta["solver"] == "front+random" and 0.99 < meta["hv_ratio_lower_bound"] <= 1.0
+    assert meta["front_size"] >= len(df) * 0.5
 
 
 def test_optuna_local_workers_share_one_study(tmp_path) -> None:
