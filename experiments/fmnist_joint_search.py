@@ -13,8 +13,8 @@ Pipeline:
    hypervolume bound), then ``--n-verify`` latency budgets spread evenly over the front, each answered by lookup
    on it (``SearchResult.query``). ``--solver ilp`` instead sweeps ``--n-points`` ILP budgets (HiGHS) and verifies
    candidates spread evenly over the sweep's front. A **random search** with ``--random-trials`` evaluations
-   (default ``--n-points``) is the baseline front. The search uses the table's kernels as calibrated (plus the table's fitted network overhead
-   if ``predictor.json`` exists; otherwise none).
+   (default ``--n-points``) is the baseline front. The search uses the table's kernels as calibrated (plus the
+   table's fitted network overhead if ``predictor.json`` exists; otherwise none).
 3. **Per-network model**: by default the search and the verification use the network model that
    ``hao latency validate`` fitted on its own calibration networks and validated on held-out ones (the
    table's ``predictor.json``: measured ≈ scale·Σ kernels + a + b·kernels). ``--overhead-networks N`` instead
