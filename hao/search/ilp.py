@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 from scipy import sparse
-from scipy.optimize import Bounds, LinearConstraint, milp
+from scipy.optimize import Bounds, LinearConstraint, linprog, milp
 
 from hao.errors import ConfigError
 from hao.pareto import non_dominated
@@ -142,25 +142,81 @@ class CompiledILP:
 
     # --------------------------------------------------------------------------------------------------
     def _milp(self, c: np.ndarray, A_ub: np.ndarray | None, b_ub: np.ndarray | None,
-              time_limit: float | None) -> Any:
-        cons = [LinearConstraint(self.A_eq, self.b_eq, self.b_eq)]
+              time_limit: float | None, cols: np.ndarray | None = None) -> Any:
+        """HiGHS on the program restricted to the columns ``cols`` (default: all); the returned ``x`` is always
+        full length (dropped columns are 0)."""
+        keep = np.arange(self.n_var) if cols is None else np.asarray(cols)
+        A_eq = self.A_eq[:, keep]
+        cons = [LinearConstraint(A_eq, self.b_eq, self.b_eq)]
         if A_ub is not None and len(A_ub):
-            cons.append(LinearConstraint(sparse.csr_matrix(A_ub), -np.inf, b_ub))
+            cons.append(LinearConstraint(sparse.csr_matrix(A_ub[:, keep]), -np.inf, b_ub))
         opts: dict[str, Any] = {"mip_rel_gap": 0.0, "presolve": True}
         if time_limit is not None:
             opts["time_limit"] = float(time_limit)
+        n = len(keep)
         with _quiet_native_stdout():
-            res = milp(c, integrality=np.ones(self.n_var), bounds=Bounds(0, 1), constraints=cons, options=opts)
+            res = milp(c[keep], integrality=np.ones(n), bounds=Bounds(0, 1), constraints=cons, options=opts)
             if res.status == 4:  # HiGHS presolve can flag a solution at the tolerance edge; solve without it
                 opts["presolve"] = False
-                res = milp(c, integrality=np.ones(self.n_var), bounds=Bounds(0, 1), constraints=cons,
-                           options=opts)
+                res = milp(c[keep], integrality=np.ones(n), bounds=Bounds(0, 1), constraints=cons, options=opts)
         if res.status == 1 and res.x is not None:
             self.n_not_proven += 1
             warnings.warn(f"HiGHS stopped at time_limit={time_limit}s with a feasible but unproven solution "
                           f"(gap {getattr(res, 'mip_gap', float('nan')):.2e}); raise time_limit for an exact answer.",
                           stacklevel=3)
+        if res.x is not None and cols is not None:
+            x = np.zeros(self.n_var)
+            x[keep] = res.x
+            res.x = x
         return res
+
+    def _milp_fixed(self, c: np.ndarray, A_ub: np.ndarray | None, b_ub: np.ndarray | None,
+                    time_limit: float | None) -> Any:
+        """The same optimum as :meth:`_milp`, usually 10-100x faster, by **reduced-cost fixing**.
+
+        The LP relaxation (HiGHS, ~0.05 s) gives the bound ``z_LP`` and each option's reduced cost ``d_j``: any
+        solution that uses option ``j`` costs at least ``z_LP + d_j``. A restricted program over the options with
+        small ``d_j`` gives a feasible incumbent ``z_inc``; every option with ``d_j > z_inc - z_LP`` then cannot be
+        in an optimal solution and is dropped, and the program over the rest is solved exactly. (HiGHS does the
+        same internally, but only after a ~2 s presolve of the full 7,000-column program.)"""
+        A = None if A_ub is None or not len(A_ub) else A_ub
+        with _quiet_native_stdout():
+            lp = linprog(c, A_ub=A, b_ub=b_ub if A is not None else None, A_eq=self.A_eq, b_eq=self.b_eq,
+                         bounds=(0, 1), method="highs")
+        if lp.status != 0 or getattr(lp, "lower", None) is None:
+            return self._milp(c, A_ub, b_ub, time_limit)
+        d = np.maximum(np.asarray(lp.lower.marginals, dtype=float), 0.0)
+        scale = max(1.0, abs(float(lp.fun)))
+        always = np.zeros(self.n_var, dtype=bool)
+        always[self.n_x:] = True                      # gate variables are few: never fixed
+        always |= lp.x > 1e-9                         # the LP's own support
+        tau = 1e-3 * scale
+        for _ in range(8):
+            cols = np.flatnonzero(always | (d <= tau))
+            if len(cols) == self.n_var:
+                return self._milp(c, A_ub, b_ub, time_limit)
+            res = self._milp(c, A_ub, b_ub, time_limit, cols)
+            if res.x is None:                         # restriction infeasible: widen it
+                tau *= 8
+                continue
+            gap = float(c @ res.x) - float(lp.fun)
+            need = d <= gap + 1e-9 * scale
+            if np.all(~need | always | (d <= tau)):   # every column an optimum can use was in the restriction
+                return res
+            return self._milp(c, A_ub, b_ub, time_limit, np.flatnonzero(always | need))
+        return self._milp(c, A_ub, b_ub, time_limit)
+
+    def _tie_columns(self, x: np.ndarray) -> np.ndarray:
+        """Columns of the chosen options, of the chosen gate values, and of every option of the same unit whose
+        target coefficient equals the chosen one's."""
+        on = x > 0.5
+        keep = on.copy()
+        chosen = np.flatnonzero(on[: self.n_x])
+        for i in chosen:
+            j = self.var_unit[i]
+            same = np.flatnonzero(self.var_unit == j)
+            keep[same[np.abs(self.c0[same] - self.c0[i]) <= 1e-12 * max(1.0, abs(self.c0[i]))]] = True
+        return np.flatnonzero(keep)
 
     def _decode(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         on = x > 0.5
@@ -187,7 +243,7 @@ class CompiledILP:
                       / self.row_scale[k] for k in ks])
         A = self.cost_rows[ks] if ks else None
         for _attempt in range(6):
-            res = self._milp(self.c0, A, b, time_limit)
+            res = self._milp_fixed(self.c0, A, b, time_limit)
             if res.x is None:
                 if res.status == 2:
                     raise InfeasibleError(
@@ -197,17 +253,18 @@ class CompiledILP:
                                   "time_limit or relax the budgets.")
             x = res.x
             if tiebreak and ks:
-                # among the optimal candidates, take the cheapest (so every answer is Pareto-optimal)
-                opt = float(self.c0 @ x)
-                tol = 1e-9 * max(1.0, abs(opt))
-                c2 = np.zeros(self.n_var)
-                for k in ks:
-                    c2 += self.cost_rows[k]
-                A2 = np.vstack([A, self.c0[None, :]])
-                b2 = np.append(b, opt + tol)
-                res2 = self._milp(c2, A2, b2, time_limit)
-                if res2.x is not None:
-                    x = res2.x
+                # among the optimal candidates, take the cheapest (so every answer is Pareto-optimal): swap, within
+                # each unit, to options of exactly the same target value (gates fixed); the cheapest such swap
+                # under the budgets is a small program. (Equal target *sums* across different units are
+                # coincidences of floating-point data, not handled.)
+                cols = self._tie_columns(x)
+                if len(cols) > int(np.sum(x > 0.5)):
+                    c2 = np.zeros(self.n_var)
+                    for k in ks:
+                        c2 += self.cost_rows[k]
+                    res2 = self._milp(c2, A, b, time_limit, cols)
+                    if res2.x is not None:
+                        x = res2.x
             G, U = self._decode(x)
             # exact feasibility check in the objectives' own units
             viol = []
