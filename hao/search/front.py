@@ -40,18 +40,25 @@ _CHUNK_ROWS = 4_000_000
 
 
 def nd_first(F: np.ndarray) -> np.ndarray:
-    """Indices of the non-dominated rows of ``F`` (every column minimised), one per distinct vector (the
-    first in lexicographic order), sorted lexicographically. Two columns: O(n log n); three: blocked sweep."""
+    """Indices of the non-dominated rows of ``F`` (every column minimised), one per distinct vector, sorted by
+    the first column. Two columns: O(n log n); three: a blocked sweep over a 2-D staircase."""
     n, m = F.shape
     if n == 0:
         return np.zeros(0, dtype=np.int64)
+    if m == 2:
+        # sort by the first column only (stable: timsort runs through the presorted blocks a merge produces),
+        # keep rows whose second value is below every earlier one, then, among kept rows with an equal first
+        # value, only the last (it has the smallest second value; the others are dominated by it)
+        order = np.argsort(F[:, 0], kind="stable")
+        S = F[order]
+        prev = np.concatenate(([np.inf], np.minimum.accumulate(S[:-1, 1])))
+        kept = order[S[:, 1] < prev]
+        f1 = F[kept, 0]
+        return kept[np.append(f1[1:] != f1[:-1], True)]
     order = np.lexsort(F.T[::-1])
     S = F[order]
     if m == 1:
         return order[:1]
-    if m == 2:
-        prev = np.concatenate(([np.inf], np.minimum.accumulate(S[:-1, 1])))
-        return order[S[:, 1] < prev]
     if m != 3:
         raise ConfigError(f"Exact fronts are implemented for 1-3 objectives, got {m}.")
     # sorted by (f1, f2, f3): a row is dropped iff an earlier row has f2 <= and f3 <= (weak dominance, which
@@ -222,9 +229,10 @@ def pareto_dp(problem: SearchProblem, objectives: Sequence[str], *,
         Fs, IA, IB = [], [], []
         for s in range(0, nb, step):
             Bc = b.F[s:s + step]
-            S = (a.F[:, None, :] + Bc[None, :, :]).reshape(-1, m)
-            ia = np.repeat(np.arange(na), len(Bc))
-            ib = np.tile(np.arange(s, s + len(Bc)), na)
+            # b-major layout: every block of na rows is a.F + one row of b, already sorted like a.F
+            S = (Bc[:, None, :] + a.F[None, :, :]).reshape(-1, m)
+            ia = np.tile(np.arange(na), len(Bc))
+            ib = np.repeat(np.arange(s, s + len(Bc)), na)
             if lo_rest is not None:
                 ok = np.all(S + lo_rest <= bud + 1e-9 * np.maximum(1.0, np.abs(bud)), axis=1)
                 S, ia, ib = S[ok], ia[ok], ib[ok]
