@@ -31,6 +31,13 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--n-random", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init", default=None, metavar="SUPERNET_PT",
+                   help="start from these weights (e.g. runs/distill/supernet.pt after block-wise distillation: "
+                        "this run is then the short end-to-end phase)")
+    p.add_argument("--random-bits-largest", action="store_true",
+                   help="random bit-widths for the largest sub-network too (recommended after distillation)")
+    p.add_argument("--val-images", type=int, default=0,
+                   help="hold this many training images out (the teacher's split with the same seed); 0 = none")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--max-minutes", type=float, default=None, help="stop this call after so many minutes")
     p.add_argument("--calib-images", type=int, default=2000)
@@ -51,8 +58,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     import hao
     from hao.data import fashion_mnist, loader
-    from hao.train import (SandwichConfig, evaluate_full, prepare_subnet, save_supernet, smallest_candidate,
-                           train_supernet)
+    from hao.train import (SandwichConfig, evaluate_full, load_supernet, prepare_subnet, save_supernet,
+                           smallest_candidate, train_supernet)
 
     torch.set_num_threads(a.threads)
     out = Path(a.out)
@@ -63,8 +70,13 @@ def main(argv: list[str] | None = None) -> dict:
     test = fashion_mnist("test", a.data)
     if a.sensitivity_only:
         return _sensitivity(a, space, train, out)
-    cfg = SandwichConfig(steps=a.steps, batch_size=a.batch_size, lr=a.lr, n_random=a.n_random, seed=a.seed)
-    net = space.supernet(a.seed)
+    cfg = SandwichConfig(steps=a.steps, batch_size=a.batch_size, lr=a.lr, n_random=a.n_random, seed=a.seed,
+                         random_bits_largest=a.random_bits_largest)
+    if a.val_images:
+        from hao.train.teacher import split_validation
+        train, _ = split_validation(train, a.val_images, a.seed)
+    net = load_supernet(space, a.init) if a.init else space.supernet(a.seed)
+    net.train()
     summary = train_supernet(space, net, train, cfg, work_dir=out, max_minutes=a.max_minutes)
     print(f"training: {summary['steps_done']}/{cfg.steps} steps ({summary['epochs']:.2f} epochs) in "
           f"{summary['wall_s'] / 60:.1f} min wall ({a.threads} threads)")
@@ -89,10 +101,13 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{name}: test accuracy {100 * r.accuracy:.2f} ± {100 * r.accuracy_se:.2f} %")
     meta = {"space": space.name, "checkpoint": "supernet.pt", "sha256": sha, "format": "fp16 state_dict",
             "params": sum(p.numel() for p in net.parameters()), "training": asdict(cfg),
-            "method": "sandwich rule: largest (max bits) on labels + smallest arch (random bits) + "
+            "method": "sandwich rule: largest (" + ("random" if cfg.random_bits_largest else "max")
+                      + " bits) on labels + smallest arch (random bits) + "
                       f"{cfg.n_random} random candidate(s) distilled in place (KL to the largest); AdamW, "
                       "cosine LR with warm-up, no augmentation",
-            "data": "Fashion-MNIST train (60k), evaluation on the 10k test split",
+            "init": a.init or f"fresh supernet (seed {a.seed})",
+            "data": f"Fashion-MNIST train (60k{f' minus {a.val_images} held out' if a.val_images else ''}), "
+                    "evaluation on the 10k test split",
             "steps": summary["steps_done"], "finished_schedule": summary["finished"], "epochs": summary["epochs"],
             "train_wall_s": summary["wall_s"], "threads": a.threads, "cpu": platform.processor() or platform.machine(),
             "torch": torch.__version__, "eval_protocol": f"BN recalibrated + activation ranges calibrated on "

@@ -30,6 +30,7 @@ from hao.data import TensorDataset, resumable_batches
 from hao.errors import ConfigError
 from hao.io import atomic_torch_save
 from hao.space.base import BIT_KINDS, Candidate, SearchSpace
+from hao.train.supernet import _with_random_bits
 
 __all__ = ["DistillConfig", "init_from_teacher", "stage_sandwich", "stage_forward", "distill_stages"]
 
@@ -82,14 +83,6 @@ def init_from_teacher(supernet: torch.nn.Module, teacher_state: dict[str, torch.
                           f"shape mismatches {bad[:3]}. Train the teacher of this space with "
                           "experiments/train_teacher.py --space NAME.")
     supernet.load_state_dict({k: v.to(ref[k].dtype) for k, v in teacher_state.items()})
-
-
-def _with_random_bits(space: SearchSpace, cand: Candidate, rng: np.random.Generator) -> Candidate:
-    d = cand.as_dict()
-    for dec in space.decisions():
-        if dec.kind in BIT_KINDS:
-            d[dec.name] = int(dec.options[rng.integers(len(dec.options))])
-    return space.make(d)
 
 
 def stage_sandwich(space: SearchSpace, rng: np.random.Generator, n_random: int, quantize: bool) -> list[Candidate]:

@@ -40,6 +40,9 @@ class SandwichConfig:
     label_smoothing: float = 0.0
     seed: int = 0
     ckpt_every: int = 25
+    #: random bit-widths for the largest architecture too (the end-to-end phase after block-wise distillation:
+    #: every sampled sub-network, the largest included, learns to survive fake quantization)
+    random_bits_largest: bool = False
 
     def __post_init__(self) -> None:
         for name, lo in (("steps", 1), ("batch_size", 1), ("n_random", 0), ("warmup_steps", 0), ("ckpt_every", 1)):
@@ -57,6 +60,14 @@ def smallest_candidate(space: SearchSpace, rng: np.random.Generator | None = Non
     if rng is None:
         return small
     d = small.as_dict()
+    for dec in space.decisions():
+        if dec.kind in BIT_KINDS:
+            d[dec.name] = int(dec.options[rng.integers(len(dec.options))])
+    return space.make(d)
+
+
+def _with_random_bits(space: SearchSpace, cand: Candidate, rng: np.random.Generator) -> Candidate:
+    d = cand.as_dict()
     for dec in space.decisions():
         if dec.kind in BIT_KINDS:
             d[dec.name] = int(dec.options[rng.integers(len(dec.options))])
@@ -148,7 +159,8 @@ def train_supernet(space: SearchSpace, net: torch.nn.Module, data: TensorDataset
         for g in opt.param_groups:
             g["lr"] = _lr(cfg, step)
         opt.zero_grad(set_to_none=True)
-        space.activate(net, largest)
+        big = _with_random_bits(space, largest, rng) if cfg.random_bits_largest else largest
+        space.activate(net, big)
         out = net(x)
         loss_big = F.cross_entropy(out, y, label_smoothing=cfg.label_smoothing)
         loss_big.backward()
