@@ -64,3 +64,18 @@ def test_hypervolume_edge_cases() -> None:
 def test_pareto_front_sorted_distinct() -> None:
     F = np.array([[3, 1], [1, 3], [1, 3], [2, 2], [3, 3]], dtype=float)
     assert pareto_front(F).tolist() == [[1, 3], [2, 2], [3, 1]]
+
+
+def test_directions_flip_columns_everywhere() -> None:
+    """A maximised column behaves exactly like its negation minimised."""
+    rng = np.random.default_rng(0)
+    F = rng.integers(0, 8, size=(200, 2)).astype(float)
+    dirs = ["maximize", "minimize"]
+    neg = F * [-1.0, 1.0]
+    np.testing.assert_array_equal(non_dominated(F, directions=dirs), non_dominated(neg))
+    front = pareto_front(F, directions=dirs)
+    np.testing.assert_array_equal(np.unique(front * [-1.0, 1.0], axis=0), np.unique(pareto_front(neg), axis=0))
+    assert hypervolume(F, ref=[-1.0, 9.0], directions=dirs) == pytest.approx(hypervolume(neg, ref=[1.0, 9.0]))
+    assert dominates([5, 1], [4, 2], dirs) and not dominates([4, 2], [5, 1], dirs)
+    with pytest.raises(ConfigError, match="directions"):
+        non_dominated(F, directions=["up", "minimize"])

@@ -96,9 +96,37 @@ def test_exhaustive_refuses_large_spaces_and_registry_errors() -> None:
     with pytest.raises(ConfigError, match="more than limit"):
         ExhaustiveSolver(limit=3).solve(_problem())
     assert {"ilp", "optuna", "random", "exhaustive"} <= set(list_solvers())
-    with pytest.raises(ConfigError, match="Known solvers: exhaustive, ilp, optuna, random"):
+    with pytest.raises(ConfigError, match="Known solvers: exhaustive, front, ilp, optuna, random"):
         get_solver("annealing")
     with pytest.raises(ConfigError, match="n_samples"):
         RandomSolver(n_samples=0)
     with pytest.raises(ConfigError, match="Bad parameters"):
         get_solver("random", n_trials=3)
+
+
+def test_maximised_objective_flags_best_budget_and_round_trip(tmp_path) -> None:
+    """A maximised target: feasibility uses a lower bound, best() takes the maximum, the direction survives
+    save/load, and the plot label says which way is better."""
+    base, _ = random_instance(22, n_costs=1)
+    score = base.objective("proxy").scaled(-1.0, name="score", direction="maximize")
+    lo, hi = score.bounds()
+    p = SearchProblem(base.space, [score, base.objective("cost1")], budgets={"score": (lo + hi) / 2})
+    res = ExhaustiveSolver().solve(p)
+    V = res.df[["score", "cost1"]].to_numpy()
+    feas = V[:, 0] >= p.budgets["score"] - 1e-9
+    assert np.array_equal(res.df["feasible"].to_numpy(), feas)
+    assert res.best()["score"] == pytest.approx(V[feas, 0].max())
+    assert res.pareto_on == ["score"]  # target + budgeted objectives: here the maximum score is the front
+    np.testing.assert_array_equal(res.df["pareto"].to_numpy(), feas & (V[:, 0] == V[feas, 0].max()))
+    res = ExhaustiveSolver().solve(SearchProblem(base.space, [score, base.objective("cost1")]))
+    V = res.df[["score", "cost1"]].to_numpy()
+    nd = non_dominated(V, directions=["maximize", "minimize"])
+    assert np.array_equal(res.df["pareto"].to_numpy(), nd)
+    res.save(tmp_path)
+    back = SearchResult.load(tmp_path)
+    assert back.directions == {"score": "maximize", "cost1": "minimize"}
+    assert np.array_equal(back.df["pareto"].to_numpy(), nd)
+    info = pareto_plot_info(back, x="cost1", y="score")
+    assert info.y_label.endswith("(higher is better)") and info.x_label.endswith("(lower is better)")
+    with pytest.raises(ConfigError, match="infeasible"):
+        SearchProblem(base.space, [score], budgets={"score": hi + 1.0})
