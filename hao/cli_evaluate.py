@@ -1,6 +1,11 @@
-"""``hao evaluate``: measure the real accuracy of candidates listed in a JSON-lines file.
+"""``hao evaluate`` and ``hao score``: the real accuracy of candidates listed in a JSON-lines file, and the
+accuracy model's prediction for the same lines.
 
     hao evaluate --space mbconv-fmnist --candidates cands.jsonl --out acc.csv
+    hao score    --space mbconv-fmnist --candidates cands.jsonl --out predicted.csv
+
+``hao score`` writes ``line, predicted_accuracy, predicted_accuracy_sd`` (percent) and ``candidate``, from the
+calibrated accuracy model of the checkpoint folder (``accuracy_model.json``; ``--checkpoint DIR`` for another).
 
 Each line of ``--candidates`` is one ``Candidate.to_json()``. Each candidate is built from the space's committed
 supernet (``--checkpoint`` for another), BatchNorm statistics and activation ranges are calibrated on
@@ -20,9 +25,37 @@ from typing import Any
 
 from hao.errors import ConfigError
 
-__all__ = ["add_evaluate_commands", "cmd_evaluate"]
+__all__ = ["add_evaluate_commands", "cmd_evaluate", "cmd_score"]
 
 COLUMNS = ("line", "accuracy", "accuracy_se", "loss", "n_images", "candidate")
+SCORE_COLUMNS = ("line", "predicted_accuracy", "predicted_accuracy_sd", "candidate")
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from hao.folders import check_output_folder
+    from hao.io import atomic_write_text
+    from hao.proxy.calibrated import CalibratedAccuracyModel
+    from hao.space import get_space
+    from hao.train.candidates import read_candidates
+
+    out = Path(args.out)
+    check_output_folder(out.parent, "hao score")
+    if out.exists() and not args.force:
+        raise ConfigError(f"hao score: --out {out} already exists; pass another path, or --force to replace it. "
+                          "Nothing was changed.")
+    space = get_space(args.space)
+    cands = read_candidates(args.candidates, space)  # malformed lines fail with their line number
+    model = CalibratedAccuracyModel.from_checkpoint(space, args.checkpoint)
+    acc, sd = model.predict(cands)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(SCORE_COLUMNS)
+    for i, (c, a, s) in enumerate(zip(cands, acc, sd)):
+        w.writerow([i + 1, f"{a:.4f}", f"{s:.4f}", c.to_json()])
+    atomic_write_text(out, buf.getvalue())
+    print(f"hao score: {len(cands)} candidates of {space.name}, predicted by the calibrated model "
+          f"(fitted on {model.n_fit_} measured candidates, residual SD {model.sigma_:.2f} points) -> {out}")
+    return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -99,3 +132,13 @@ def add_evaluate_commands(subparsers: Any) -> None:
     p.add_argument("--force", action="store_true", help="replace an existing --out")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_evaluate)
+
+    s = subparsers.add_parser("score", help="the accuracy model's predicted accuracy of candidates (JSON lines)",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument("--space", required=True, help="registered space name (see `hao spaces`)")
+    s.add_argument("--candidates", required=True, help="JSON-lines file, one Candidate.to_json() per line")
+    s.add_argument("--out", required=True, help="CSV file to write (refused if it exists, unless --force)")
+    s.add_argument("--checkpoint", help="folder with accuracy_model.json, sensitivity.json, arch_terms.json "
+                                        "(default: the space's checkpoint folder)")
+    s.add_argument("--force", action="store_true", help="replace an existing --out")
+    s.set_defaults(func=cmd_score)

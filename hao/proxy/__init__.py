@@ -13,9 +13,13 @@ from hao.proxy.proxy import (ACCURACY_MODELS, AccuracyProxy, BaseAccuracyProxy, 
 from hao.proxy.sensitivity import (SENSITIVITY_FILE, SensitivityCacheError, SensitivityTable,
                                    activation_quant_mse, float_weights, perturbation_sq_norm)
 from hao.proxy.zeroq import distill_batch
+from hao.proxy.arch_terms import ARCH_TERMS_FILE, ArchTerms, measure_arch_terms  # noqa: E402
+from hao.proxy.calibrated import CalibratedAccuracyModel, TermGroups, build_term_groups  # noqa: E402
 
-__all__ = ["ACCURACY_MODELS", "get_accuracy_model", "list_accuracy_models", "register_accuracy_model", "AccuracyProxy",
-           "activation_quant_mse", "BaseAccuracyProxy", "HessianTraces", "LayerTrace", "SENSITIVITY_FILE",
-           "SensitivityCacheError", "SensitivityTable", "WeightNormProxy", "compute_sensitivity",
-           "default_checkpoint_dir", "distill_batch", "float_weights", "hessian_traces", "perturbation_sq_norm",
-           "preserve_model_state", "supernet_traces", "weight_layers", "zeroq_sensitivity", "zeroq_traces"]
+__all__ = ["ARCH_TERMS_FILE", "ArchTerms", "measure_arch_terms", "CalibratedAccuracyModel", "TermGroups",
+           "build_term_groups", "ACCURACY_MODELS", "get_accuracy_model", "list_accuracy_models",
+           "register_accuracy_model", "AccuracyProxy", "activation_quant_mse", "BaseAccuracyProxy", "HessianTraces",
+           "LayerTrace", "SENSITIVITY_FILE", "SensitivityCacheError", "SensitivityTable", "WeightNormProxy",
+           "compute_sensitivity", "default_checkpoint_dir", "distill_batch", "float_weights", "hessian_traces",
+           "perturbation_sq_norm", "preserve_model_state", "supernet_traces", "weight_layers", "zeroq_sensitivity",
+           "zeroq_traces"]

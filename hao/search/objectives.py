@@ -34,7 +34,7 @@ from hao.space.base import Candidate, SearchSpace
 
 __all__ = ["OBJECTIVES", "ObjectiveContext", "register_objective", "list_objectives", "make_objective", "Objective",
            "AdditiveObjective", "CallableObjective", "kernel_objective", "size_objective", "bops_objective",
-           "macs_objective", "latency_objective", "proxy_objective"]
+           "macs_objective", "latency_objective", "proxy_objective", "accuracy_objective"]
 
 
 class Objective:
@@ -323,6 +323,19 @@ def proxy_objective(space: SearchSpace, proxy: Any, name: str = "proxy") -> Obje
                       f"{type(proxy).__name__}.")
 
 
+def accuracy_objective(space: SearchSpace, model: Any, name: str = "accuracy") -> AdditiveObjective:
+    """Predicted accuracy in percent, **maximised**, from a calibrated accuracy model (one with ``predict`` and
+    a fitted ``intercept_``, e.g. :class:`hao.proxy.CalibratedAccuracyModel`): ``intercept_ − Σ unit costs``."""
+    if not (getattr(model, "is_additive", False) and hasattr(model, "intercept_")):
+        raise ConfigError(f"The 'accuracy' objective needs a fitted calibrated accuracy model (proxy='calibrated', "
+                          f"see docs/accuracy_model.md); got {type(model).__name__}. Use the 'proxy' objective (a "
+                          "predicted loss increase) with other accuracy models.")
+    if model.space.name != space.name:
+        raise ConfigError(f"The accuracy model was built for space {model.space.name!r}, not {space.name!r}.")
+    return AdditiveObjective(space, name, [-np.asarray(c) for c in model.unit_costs()],
+                             float(model.intercept_) - float(model.constant), unit="%", direction="maximize")
+
+
 # ---- registry: objectives by name ------------------------------------------------------------------------
 class ObjectiveContext:
     """What an objective factory may use: the ``space``, and — resolved only when a factory asks — the
@@ -377,6 +390,8 @@ def make_objective(name: str, ctx: ObjectiveContext) -> Objective:
 
 register_objective("proxy", unit="ΔL", description="the accuracy model's predicted loss increase")(
     lambda ctx: proxy_objective(ctx.space, ctx.accuracy_model()))
+register_objective("accuracy", unit="%", description="predicted accuracy (calibrated model), maximised")(
+    lambda ctx: accuracy_objective(ctx.space, ctx.accuracy_model()))
 register_objective("latency_ms", unit="ms", description="predicted latency on the hardware")(
     lambda ctx: latency_objective(ctx.space, ctx.predictor()))
 register_objective("size_mb", unit="MB", description="weight storage")(lambda ctx: size_objective(ctx.space))

@@ -1,0 +1,217 @@
+"""One calibrated, additive accuracy model: predicted accuracy in percent, with an uncertainty.
+
+    predicted accuracy (%) = intercept − Σ_g α_g · T_g(candidate),   α_g ≥ 0
+
+Each term group ``T_g`` is additive over the space's units, so the whole model is too (the exact solvers use it):
+
+* ``<stage>:arch`` — the measured architecture term (:mod:`hao.proxy.arch_terms`: validation-loss change of each
+  single choice against the reference), or, without measurements, the Hessian model of removed weights
+  (``<stage>:arch_hessian``);
+* ``<stage>:w_bits`` — HAWQ-V2's ½ Σ Tr(H)/n · ‖quantization error of the weights kept‖² on the kept sub-network;
+* ``<stage>:a_bits`` — the activation-quantization term, where the sensitivity table has it.
+
+``<stage>`` is the unit name's first dotted part (``s0`` for ``s0.b1``). :meth:`CalibratedAccuracyModel.fit`
+estimates the intercept (free) and α (non-negative; bounded least squares, ``scipy.optimize.lsq_linear``) from
+measured accuracies of candidates that must never be used for scoring (the caller's protocol keeps them apart);
+``sigma_`` is the residual standard deviation of that fit, reported as the uncertainty of a prediction. As a
+:class:`~hao.proxy.BaseAccuracyProxy`, ``score`` is the predicted accuracy *drop* Σ α·T (lower is better); the
+``accuracy`` objective (``hao.search``) is the predicted accuracy itself, maximised.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hao.errors import ConfigError
+from hao.proxy.proxy import BaseAccuracyProxy, default_checkpoint_dir, register_accuracy_model
+from hao.space.base import Candidate, SearchSpace
+
+__all__ = ["TermGroups", "build_term_groups", "CalibratedAccuracyModel", "MODEL_FILE"]
+
+MODEL_FILE = "accuracy_model.json"
+
+
+class TermGroups:
+    """Named additive terms: ``tables[g][u][i]`` is group ``g``'s value for unit ``u`` taking option ``i``."""
+
+    def __init__(self, space: SearchSpace, names: Sequence[str], tables: Sequence[Sequence[np.ndarray]]) -> None:
+        self.space, self.names = space, list(names)
+        self.tables = [[np.asarray(t, dtype=np.float64) for t in g] for g in tables]
+        n_units = len(space.units())
+        if any(len(g) != n_units for g in self.tables):
+            raise ConfigError(f"every term group needs one table per unit ({n_units}).")
+
+    def matrix(self, candidates: Sequence[Candidate]) -> np.ndarray:
+        """``(n, n_groups)``: each candidate's value of each term group."""
+        if len(candidates) == 0:
+            return np.zeros((0, len(self.names)))
+        idx = self.space.unit_indices([self.space.canonical(self.space.validate(c)) for c in candidates])
+        X = np.zeros((len(candidates), len(self.names)))
+        for g, tabs in enumerate(self.tables):
+            for u, t in enumerate(tabs):
+                X[:, g] += t[idx[:, u]]
+        return X
+
+
+def _stage(unit_name: str) -> str:
+    return unit_name.split(".")[0]
+
+
+def build_term_groups(space: SearchSpace, table: Any, arch: Any = None) -> TermGroups:
+    """The term groups of ``space`` from a :class:`~hao.proxy.SensitivityTable` and, if given, measured
+    :class:`~hao.proxy.arch_terms.ArchTerms` (else the Hessian removed-weight term stands in for it)."""
+    units = space.units()
+    stages = list(dict.fromkeys(_stage(u.name) for u in units))
+    arch_tables = arch.unit_tables(space)[0] if arch is not None else None
+    arch_name = "arch" if arch is not None else "arch_hessian"
+    parts = [arch_name, "w_bits"] + (["a_bits"] if table.activations else [])
+    names = [f"{s}:{p}" for s in stages for p in parts]
+    tables = [[np.zeros(len(space.unit_options(u))) for u in units] for _ in names]
+    for j, u in enumerate(units):
+        s = stages.index(_stage(u.name))
+        for i, opt in enumerate(space.unit_options(u)):
+            layers = space.unit_layers(u.name, opt)
+            if arch_tables is not None:
+                tables[s * len(parts)][j][i] = arch_tables[j][i]
+            else:
+                tables[s * len(parts)][j][i] = 0.5 * sum(table.omega_arch(p) for p in layers)
+            tables[s * len(parts) + 1][j][i] = 0.5 * sum(table.omega_weights(p) - table.omega_arch(p)
+                                                          for p in layers)
+            if table.activations:
+                tables[s * len(parts) + 2][j][i] = 0.5 * sum(table.omega_act(p) for p in layers)
+    return TermGroups(space, names, tables)
+
+
+@register_accuracy_model("calibrated")
+class CalibratedAccuracyModel(BaseAccuracyProxy):
+    """Predicted accuracy = ``intercept_ − Σ_g alpha_[g] · T_g`` (see the module docstring).
+
+    scikit-learn conventions: the constructor stores the term groups; only :meth:`fit` writes the fitted
+    attributes ``intercept_``, ``alpha_``, ``sigma_``, ``n_fit_``; using the model before raises a ConfigError
+    that says so. ``save``/``from_checkpoint`` use JSON (``accuracy_model.json``) next to the sensitivity table.
+    """
+
+    is_additive = True
+
+    def __init__(self, space: SearchSpace, groups: TermGroups) -> None:
+        super().__init__(space)
+        if not isinstance(groups, TermGroups):
+            raise ConfigError(f"CalibratedAccuracyModel needs TermGroups (build_term_groups), got "
+                              f"{type(groups).__name__}.")
+        self.groups = groups
+
+    # ---- fitting ------------------------------------------------------------------------------------------
+    def fit(self, candidates: Sequence[Candidate], accuracy: Sequence[float]) -> "CalibratedAccuracyModel":
+        """Fit on measured ``accuracy`` (percent) of ``candidates`` (never the candidates you score)."""
+        from scipy.optimize import lsq_linear
+
+        y = np.asarray(accuracy, dtype=np.float64).reshape(-1)
+        if len(candidates) != len(y):
+            raise ConfigError(f"fit() got {len(candidates)} candidates and {len(y)} accuracies; give one each.")
+        G = len(self.groups.names)
+        if len(y) < G + 2:
+            raise ConfigError(f"fit() needs at least {G + 2} measured candidates for {G} term groups, got "
+                              f"{len(y)}; measure more (hao evaluate).")
+        if not np.all(np.isfinite(y)) or np.any((y < 0) | (y > 100)):
+            raise ConfigError("fit() needs accuracies in percent, each in [0, 100].")
+        X = self.groups.matrix(candidates)
+        scale = np.maximum(np.abs(X).max(axis=0), 1e-300)  # columns to O(1), for the solver's tolerances
+        A = np.column_stack([np.ones(len(y)), -X / scale])
+        lo = np.r_[-np.inf, np.zeros(G)]
+        res = lsq_linear(A, y, bounds=(lo, np.full(G + 1, np.inf)), method="bvls")
+        self.intercept_ = float(res.x[0])
+        self.alpha_ = res.x[1:] / scale
+        resid = y - (self.intercept_ - X @ self.alpha_)
+        dof = max(1, len(y) - 1 - int(np.sum(self.alpha_ > 0)))
+        self.sigma_ = float(np.sqrt(np.sum(resid ** 2) / dof))
+        self.n_fit_ = int(len(y))
+        self._costs = None
+        return self
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "alpha_"):
+            raise ConfigError("This CalibratedAccuracyModel is not fitted yet; call fit(candidates, accuracy) or "
+                              "load a fitted one with CalibratedAccuracyModel.from_checkpoint(space, folder).")
+
+    # ---- prediction -----------------------------------------------------------------------------------
+    def predict(self, candidates: Sequence[Candidate]) -> tuple[np.ndarray, np.ndarray]:
+        """``(predicted accuracy in percent, its uncertainty sigma_)`` per candidate."""
+        self._check_fitted()
+        acc = self.intercept_ - self.groups.matrix(candidates) @ self.alpha_
+        return acc, np.full(len(acc), self.sigma_)
+
+    def terms(self, candidates: Sequence[Candidate]) -> dict[str, np.ndarray]:
+        """Each group's contribution α_g·T_g (percentage points) per candidate: what drives a prediction."""
+        self._check_fitted()
+        X = self.groups.matrix(candidates) * self.alpha_
+        return {n: X[:, g] for g, n in enumerate(self.groups.names)}
+
+    def score(self, candidates: Sequence[Candidate]) -> np.ndarray:
+        """Predicted accuracy drop Σ α·T in percentage points (lower is better)."""
+        self._check_fitted()
+        return self.groups.matrix(candidates) @ self.alpha_
+
+    def unit_costs(self) -> list[np.ndarray]:
+        self._check_fitted()
+        if getattr(self, "_costs", None) is None:
+            n_units = len(self.space.units())
+            self._costs = [sum(a * self.groups.tables[g][u] for g, a in enumerate(self.alpha_))
+                           if len(self.alpha_) else np.zeros(len(self.space.unit_options(self.space.units()[u])))
+                           for u in range(n_units)]
+        return self._costs
+
+    @property
+    def constant(self) -> float:
+        self._check_fitted()
+        return 0.0
+
+    # ---- persistence ----------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        self._check_fitted()
+        return {"format": "hao-accuracy-model-1", "space": self.space.name, "groups": self.groups.names,
+                "intercept": self.intercept_, "alpha": [float(a) for a in self.alpha_], "sigma": self.sigma_,
+                "n_fit": self.n_fit_, "info": getattr(self, "info", {})}
+
+    def save(self, folder: str | os.PathLike) -> Path:
+        """Write ``folder/accuracy_model.json`` (the term tables are rebuilt from the folder's other files)."""
+        from hao.io import atomic_write_text
+        p = Path(folder) / MODEL_FILE
+        atomic_write_text(p, json.dumps(self.to_dict(), indent=1, sort_keys=True) + "\n")
+        return p
+
+    @classmethod
+    def from_checkpoint(cls, space: SearchSpace, folder: str | os.PathLike | None = None,
+                        **params: Any) -> "CalibratedAccuracyModel":
+        """The fitted model of ``folder`` (default: the space's checkpoint folder): ``sensitivity.json``,
+        ``arch_terms.json`` (when the model was fitted with measured architecture terms) and
+        ``accuracy_model.json``."""
+        from hao.proxy.arch_terms import ARCH_TERMS_FILE, ArchTerms
+        from hao.proxy.sensitivity import SENSITIVITY_FILE, SensitivityTable
+
+        if params:
+            raise ConfigError(f"CalibratedAccuracyModel.from_checkpoint takes no parameters, got {sorted(params)}.")
+        folder = Path(folder) if folder is not None else default_checkpoint_dir(space.name)
+        mfile = folder / MODEL_FILE
+        if not mfile.is_file():
+            raise ConfigError(f"{mfile} does not exist: this checkpoint has no calibrated accuracy model. Fit one "
+                              "with `python experiments/fit_accuracy_model.py` (docs/accuracy_model.md).")
+        d = json.loads(mfile.read_text())
+        if d.get("format") != "hao-accuracy-model-1" or d.get("space") != space.name:
+            raise ConfigError(f"{mfile} is not an accuracy model of space {space.name!r} (format "
+                              f"{d.get('format')!r}, space {d.get('space')!r}).")
+        table = SensitivityTable.load(folder / SENSITIVITY_FILE, space=space)
+        arch = ArchTerms.load(folder / ARCH_TERMS_FILE) if any(g.endswith(":arch") for g in d["groups"]) else None
+        groups = build_term_groups(space, table, arch)
+        if groups.names != d["groups"]:
+            raise ConfigError(f"{mfile} was fitted on term groups {d['groups']}, but the folder's files give "
+                              f"{groups.names}; refit the model.")
+        m = cls(space, groups)
+        m.intercept_, m.alpha_, m.sigma_ = float(d["intercept"]), np.asarray(d["alpha"], float), float(d["sigma"])
+        m.n_fit_, m.info = int(d["n_fit"]), d.get("info", {})
+        m._costs = None
+        return m
