@@ -125,7 +125,7 @@ class CalibratedAccuracyModel(BaseAccuracyProxy):
         lo = np.r_[-np.inf, np.zeros(G)]
         res = lsq_linear(A, y, bounds=(lo, np.full(G + 1, np.inf)), method="bvls")
         self.intercept_ = float(res.x[0])
-        self.alpha_ = res.x[1:] / scale
+        self.alpha_ = np.maximum(res.x[1:], 0.0) / scale  # (BVLS can return -1e-16 for a bound at 0)
         resid = y - (self.intercept_ - X @ self.alpha_)
         dof = max(1, len(y) - 1 - int(np.sum(self.alpha_ > 0)))
         self.sigma_ = float(np.sqrt(np.sum(resid ** 2) / dof))

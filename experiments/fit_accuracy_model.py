@@ -1,0 +1,241 @@
+"""Fit and judge the calibrated accuracy model on a trained supernet, with a protocol that can be trusted.
+
+    python experiments/fit_accuracy_model.py --checkpoint-dir checkpoints/mbconv-fmnist --out runs/accmodel
+    python experiments/fit_accuracy_model.py ... --smoke          # tiny CI setting (seconds of work)
+
+Protocol (every step cached in ``--out``, so an interrupted run resumes where it stopped):
+
+1. **Splits.** ``--val-images`` images are held out of the *training* split (the teacher's split: same seed);
+   BatchNorm statistics and activation ranges are calibrated on ``--calib-images`` of the remaining training
+   images. Everything that is *fitted* uses the validation images; the test split is only used for reporting.
+2. **Architecture terms** (``hao.proxy.arch_terms``): one validation measurement per architecture option of
+   every unit and per depth, against the reference (the largest architecture at 8 bits).
+3. **Fit** (``hao.proxy.CalibratedAccuracyModel``): ``--n-fit`` joint candidates from seed ``--fit-seed``, their
+   validation accuracy, bounded least squares for the intercept and α ≥ 0. Written to ``--out`` with the files it
+   needs (``accuracy_model.json``, ``arch_terms.json``, ``sensitivity.json``), so ``hao score --checkpoint OUT``
+   and ``hao.search(proxy="calibrated", checkpoint=OUT, objectives=["accuracy", ...])`` use it.
+4. **Report** on candidates of seeds never used in fitting (``--test-seed``): ``--n-test`` joint, ``--n-sub``
+   bits-only (largest architecture) and ``--n-sub`` arch-only (8/8 bits), measured on the test split. Kendall τ of
+   the predicted against the measured accuracy, with bootstrap SE, next to the baselines (−BOPs, −MACs,
+   −‖ΔW‖², −share of 2-bit layers, a count model fitted on the fit set, the Hessian ΔL proxy, random), the paired
+   bootstrap of τ(model) − τ(best baseline), τ *within latency bins* (``--bins`` bins of predicted latency on the
+   committed CPU table), and the **test–retest ceiling**: the first ``--n-ceiling`` joint candidates measured again
+   with another calibration seed, τ between the two measurements.
+
+Writes ``report.json`` (every figure, settings, wall time, load) and ``candidates.csv``.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from proxy_fidelity import make_candidates  # noqa: E402
+
+
+def _cached_eval(space, net, cands, calib, batches, path: Path, tag: str, progress: bool) -> list[dict]:
+    """hao evaluate's measurement, cached per candidate in a JSON-lines file keyed by ``tag``."""
+    from hao.train.candidates import evaluate_candidates
+    done: dict[int, dict] = {}
+    keys = [c.to_json() for c in cands]
+    if path.is_file():
+        by_key = {}
+        for line in path.read_text().splitlines():
+            rec = json.loads(line)
+            if rec["tag"] == tag:
+                by_key[rec["row"]["candidate"]] = rec["row"]
+        done = {i: {**by_key[k], "index": i} for i, k in enumerate(keys) if k in by_key}
+
+    def on_row(i: int, row: dict) -> None:
+        with open(path, "a") as fh:
+            fh.write(json.dumps({"tag": tag, "row": row}) + "\n")
+
+    return evaluate_candidates(space, net, cands, calib, batches, done=done, on_row=on_row, progress=progress)
+
+
+def paired_tau_gap(a: np.ndarray, b: np.ndarray, y: np.ndarray, boot: int = 500, seed: int = 0) -> dict[str, float]:
+    """τ(a, y) − τ(b, y) and its bootstrap SE over the same resamples (paired)."""
+    from scipy.stats import kendalltau
+    rng = np.random.default_rng(seed)
+    d0 = kendalltau(a, y).statistic - kendalltau(b, y).statistic
+    ds = []
+    for _ in range(boot):
+        i = rng.integers(0, len(y), len(y))
+        d = kendalltau(a[i], y[i]).statistic - kendalltau(b[i], y[i]).statistic
+        if np.isfinite(d):
+            ds.append(d)
+    return {"gap": float(d0), "se": float(np.std(ds, ddof=1)) if len(ds) > 1 else float("nan")}
+
+
+def counts(space, cands) -> np.ndarray:
+    """Per candidate: layers at the lowest weight bits, at 4 weight bits, at the lowest activation bits, blocks."""
+    out = []
+    for c in cands:
+        ps = [p for p in space.perturbations(c) if not p.removed]
+        out.append([sum(p.w_bits == 2 for p in ps), sum(p.w_bits == 4 for p in ps), sum(p.a_bits == 4 for p in ps),
+                    sum(c[d.name] for d in space.decisions() if d.kind == "depth")])
+    return np.asarray(out, dtype=float)
+
+
+def baselines(space, table, fit_c, fit_y, test_c, seed: int) -> dict[str, np.ndarray]:
+    """Scores where higher = predicted more accurate."""
+    from sklearn.linear_model import Ridge
+
+    from hao.proxy import AccuracyProxy, WeightNormProxy
+    from hao.search.objectives import bops_objective, macs_objective
+    share2 = [np.mean([p.w_bits == 2 for p in space.perturbations(c) if not p.removed]) for c in test_c]
+    ridge = Ridge(alpha=1.0).fit(counts(space, fit_c), fit_y)
+    return {"-BOPs": -bops_objective(space).evaluate(test_c), "-MACs": -macs_objective(space).evaluate(test_c),
+            "-||dW||^2": -WeightNormProxy(space, table).score(test_c), "-share of 2-bit layers": -np.asarray(share2),
+            "count model (ridge, fit set)": ridge.predict(counts(space, test_c)),
+            "-Hessian proxy (dL)": -AccuracyProxy(space, table).score(test_c),
+            "random": np.random.default_rng(seed).random(len(test_c))}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint-dir", default=None, help="supernet.pt + sensitivity.json (default: the space's)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--space", default="mbconv-fmnist")
+    p.add_argument("--data", default=None)
+    p.add_argument("--val-images", type=int, default=5000)
+    p.add_argument("--calib-images", type=int, default=2000)
+    p.add_argument("--test-images", type=int, default=10000)
+    p.add_argument("--n-fit", type=int, default=80)
+    p.add_argument("--n-test", type=int, default=60)
+    p.add_argument("--n-sub", type=int, default=20, help="bits-only and arch-only test candidates (each)")
+    p.add_argument("--n-ceiling", type=int, default=20)
+    p.add_argument("--bins", type=int, default=4)
+    p.add_argument("--fit-seed", type=int, default=100)
+    p.add_argument("--test-seed", type=int, default=200)
+    p.add_argument("--seed", type=int, default=0, help="split and calibration seed")
+    p.add_argument("--hardware", default=None, help="latency table for the bins (default: the first cpu-* table)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--smoke", action="store_true", help="tiny settings for CI")
+    p.add_argument("--no-progress", action="store_true")
+    a = p.parse_args(argv)
+    if a.smoke:
+        a.val_images, a.calib_images, a.test_images = 64, 32, 64
+        a.n_fit, a.n_test, a.n_sub, a.n_ceiling, a.bins = 16, 8, 2, 4, 2
+    t0, load0 = time.perf_counter(), os.getloadavg()
+    import torch
+
+    import hao
+    from hao.data import fashion_mnist, loader
+    from hao.proxy import SensitivityTable, build_term_groups, default_checkpoint_dir
+    from hao.proxy.arch_terms import ArchTerms, measure_arch_terms
+    from hao.proxy.calibrated import CalibratedAccuracyModel
+    from hao.stats import kendall_tau
+    from hao.train import load_supernet
+    from hao.train.teacher import split_validation
+
+    torch.set_num_threads(a.threads)
+    progress = not a.no_progress
+    space = hao.get_space(a.space)
+    folder = Path(a.checkpoint_dir) if a.checkpoint_dir else default_checkpoint_dir(space.name)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    net = load_supernet(space, folder / "supernet.pt")
+    table = SensitivityTable.load(folder / "sensitivity.json", space=space)
+    train, val = split_validation(fashion_mnist("train", a.data), a.val_images, a.seed)
+    test = fashion_mnist("test", a.data)
+    if a.test_images < len(test):
+        test = test.subset(a.test_images, seed=a.seed + 7)
+    calib = list(loader(train.subset(a.calib_images, seed=a.seed + 1), 250))
+    calib2 = list(loader(train.subset(a.calib_images, seed=a.seed + 2), 250))
+    val_b, test_b = list(loader(val, 500)), list(loader(test, 500))
+    tag = f"{(folder / 'supernet.pt').stat().st_size}|{a.seed}|{a.calib_images}|{a.val_images}"
+
+    # 2. architecture terms on the validation images
+    cache = out / "arch_terms.partial.jsonl"
+    done = {}
+    if cache.is_file():
+        for line in cache.read_text().splitlines():
+            rec = json.loads(line)
+            if rec["tag"] == tag:
+                done[rec["key"]] = rec["row"]
+
+    def on_arch(key: str, row: dict) -> None:
+        with open(cache, "a") as fh:
+            fh.write(json.dumps({"tag": tag, "key": key, "row": row}) + "\n")
+
+    arch = measure_arch_terms(space, net, calib, val_b, done=done, on_row=on_arch, progress=progress)
+    arch.save(out / "arch_terms.json")
+    # 3. fit on validation accuracies of the fit seeds
+    fit_c = [c for _, c in make_candidates(space, a.n_fit, 0, 0, a.fit_seed)]
+    fit_rows = _cached_eval(space, net, fit_c, calib, val_b, out / "fit_val.jsonl", tag, progress)
+    fit_y = np.array([r["accuracy"] for r in fit_rows])
+    groups = build_term_groups(space, table, ArchTerms.load(out / "arch_terms.json"))
+    model = CalibratedAccuracyModel(space, groups).fit(fit_c, fit_y)
+    model.info = {"fit_seed": a.fit_seed, "n_fit": a.n_fit, "fitted_on": f"{len(val)} validation images held out "
+                  "of the training split", "checkpoint": str(folder)}
+    shutil.copy(folder / "sensitivity.json", out / "sensitivity.json")
+    model.save(out)
+    # 4. report on held-out seeds, test split
+    sets = make_candidates(space, a.n_test, a.n_sub, a.n_sub, a.test_seed)
+    test_c = [c for _, c in sets]
+    kinds = np.array([k for k, _ in sets])
+    rows = _cached_eval(space, net, test_c, calib, test_b, out / "test.jsonl", tag, progress)
+    y = np.array([r["accuracy"] for r in rows])
+    pred, sd = model.predict(test_c)
+    base = baselines(space, table, fit_c, fit_y, test_c, a.seed)
+    report: dict[str, Any] = {"settings": vars(a), "groups": groups.names, "alpha": model.alpha_.tolist(),
+                              "intercept": model.intercept_, "sigma": model.sigma_}
+    for kind in ("joint", "bits", "arch"):
+        m = kinds == kind
+        if m.sum() < 3:
+            continue
+        r = {"model": kendall_tau(pred[m], y[m], seed=a.seed)}
+        for name, s in base.items():
+            r[name] = kendall_tau(s[m], y[m], seed=a.seed)
+        best = max((n for n in base if n != "random"), key=lambda n: r[n]["tau"] if r[n]["tau"] is not None else -2)
+        r["best_baseline"] = best
+        r["gap_to_best_baseline"] = paired_tau_gap(pred[m], base[best][m], y[m], seed=a.seed)
+        report[f"tau_{kind}"] = r
+    # τ within latency bins (the choice the search makes): joint candidates, bins of predicted latency
+    hw = a.hardware or next((p.name for p in sorted(Path(hao.paths.builtin_dir("latency_models")).glob("cpu-*"))
+                             if (p / "table.csv").is_file()), None)
+    if hw:
+        from hao.latency.predictor import LatencyPredictor
+        from hao.search.objectives import latency_objective
+        lat = latency_objective(space, LatencyPredictor.from_table(hw, quantiles=None)).evaluate(test_c)
+        m = kinds == "joint"
+        edges = np.quantile(lat[m], np.linspace(0, 1, a.bins + 1))
+        b = np.clip(np.searchsorted(edges, lat[m], side="right") - 1, 0, a.bins - 1)
+        taus = [kendall_tau(pred[m][b == i], y[m][b == i], boot=0)["tau"] for i in range(a.bins)]
+        ws = [int(np.sum(b == i)) for i in range(a.bins)]
+        ok = [(t, w) for t, w in zip(taus, ws) if t is not None and np.isfinite(t)]
+        report["tau_within_latency_bins"] = {"hardware": hw, "per_bin": taus, "sizes": ws,
+                                             "weighted_mean": float(sum(t * w for t, w in ok) / sum(w for _, w in ok))
+                                             if ok else None}
+    # test-retest ceiling: the same candidates, another calibration subset
+    ceil_c = test_c[: a.n_ceiling]
+    again = _cached_eval(space, net, ceil_c, calib2, test_b, out / "retest.jsonl", tag + "|calib2", progress)
+    report["ceiling"] = kendall_tau(y[: a.n_ceiling], np.array([r["accuracy"] for r in again]), seed=a.seed)
+    report["prediction_error"] = {"mae_points": float(np.mean(np.abs(pred - y))),
+                                  "share_within_1_sigma": float(np.mean(np.abs(pred - y) <= sd))}
+    report["wall_s"], report["loadavg"] = time.perf_counter() - t0, [load0, os.getloadavg()]
+    (out / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    with open(out / "candidates.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["kind", "measured_accuracy", "predicted_accuracy", "predicted_sd", "candidate"])
+        for k, c, yy, pp, ss in zip(kinds, test_c, y, pred, sd):
+            w.writerow([k, f"{yy:.3f}", f"{pp:.3f}", f"{ss:.3f}", c.to_json()])
+    j = report.get("tau_joint", {})
+    print(f"joint τ {j.get('model', {}).get('tau')} (best baseline {j.get('best_baseline')}: "
+          f"{j.get(j.get('best_baseline', ''), {}).get('tau')}); ceiling {report['ceiling']['tau']}; "
+          f"{report['wall_s'] / 60:.1f} min -> {out / 'report.json'}")
+    return report
+
+
+if __name__ == "__main__":
+    main()
