@@ -199,6 +199,17 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 def _cmd_import(args: argparse.Namespace) -> int:
     from hao.latency.importers import get_importer
 
+    if args.plugin:
+        from hao.latency.importers import IMPORTERS
+        name = IMPORTERS.load_plugin(args.plugin)
+        if args.format not in (None, name):
+            raise ConfigError(f"hao latency import: --plugin {args.plugin} registers the importer {name!r}, but the "
+                              f"format given is {args.format!r}; drop the format or make them agree.")
+        args.format = name
+    if args.format is None:
+        from hao.latency.importers import list_importers
+        raise ConfigError(f"hao latency import needs a format ({', '.join(list_importers())}) or --plugin "
+                          "package.module:Class.")
     imp = get_importer(args.format)
     folder = imp.run(args.source, args.hardware, root=args.root, force=args.force)
     print(json.dumps({"hardware": folder.name, "folder": str(folder)}, indent=2))
@@ -290,7 +301,11 @@ def add_latency_commands(subparsers: Any) -> None:
     pv.set_defaults(func=_cmd_validate)
 
     pi = lsub.add_parser("import", help="import a published table as a hardware folder")
-    pi.add_argument("format", help="apq | haq | hawq")
+    pi.add_argument("format", nargs="?", default=None,
+                    help="a registered importer: apq | haq | hawq, or one a plug-in package adds (entry points in "
+                         "the group hao.table_importers)")
+    pi.add_argument("--plugin", default=None, metavar="MODULE:CLASS",
+                    help="import with this TableImporter subclass (e.g. mypkg.tables:MyImporter)")
     pi.add_argument("--source", default=None,
                     help="input file (default: the shipped copy in reference_data/, see its README)")
     pi.add_argument("--hardware", default=None, help="folder name (default per format)")

@@ -12,7 +12,10 @@ same everywhere:
   :class:`~hao.errors.ConfigError` naming the parameters and the accepted ones;
 * built-ins are registered lazily, on the first look-up, by importing the modules listed in ``builtins`` (the
   way optuna's packages register their samplers), and a ``loader`` callable may discover more (the space
-  registry imports ``search_spaces/``, ``$HAO_SEARCH_SPACES`` and entry points that way).
+  registry imports ``search_spaces/``, ``$HAO_SEARCH_SPACES`` and entry points that way);
+* plug-ins: every entry point of the registry's ``entry_points`` group (e.g. ``hao.table_importers``) of an
+  installed package is loaded on the first look-up and registered under the entry point's name (a broken plug-in
+  is a warning, never an error), and :meth:`Registry.load_plugin` registers ``"module:Class"`` given by hand.
 
 A registered class gets its registry name as the class attribute ``name`` (when ``set_name`` is true).
 """
@@ -63,8 +66,10 @@ class Registry(Generic[T]):
     """
 
     def __init__(self, kind: str, *, base: type | None = None, builtins: Sequence[str] = (),
-                 loader: Callable[[], None] | None = None, hint: str = "", set_name: bool = True) -> None:
+                 loader: Callable[[], None] | None = None, hint: str = "", set_name: bool = True,
+                 entry_points: str | None = None) -> None:
         self.kind, self.base, self.hint, self.set_name = kind, base, hint, set_name
+        self.entry_point_group = entry_points
         self._builtins = tuple(builtins)
         self._loader = loader
         self._entries: dict[str, Entry] = {}
@@ -107,6 +112,45 @@ class Registry(Generic[T]):
             importlib.import_module(mod)
         if self._loader is not None:
             self._loader()
+        if self.entry_point_group:
+            self._load_entry_points()
+
+    def _load_entry_points(self) -> None:
+        import warnings
+        from importlib.metadata import entry_points
+        for ep in entry_points(group=self.entry_point_group):
+            try:
+                obj = ep.load()
+                if ep.name not in self._entries or self._entries[ep.name].obj is not obj:
+                    self.register(ep.name, obj)
+            except Exception as exc:  # a broken plug-in must not break hao
+                warnings.warn(f"hao: could not load the {self.kind} plug-in {ep.name!r} = {ep.value!r} from the "
+                              f"entry-point group {self.entry_point_group!r} ({type(exc).__name__}: {exc}).",
+                              stacklevel=3)
+
+    def load_plugin(self, spec: str, name: str | None = None) -> str:
+        """Import ``"package.module:Class"``, register it (under ``name``, its ``name`` attribute, or the class
+        name in lower case) and return the name it is registered under."""
+        self.load()
+        if not isinstance(spec, str) or spec.count(":") != 1 or not all(spec.split(":")):
+            raise ConfigError(f"A {self.kind} plug-in is given as 'package.module:Class', got {spec!r}.")
+        mod_name, attr = spec.split(":")
+        try:
+            mod = importlib.import_module(mod_name)
+        except ImportError as exc:
+            raise ConfigError(f"Cannot import the {self.kind} plug-in module {mod_name!r} ({exc}); install the "
+                              "package that provides it or fix PYTHONPATH.") from None
+        obj = getattr(mod, attr, None)
+        if obj is None:
+            raise ConfigError(f"Module {mod_name!r} has no {attr!r}; it defines "
+                              f"{sorted(n for n in vars(mod) if not n.startswith('_'))[:12]}.")
+        for entry in self._entries.values():
+            if entry.obj is obj:
+                return entry.name
+        own = vars(obj).get("name", "") if isinstance(obj, type) else ""  # not a name inherited from a built-in
+        reg = name or (own if isinstance(own, str) else "") or attr.lower()
+        self.register(reg, obj)
+        return reg
 
     def names(self) -> list[str]:
         """Every registered name, sorted."""

@@ -111,6 +111,7 @@ class LatencyBackend(ABC):
 
 
 BACKENDS: Registry = Registry("latency backend", base=LatencyBackend, builtins=("hao.latency.tvm_backend",),
+                             entry_points="hao.latency_backends",
                               hint="Register your own with @hao.latency.register_backend('name') (see "
                                    "CONTRIBUTING.md).")
 

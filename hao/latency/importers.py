@@ -121,7 +121,7 @@ class TableImporter(ABC):
         return table.save(folder)
 
 
-IMPORTERS: Registry = Registry("table importer", base=TableImporter,
+IMPORTERS: Registry = Registry("table importer", base=TableImporter, entry_points="hao.table_importers",
                                hint="Register your own with @hao.latency.register_importer('name') (see "
                                     "CONTRIBUTING.md).")
 

@@ -218,6 +218,7 @@ class WeightNormProxy(_AdditiveProxy):
 
 
 ACCURACY_MODELS: Registry = Registry("accuracy model", base=BaseAccuracyProxy, set_name=False,
+                                     entry_points="hao.accuracy_models",
                                      hint="Register one with hao.proxy.register_accuracy_model (see "
                                           "CONTRIBUTING.md), or pass an instance as proxy=...")
 

@@ -265,7 +265,7 @@ def stop_on_interrupt():
         signal.signal(signal.SIGINT, old)
 
 
-SOLVERS: Registry = Registry("solver", base=Solver,
+SOLVERS: Registry = Registry("solver", base=Solver, entry_points="hao.solvers",
                              builtins=("hao.search.baselines", "hao.search.ilp", "hao.search.front",
                                        "hao.search.optuna_solver"),
                              hint="Register one with hao.search.register_solver (see CONTRIBUTING.md).")
