@@ -131,6 +131,25 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_check(args: argparse.Namespace) -> int:
+    from hao.latency.coverage import coverage
+    from hao.latency.table import load_table
+    from hao.space import get_space
+
+    rep = coverage(get_space(args.space), load_table(args.hardware))
+    if args.json:
+        print(json.dumps(rep, indent=2))
+    else:
+        print(f"{rep['space']} on {rep['hardware']}: {rep['kernels']} distinct kernels, {rep['measured']} measured "
+              f"in the table ({100 * rep['share_measured']:.0f}%), {rep['predicted']} predicted")
+        for op, d in rep["per_op"].items():
+            print(f"  {op:12s} {d['kernels']:6d} kernels  {d['measured']:6d} measured  {d['predicted']:6d} predicted")
+        print(f"  bits: the space uses {', '.join(rep['space_bits'])}; the table has {', '.join(rep['table_bits'])}")
+    for w in rep["warnings"]:
+        print(f"warning: {w}", file=sys.stderr)
+    return 0
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
     from hao.latency.table import LatencyTable, hardware_dir, list_hardware, list_invalid
 
@@ -277,6 +296,12 @@ def add_latency_commands(subparsers: Any) -> None:
     pl = lsub.add_parser("list", help="list hardware tables")
     pl.add_argument("--json", action="store_true")
     pl.set_defaults(func=_cmd_list)
+
+    pc = lsub.add_parser("check", help="how well a table covers a space: measured vs predicted kernels, bits")
+    pc.add_argument("--space", required=True, help="registered space name (see `hao spaces`)")
+    pc.add_argument("--hardware", required=True, help="table name (see `hao latency list`) or folder")
+    pc.add_argument("--json", action="store_true")
+    pc.set_defaults(func=_cmd_check)
 
     pv = lsub.add_parser("validate", help="whole networks compiled by TVM vs the predictor")
     pv.add_argument("hardware")

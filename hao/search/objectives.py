@@ -301,6 +301,14 @@ def latency_objective(space: SearchSpace, predictor: Any, name: str = "latency_m
         out = np.asarray(fn(ks, prefer_measured=True) if measured else fn(ks), dtype=np.float64)
         return scale * out + per_kernel
 
+    from hao.latency.coverage import bit_mismatch_warning, predictor_bit_pairs
+    have = predictor_bit_pairs(predictor)
+    if have is not None:
+        uses = {(k.w_bits, k.a_bits) for k in _kernel_index(space, True)["unique"]}
+        msg = bit_mismatch_warning(uses, have, str(getattr(predictor, "hardware_", "the table")))
+        if msg:
+            import warnings
+            warnings.warn(msg + " (`hao latency check` shows the coverage.)", UserWarning, stacklevel=2)
     return kernel_objective(space, name, cost, constant=overhead_ms, unit="ms")
 
 

@@ -1,0 +1,73 @@
+"""How well a latency table covers a search space: measured kernels, predicted kernels, bit-width mismatches.
+
+``hao latency check --space S --hardware H`` prints :func:`coverage` and its warnings; ``hao.search`` warns with the
+same words when the table lacks a bit-width pair the space uses (its latencies are then extrapolated by the
+predictor from other precisions, which the table never measured).
+"""
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from hao.kernel import KEY_COLUMNS, KernelSpec
+from hao.space.base import SearchSpace
+
+__all__ = ["coverage", "space_kernels", "bit_mismatch_warning"]
+
+_W, _A = KEY_COLUMNS.index("w_bits"), KEY_COLUMNS.index("a_bits")
+
+
+def space_kernels(space: SearchSpace) -> list[KernelSpec]:
+    """Every distinct kernel any candidate of ``space`` can contain (all unit options and the fixed kernels)."""
+    from hao.search.objectives import _kernel_index
+    return list(_kernel_index(space, True)["unique"])
+
+
+def bit_mismatch_warning(space_pairs: set[tuple[int, int]], table_pairs: set[tuple[int, int]],
+                         hardware: str) -> str | None:
+    """The warning for bit-width pairs the space uses and the table never measured (None when all are there)."""
+    missing = sorted(space_pairs - table_pairs)
+    if not missing:
+        return None
+    fmt = ", ".join(f"w{w}a{a}" for w, a in missing)
+    have = ", ".join(f"w{w}a{a}" for w, a in sorted(table_pairs)) or "none"
+    return (f"latency table {hardware!r} has no rows at {fmt}, which this space uses (it has {have}): the latency of "
+            "those kernels is extrapolated by the predictor from other precisions and may be far off. Calibrate "
+            "those precisions (hao calibrate --precisions ...) or search with a space whose bits the table covers.")
+
+
+def coverage(space: SearchSpace, table: Any) -> dict[str, Any]:
+    """Per op and in total: the space's distinct kernels, how many the table measured (looked up) and how many
+    the predictor must predict; the bit-width pairs of each; warnings."""
+    ks = space_kernels(space)
+    index = table._key_index()
+    hit = [k.key() in index for k in ks]
+    per_op: dict[str, dict[str, int]] = {}
+    for k, h in zip(ks, hit):
+        d = per_op.setdefault(k.op, {"kernels": 0, "measured": 0, "predicted": 0})
+        d["kernels"] += 1
+        d["measured" if h else "predicted"] += 1
+    space_pairs = {(k.w_bits, k.a_bits) for k in ks}
+    table_pairs = set(table.supported_bits())
+    warnings = []
+    w = bit_mismatch_warning(space_pairs, table_pairs, table.name)
+    if w:
+        warnings.append(w)
+    by_pair = Counter((k.w_bits, k.a_bits) for k in ks)
+    missing_pairs = sorted(space_pairs - table_pairs)
+    n_missing = sum(by_pair[p] for p in missing_pairs)
+    return {"space": space.name, "hardware": table.name, "kernels": len(ks), "measured": int(sum(hit)),
+            "predicted": int(len(ks) - sum(hit)), "share_measured": float(sum(hit) / max(1, len(ks))),
+            "per_op": dict(sorted(per_op.items())),
+            "space_bits": [f"w{w}a{a}" for w, a in sorted(space_pairs)],
+            "table_bits": [f"w{w}a{a}" for w, a in sorted(table_pairs)],
+            "missing_bits": [f"w{w}a{a}" for w, a in missing_pairs], "kernels_at_missing_bits": int(n_missing),
+            "warnings": warnings}
+
+
+def predictor_bit_pairs(predictor: Any) -> set[tuple[int, int]] | None:
+    """The bit-width pairs a fitted ``LatencyPredictor`` measured (None for other predictors)."""
+    measured = getattr(predictor, "measured_", None)
+    if not isinstance(measured, dict):
+        return None
+    return {(int(k[_W]), int(k[_A])) for k in measured}

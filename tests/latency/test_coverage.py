@@ -1,0 +1,45 @@
+"""hao latency check: measured vs predicted kernels of a space on a table, and the bit-width mismatch warning
+(also raised by the search's latency objective)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import hao
+from hao.latency.coverage import coverage, space_kernels
+from hao.latency.predictor import LatencyPredictor
+from hao.latency.table import LatencyTable, list_hardware, load_table
+from hao.search.objectives import latency_objective
+
+pytestmark = pytest.mark.skipif("cpu-rocketlake-2t" not in list_hardware(), reason="the committed CPU table")
+
+
+def test_coverage_counts_against_a_direct_lookup():
+    space, table = hao.get_space("mbconv-fmnist"), load_table("cpu-rocketlake-2t")
+    rep = coverage(space, table)
+    ks = space_kernels(space)
+    direct = sum(table.latency(k) is not None for k in ks)
+    assert rep["kernels"] == len(ks) == len(set(ks)) and rep["measured"] == direct
+    assert rep["measured"] + rep["predicted"] == rep["kernels"]
+    assert sum(d["kernels"] for d in rep["per_op"].values()) == rep["kernels"]
+    assert rep["missing_bits"] == [] and rep["warnings"] == []
+
+
+def test_an_fp32_table_warns_for_a_quantized_space(recwarn):
+    full = load_table("cpu-rocketlake-2t")
+    df = full.df[(full.df["w_bits"] == 32) & (full.df["a_bits"] == 32)].reset_index(drop=True)
+    fp32 = LatencyTable(df, {**full.meta, "hardware": "fp32-only"}, source="test")
+    space = hao.get_space("mbconv-fmnist")
+    rep = coverage(space, fp32)
+    assert "w2a4" in rep["missing_bits"] and rep["kernels_at_missing_bits"] > 0
+    assert len(rep["warnings"]) == 1 and "extrapolated" in rep["warnings"][0]
+    with pytest.warns(UserWarning, match="has no rows at w2a4"):
+        latency_objective(space, LatencyPredictor(quantiles=None).fit(fp32))
+
+
+def test_cli_check(capsys):
+    from hao.cli import main
+    assert main(["latency", "check", "--space", "mbconv-fmnist", "--hardware", "cpu-rocketlake-2t", "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["space"] == "mbconv-fmnist" and rep["kernels"] > 0
