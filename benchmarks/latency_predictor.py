@@ -1,6 +1,11 @@
-"""Predictor vs the FLOPs-proportional baseline on held-out rows of a table (5 seeded splits), side by side.
+"""Predictor vs the FLOPs-proportional baseline on held-out kernels of a table (5 seeded splits), side by side.
 
-    python benchmarks/latency_predictor.py [--hardware cpu-rocketlake-2t]
+    python benchmarks/latency_predictor.py [--hardware cpu-rocketlake-2t] [--split shape|row]
+
+``--split shape`` (default) holds out whole *shapes*: every row of a held-out kernel geometry (op, channels,
+size, kernel, stride, groups, batch), at every bit-width, is unseen in training (scikit-learn's
+GroupShuffleSplit) — the case of a search space's kernel the table never measured. ``--split row`` holds out
+random rows (the same shape at other bits may be in training).
 """
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ def main() -> None:
     ap.add_argument("--hardware", default="cpu-rocketlake-2t")
     ap.add_argument("--splits", type=int, default=5)
     ap.add_argument("--test-fraction", type=float, default=0.2)
+    ap.add_argument("--split", choices=("shape", "row"), default="shape")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
@@ -25,10 +31,14 @@ def main() -> None:
     t = load_table(args.hardware)
     ks, y = t.kernels(), t.df["latency_ms"].to_numpy()
     res = {"predictor": [], "baseline": [], "fit_s": [], "predict_us_per_kernel": []}
-    for seed in range(args.splits):
-        idx = np.random.default_rng(seed).permutation(len(ks))
-        n = int(len(ks) * args.test_fraction)
-        te, tr = idx[:n], idx[n:]
+    from sklearn.model_selection import GroupShuffleSplit
+    shape = [(k.op, k.in_channels, k.out_channels, k.in_h, k.in_w, k.kernel, k.stride, k.groups, k.batch)
+             for k in ks]
+    groups = np.unique([str(g) for g in shape], return_inverse=True)[1] if args.split == "shape" \
+        else np.arange(len(ks))
+    splitter = GroupShuffleSplit(n_splits=args.splits, test_size=args.test_fraction, random_state=0)
+    for tr, te in splitter.split(np.zeros(len(ks)), y, groups):
+        n = len(te)
         t0 = time.perf_counter()
         p = LatencyPredictor(quantiles=None).fit([ks[i] for i in tr], y[tr])
         res["fit_s"].append(time.perf_counter() - t0)
@@ -39,13 +49,15 @@ def main() -> None:
         res["baseline"].append(error_stats(FlopsBaseline().fit([ks[i] for i in tr], y[tr]).predict(
             [ks[i] for i in te]), y[te]))
     summ = {m: {k: float(np.mean([r[k] for r in res[m]])) for k in res[m][0]} for m in ("predictor", "baseline")}
-    out = {"hardware": args.hardware, "rows": len(ks), "splits": args.splits, "test_fraction": args.test_fraction,
+    out = {"hardware": args.hardware, "rows": len(ks), "shapes": int(len(set(shape))), "split": args.split,
+           "splits": args.splits, "test_fraction": args.test_fraction,
            "mean_over_splits": summ, "fit_s": float(np.mean(res["fit_s"])),
            "predict_us_per_kernel": float(np.mean(res["predict_us_per_kernel"]))}
     if args.json:
         print(json.dumps(out, indent=2))
         return
-    print(f"{args.hardware}: {len(ks)} rows, {args.splits} splits, {args.test_fraction:.0%} held out")
+    print(f"{args.hardware}: {len(ks)} rows ({out['shapes']} shapes), {args.splits} splits, "
+          f"{args.test_fraction:.0%} of the {'shapes' if args.split == 'shape' else 'rows'} held out")
     print(f"{'':<11}{'median |err|%':>14}{'mean |err|%':>12}{'within 10%':>11}{'Kendall tau':>12}")
     for m in ("predictor", "baseline"):
         s = summ[m]
