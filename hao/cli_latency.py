@@ -182,6 +182,11 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
+    if args.published:
+        return _cmd_validate_published(args)
+    if not args.space:
+        raise ConfigError("hao latency validate needs --space NAME (networks compiled with TVM here), or "
+                          "--published nets.csv (published whole-network latencies, no TVM).")
     from hao.latency.tvm_backend import pin_threads
 
     pin_threads(args.threads)
@@ -212,6 +217,30 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             if "median_abs_err_pct" in alt:
                 print(f"  {name:<8} {alt['model']}: median |err| {alt['median_abs_err_pct']:.1f}%, within ±10%: "
                       f"{alt['share_within_10pct']:.0%}")
+    return 0
+
+
+def _cmd_validate_published(args: argparse.Namespace) -> int:
+    from hao.io import write_json
+    from hao.latency.published import validate_published
+
+    report = args.out
+    if report and os.path.exists(report) and not args.force:
+        raise ConfigError(f"hao latency validate: the report {report} already exists; pass --out ANOTHER.json, or "
+                          "--force to replace it. Nothing was changed.")
+    rep = validate_published(args.hardware, args.published,
+                             network_scale={"on": True, "off": False}.get(args.network_scale, args.network_scale))
+    if report:
+        write_json(report, rep)
+    if args.json:
+        print(json.dumps(rep, indent=2, default=str))
+    else:
+        st, raw = rep["summary"], rep["sum_of_kernels_only"]
+        print(f"{rep['hardware']} vs {rep['n_networks']} published networks ({rep['published']}): "
+              f"{st['share_within_10pct']:.0%} within ±10%, median |err| {st['median_abs_err_pct']:.1f}%, Kendall tau "
+              f"{st['kendall_tau']:.3f} (overhead fitted leave-one-out; {rep['model']}); Σ kernels alone: "
+              f"{raw['share_within_10pct']:.0%} within ±10%, median |err| {raw['median_abs_err_pct']:.1f}%"
+              + (f"; report: {report}" if report else ""))
     return 0
 
 
@@ -305,7 +334,10 @@ def add_latency_commands(subparsers: Any) -> None:
 
     pv = lsub.add_parser("validate", help="whole networks compiled by TVM vs the predictor")
     pv.add_argument("hardware")
-    pv.add_argument("--space", required=True)
+    pv.add_argument("--space", default=None, help="space of the networks compiled here with TVM")
+    pv.add_argument("--published", default=None, metavar="NETS_CSV",
+                    help="compare with published whole-network latencies instead (columns candidate, measured_ms; "
+                         "no TVM, overhead fitted leave-one-out)")
     pv.add_argument("--networks", type=int, default=20, help="validation networks (seeded random candidates)")
     pv.add_argument("--calib-networks", type=int, default=4,
                     help="extra networks (other seeds) used only to fit the per-network overhead")
