@@ -55,8 +55,13 @@ def nd_first(F: np.ndarray) -> np.ndarray:
         kept = order[S[:, 1] < prev]
         f1 = F[kept, 0]
         return kept[np.append(f1[1:] != f1[:-1], True)]
-    order = np.lexsort(F.T[::-1])
+    # sort by the first column (stable: timsort runs through a merge's presorted blocks); only if that column has
+    # ties (integer costs) the full lexicographic sort is needed for "dominators come first"
+    order = np.argsort(F[:, 0], kind="stable")
     S = F[order]
+    if np.any(S[1:, 0] == S[:-1, 0]):
+        order = np.lexsort(F.T[::-1])
+        S = F[order]
     if m == 1:
         return order[:1]
     if m != 3:
@@ -65,27 +70,34 @@ def nd_first(F: np.ndarray) -> np.ndarray:
     # also drops later copies). Earlier kept rows form a 2-D staircase on (f2, f3) queried by binary search;
     # rows inside one block are compared directly.
     keep = np.zeros(n, dtype=bool)
-    st2 = np.zeros(0)
-    st3 = np.zeros(0)
-    block = 512
-    for s in range(0, n, block):
-        B = S[s:s + block]
-        ok = np.ones(len(B), dtype=bool)
-        if len(st2):
-            pos = np.searchsorted(st2, B[:, 1], side="right") - 1
-            ok &= ~((pos >= 0) & (st3[np.maximum(pos, 0)] <= B[:, 2]))
-        # within the block: q before p with q2 <= p2 and q3 <= p3
-        le = (B[:, None, 1] <= B[None, :, 1]) & (B[:, None, 2] <= B[None, :, 2])
-        le &= np.tri(len(B), k=-1, dtype=bool).T  # q index < p index
-        ok &= ~le.any(axis=0)
-        keep[s:s + block] = ok
-        if ok.any():
-            P = np.concatenate([np.column_stack([st2, st3]), B[ok][:, 1:]])
-            o = np.lexsort(P.T[::-1])
-            P = P[o]
-            prev = np.concatenate(([np.inf], np.minimum.accumulate(P[:-1, 1])))
-            P = P[P[:, 1] < prev]
-            st2, st3 = P[:, 0].copy(), P[:, 1].copy()
+    st = np.zeros((0, 2))  # the staircase of kept rows on (f2, f3): f2 ascending, f3 strictly descending
+
+    def dominated_by_staircase(P: np.ndarray) -> np.ndarray:
+        if not len(st):
+            return np.zeros(len(P), dtype=bool)
+        pos = np.searchsorted(st[:, 0], P[:, 1], side="right") - 1
+        return (pos >= 0) & (st[np.maximum(pos, 0), 1] <= P[:, 2])
+
+    for s in range(0, n, 4096):
+        # a cheap vectorized pass against the staircase first; the survivors are then settled in chunks (each
+        # against the staircase grown by the previous chunks, and pairwise inside the chunk: q before p with
+        # q2 <= p2 and q3 <= p3). A row dominated by an eliminated row is dominated by whatever eliminated it.
+        cand = s + np.flatnonzero(~dominated_by_staircase(S[s:s + 4096]))
+        for c in range(0, len(cand), 256):
+            idx = cand[c:c + 256]
+            C = S[idx]
+            ok = ~dominated_by_staircase(C)
+            if ok.sum() > 1:
+                le = (C[:, None, 1] <= C[None, :, 1]) & (C[:, None, 2] <= C[None, :, 2])
+                le &= np.tri(len(C), k=-1, dtype=bool).T
+                le &= ok[:, None]
+                ok &= ~le.any(axis=0)
+            if ok.any():
+                keep[idx[ok]] = True
+                P = np.concatenate([st, C[ok][:, 1:]])
+                P = P[np.lexsort(P.T[::-1])]
+                prev = np.concatenate(([np.inf], np.minimum.accumulate(P[:-1, 1])))
+                st = P[P[:, 1] < prev]
     return order[keep]
 
 
