@@ -12,8 +12,10 @@ from setuptools.command.build_py import build_py
 
 HERE = Path(__file__).resolve().parent
 DATA_FOLDERS = ("latency_models", "checkpoints", "reference_data")
-# per-machine state that is never shipped
-SKIP = shutil.ignore_patterns("tuning_db", ".replaced", "__pycache__", "*.tmp", "retime.csv")
+# per-machine state and the resumable state of training still in progress (kept in git so that a run can continue
+# on another machine; useless to a user of the package) are never shipped
+SKIP = shutil.ignore_patterns("tuning_db", ".replaced", "__pycache__", "*.tmp", "retime.csv", "*_state.pt",
+                              "*.partial.jsonl")
 
 
 class BuildPyWithData(build_py):
