@@ -1,7 +1,7 @@
 """Supernet training (sandwich rule + in-place distillation), BN recalibration and fake-quant evaluation."""
 from hao.train.evaluate import (EvalResult, evaluate, evaluate_full, prepare_subnet, recalibrate_bn,
                                  recalibrated_bn)
-from hao.train.finetune import FinetuneConfig, finetune
+from hao.train.finetuning import FinetuneConfig, finetune
 from hao.train.supernet import (SandwichConfig, file_sha256, load_supernet, save_supernet, smallest_candidate,
                                 train_supernet)
 

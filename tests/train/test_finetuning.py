@@ -7,7 +7,7 @@ from hao.data import digits, loader
 from hao.errors import ConfigError
 from hao.space.mbconv import MBConvSpace
 from hao.train.evaluate import evaluate, prepare_subnet
-from hao.train.finetune import FinetuneConfig, finetune
+from hao.train.finetuning import FinetuneConfig, finetune
 
 
 def _space():
@@ -47,7 +47,7 @@ def test_resume_equals_uninterrupted_and_teacher_term(setup, tmp_path):
     part = finetune(sp, net, cand, train, cfg, calib, teacher=teacher, work_dir=tmp_path, max_minutes=0,
                     progress=False)
     assert not part["finished"] and part["steps_done"] == 0
-    import hao.train.finetune as FT
+    import hao.train.finetuning as FT
     real, calls = FT._lr, {"n": 0}
 
     def boom(c, step):
