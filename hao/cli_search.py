@@ -181,6 +181,11 @@ def cmd_search(args: argparse.Namespace) -> int:
         return 130
     result.meta.update(hardware=args.hardware, wall_s=time.perf_counter() - t0)
     _write(result, out)
+    if result.meta.get("solver") == "front" and not any(result.meta.get("epsilon", [0])) and len(result.df) > 5000:
+        mb = sum(p.stat().st_size for p in out.glob("*.csv")) / 1e6
+        print(f"hao search: the exact front has {len(result.df)} candidates ({mb:.0f} MB of CSV in {out}); "
+              "--epsilon 0.001 keeps one per 0.1% box of each objective's range (2,756 instead of 31,282 on "
+              "mbconv-fmnist), with the hypervolume lost bounded in result.json.", file=sys.stderr)
     return 0
 
 

@@ -315,3 +315,18 @@ def test_ctrl_c_during_optuna_prints_one_line_and_resumes(tmp_path) -> None:
                            capture_output=True, text=True, env=env, timeout=300)
     assert again.returncode == 0, again.stderr
     assert "resuming study" in again.stderr and f"with {stored} finished trials" in again.stderr
+
+
+def test_cli_front_solver_with_epsilon(tmp_path) -> None:
+    from hao.cli import main
+    out = tmp_path / "f"
+    assert main(["search", "--space", "quant-resnet18", "--objectives", "size_mb,bops_g", "--solver", "front",
+                 "--epsilon", "0.01", "--out", str(out), "--no-progress"]) == 0
+    meta = json.loads((out / "result.json").read_text())
+    assert meta["meta"]["solver"] == "front" and meta["meta"]["epsilon"] == [0.01, 0.01]
+    assert 0.9 < meta["meta"]["hv_ratio_lower_bound"] <= 1.0
+    exact = tmp_path / "e"
+    assert main(["search", "--space", "quant-resnet18", "--objectives", "size_mb,bops_g", "--solver", "front",
+                 "--out", str(exact), "--no-progress"]) == 0
+    import pandas as pd
+    assert len(pd.read_csv(out / "pareto.csv")) <= len(pd.read_csv(exact / "pareto.csv"))
