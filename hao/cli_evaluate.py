@@ -31,18 +31,24 @@ COLUMNS = ("line", "accuracy", "accuracy_se", "loss", "n_images", "candidate")
 SCORE_COLUMNS = ("line", "predicted_accuracy", "predicted_accuracy_sd", "candidate")
 
 
-def cmd_score(args: argparse.Namespace) -> int:
+def _claim_csv(args: argparse.Namespace, what: str) -> Path:
+    """``--out``, refused when it exists (measured data) unless ``--force``, or inside hao's own package."""
     from hao.folders import check_output_folder
+    out = Path(args.out)
+    check_output_folder(out.parent, what)
+    if out.exists() and not args.force:
+        raise ConfigError(f"{what}: --out {out} already exists (earlier results); pass another path, or --force to "
+                          "replace it. Nothing was changed.")
+    return out
+
+
+def cmd_score(args: argparse.Namespace) -> int:
     from hao.io import atomic_write_text
     from hao.proxy.calibrated import CalibratedAccuracyModel
     from hao.space import get_space
     from hao.train.candidates import read_candidates
 
-    out = Path(args.out)
-    check_output_folder(out.parent, "hao score")
-    if out.exists() and not args.force:
-        raise ConfigError(f"hao score: --out {out} already exists; pass another path, or --force to replace it. "
-                          "Nothing was changed.")
+    out = _claim_csv(args, "hao score")
     space = get_space(args.space)
     cands = read_candidates(args.candidates, space)  # malformed lines fail with their line number
     model = CalibratedAccuracyModel.from_checkpoint(space, args.checkpoint)
@@ -62,18 +68,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     import torch
 
     from hao.data import fashion_mnist, loader
-    from hao.folders import check_output_folder
     from hao.io import atomic_write_text
     from hao.proxy import default_checkpoint_dir
     from hao.space import get_space
     from hao.train.candidates import evaluate_candidates, read_candidates, settings_key
     from hao.train.supernet import file_sha256, load_supernet
 
-    out = Path(args.out)
-    check_output_folder(out.parent, "hao evaluate")
-    if out.exists() and not args.force:
-        raise ConfigError(f"hao evaluate: --out {out} already exists (earlier measurements); pass another path, "
-                          "or --force to replace it. Nothing was changed.")
+    out = _claim_csv(args, "hao evaluate")
     space = get_space(args.space)
     cands = read_candidates(args.candidates, space)  # malformed lines fail before any work
     ckpt = Path(args.checkpoint) if args.checkpoint else default_checkpoint_dir(space.name) / "supernet.pt"

@@ -16,7 +16,6 @@ comes only from generators seeded by ``cfg.seed``.
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from tqdm import tqdm
 
 from hao.data import TensorDataset, resumable_batches
 from hao.errors import ConfigError
+from hao.train.config import JsonConfig, warmup_cosine
 from hao.io import atomic_torch_save
 from hao.space.base import BIT_KINDS, Candidate, SearchSpace
 from hao.train.supernet import _with_random_bits
@@ -36,7 +36,7 @@ __all__ = ["DistillConfig", "init_from_teacher", "stage_sandwich", "stage_forwar
 
 
 @dataclass(frozen=True)
-class DistillConfig:
+class DistillConfig(JsonConfig):
     """Settings of :func:`distill_stages` (stored with the checkpoint; JSON round-trip)."""
 
     steps_per_stage: int = 600
@@ -59,17 +59,6 @@ class DistillConfig:
         if not (isinstance(self.lr, (int, float)) and self.lr > 0):
             raise ConfigError(f"DistillConfig.lr must be > 0, got {self.lr!r}.")
 
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> "DistillConfig":
-        d = json.loads(text)
-        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ConfigError(f"DistillConfig.from_json: unknown field(s) {unknown}; known: "
-                              f"{sorted(cls.__dataclass_fields__)}.")
-        return cls(**d)
 
 
 def init_from_teacher(supernet: torch.nn.Module, teacher_state: dict[str, torch.Tensor]) -> None:
@@ -115,10 +104,7 @@ def _teacher_features(teacher: torch.nn.Module, x: torch.Tensor, stage: int) -> 
 
 
 def _lr(cfg: DistillConfig, step: int) -> float:
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    t = (step - cfg.warmup_steps) / max(1, cfg.steps_per_stage - cfg.warmup_steps)
-    return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+    return warmup_cosine(cfg.lr, step, cfg.warmup_steps, cfg.steps_per_stage)
 
 
 def distill_stages(space: SearchSpace, supernet: torch.nn.Module, teacher: torch.nn.Module, data: TensorDataset,

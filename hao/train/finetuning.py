@@ -14,8 +14,6 @@ Randomness comes only from generators seeded by ``cfg.seed``.
 """
 from __future__ import annotations
 
-import json
-import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,6 +24,7 @@ import torch.nn.functional as F
 
 from hao.data import TensorDataset, resumable_batches
 from hao.errors import ConfigError
+from hao.train.config import JsonConfig, warmup_cosine
 from hao.io import atomic_torch_save
 from hao.space.base import Candidate, SearchSpace
 
@@ -33,7 +32,7 @@ __all__ = ["FinetuneConfig", "finetune"]
 
 
 @dataclass(frozen=True)
-class FinetuneConfig:
+class FinetuneConfig(JsonConfig):
     """Settings of :func:`finetune` (stored with the checkpoint; JSON round-trip)."""
 
     steps: int = 900                 # ~2 epochs of the 55k training images at batch 128
@@ -60,24 +59,10 @@ class FinetuneConfig:
             raise ConfigError(f"FinetuneConfig.kd_weight must be in [0, 1] and label_smoothing in [0, 1), got "
                               f"{self.kd_weight!r} and {self.label_smoothing!r}.")
 
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> "FinetuneConfig":
-        d = json.loads(text)
-        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ConfigError(f"FinetuneConfig.from_json: unknown field(s) {unknown}; known: "
-                              f"{sorted(cls.__dataclass_fields__)}.")
-        return cls(**d)
 
 
 def _lr(cfg: FinetuneConfig, step: int) -> float:
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    t = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-    return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+    return warmup_cosine(cfg.lr, step, cfg.warmup_steps, cfg.steps)
 
 
 def finetune(space: SearchSpace, supernet: Any, candidate: Candidate, data: TensorDataset, cfg: FinetuneConfig,

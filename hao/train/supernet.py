@@ -8,7 +8,6 @@ Training is resumable: a checkpoint (weights, optimizer, step, RNG state) is wri
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from tqdm import tqdm
 
 from hao.data import TensorDataset, resumable_batches
 from hao.errors import ConfigError
+from hao.train.config import warmup_cosine
 from hao.io import atomic_torch_save
 from hao.space.base import BIT_KINDS, Candidate, SearchSpace
 
@@ -57,13 +57,7 @@ def smallest_candidate(space: SearchSpace, rng: np.random.Generator | None = Non
     """The smallest architecture (``space.smallest()``); its bits are random from ``rng`` (one draw per bit
     decision, in decision order), or the smallest too when ``rng`` is None (then it is ``space.smallest()``)."""
     small = space.smallest()
-    if rng is None:
-        return small
-    d = small.as_dict()
-    for dec in space.decisions():
-        if dec.kind in BIT_KINDS:
-            d[dec.name] = int(dec.options[rng.integers(len(dec.options))])
-    return space.make(d)
+    return small if rng is None else _with_random_bits(space, small, rng)
 
 
 def _with_random_bits(space: SearchSpace, cand: Candidate, rng: np.random.Generator) -> Candidate:
@@ -75,10 +69,7 @@ def _with_random_bits(space: SearchSpace, cand: Candidate, rng: np.random.Genera
 
 
 def _lr(cfg: SandwichConfig, step: int) -> float:
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    t = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-    return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+    return warmup_cosine(cfg.lr, step, cfg.warmup_steps, cfg.steps)
 
 
 def file_sha256(path: str | Path) -> str:

@@ -11,8 +11,6 @@ Randomness comes only from generators seeded by ``cfg.seed``.
 """
 from __future__ import annotations
 
-import json
-import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,6 +22,7 @@ from tqdm import tqdm
 
 from hao.data import TensorDataset, loader, resumable_batches
 from hao.errors import ConfigError
+from hao.train.config import JsonConfig, warmup_cosine
 from hao.io import atomic_torch_save
 from hao.space.base import SearchSpace
 
@@ -31,7 +30,7 @@ __all__ = ["TeacherConfig", "split_validation", "augment", "build_teacher", "tra
 
 
 @dataclass(frozen=True)
-class TeacherConfig:
+class TeacherConfig(JsonConfig):
     """Settings of :func:`train_teacher` (stored with the checkpoint; JSON round-trip)."""
 
     epochs: int = 6
@@ -56,17 +55,6 @@ class TeacherConfig:
         if not 0 <= self.label_smoothing < 1:
             raise ConfigError(f"TeacherConfig.label_smoothing must be in [0, 1), got {self.label_smoothing!r}.")
 
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> "TeacherConfig":
-        d = json.loads(text)
-        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ConfigError(f"TeacherConfig.from_json: unknown field(s) {unknown}; known: "
-                              f"{sorted(cls.__dataclass_fields__)}.")
-        return cls(**d)
 
 
 def split_validation(data: TensorDataset, n_val: int, seed: int) -> tuple[TensorDataset, TensorDataset | None]:
@@ -105,10 +93,7 @@ def build_teacher(space: SearchSpace, seed: int = 0) -> torch.nn.Module:
 
 
 def _lr(cfg: TeacherConfig, step: int, total: int) -> float:
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    t = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
-    return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+    return warmup_cosine(cfg.lr, step, cfg.warmup_steps, total)
 
 
 def train_teacher(space: SearchSpace, data: TensorDataset, cfg: TeacherConfig, *, work_dir: str | Path,
