@@ -10,7 +10,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["ConvBNAct", "MBBlock", "ConvBNBasicBlock", "BasicBlock", "Bottleneck"]
+from hao.quant.fake import ActQuant
+
+__all__ = ["ConvBNAct", "MBBlock", "follow_bits", "ConvBNBasicBlock", "BasicBlock", "Bottleneck"]
 
 
 class ConvBNAct(nn.Module):
@@ -26,16 +28,32 @@ class ConvBNAct(nn.Module):
 
 
 class MBBlock(nn.Module):
-    """Inverted residual: 1x1 expand → kxk depthwise (stride) → 1x1 project (+ identity when shapes allow)."""
+    """Inverted residual: 1x1 expand → kxk depthwise (stride) → 1x1 project (+ identity when shapes allow).
+
+    The residual add simulates the integer pipeline that deploys (``hao.deploy``): the identity is the block's
+    input *as the expand layer quantizes it* (one tensor feeds both), and the projection's output is quantized
+    to ``out_quant`` (8 bits when the block is quantized, the int8 ``add`` kernel's input) before the add."""
 
     def __init__(self, expand: ConvBNAct, dw: ConvBNAct, project: ConvBNAct, residual: bool) -> None:
         super().__init__()
         self.expand, self.dw, self.project = expand, dw, project
         self.residual = residual
+        if residual:
+            self.out_quant = ActQuant(32, optional_state=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.project(self.dw(self.expand(x)))
-        return x + y if self.residual else y
+        if not self.residual:
+            return y
+        follow_bits(self.out_quant, self.project.conv.act_quant)
+        return self.expand.conv.act_quant(x) + self.out_quant(y)
+
+
+def follow_bits(point: ActQuant, layer_input: ActQuant) -> None:
+    """An extra quantization point of the integer pipeline (a residual output, the pooled head) is 8 bits while
+    the layer it belongs to is quantized (``layer_input.bits != 32``), float otherwise — so ``set_bits`` and a
+    float network (every layer at 32 bits) need not know about it."""
+    point.bits = 32 if layer_input.bits == 32 else 8
 
 
 class ConvBNBasicBlock(nn.Module):

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from hao.errors import ConfigError
 
 __all__ = ["check_bits", "reference_kernels", "quantize_weight", "quantize_weight_error", "ActQuant", "QConv2d",
-           "QLinear", "calibrate_activations", "set_bits", "quant_layers"]
+           "QLinear", "calibrate_activations", "set_bits", "quant_layers", "optional_state_keys"]
 
 VALID_BITS = (2, 3, 4, 5, 6, 7, 8, 32)
 
@@ -127,9 +127,13 @@ class ActQuant(nn.Module):
     before calibration it uses each batch's own min/max. ``bits=32`` is the identity.
     """
 
-    def __init__(self, bits: int = 32) -> None:
+    def __init__(self, bits: int = 32, *, optional_state: bool = False) -> None:
         super().__init__()
         self.bits = check_bits(bits, "a_bits")
+        #: ``True`` for the quantization points that checkpoints written before they existed lack (a residual
+        #: block's output, the pooled head): loading such a checkpoint leaves them uncalibrated instead of failing
+        #: (they are calibrated with the other quantizers by :func:`calibrate_activations`/``prepare_subnet``).
+        self.optional_state = optional_state
         self.register_buffer("lo", torch.zeros(()))
         self.register_buffer("hi", torch.zeros(()))
         self.register_buffer("calibrated", torch.zeros((), dtype=torch.bool))
@@ -196,6 +200,13 @@ class ActQuant(nn.Module):
         zero = torch.round(-lo / scale)
         q = (torch.clamp(torch.round(x / scale) + zero, 0, levels) - zero) * scale
         return _ste(x, q) if ste else q
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs) -> None:
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+        if self.optional_state:
+            missing_keys[:] = [k for k in missing_keys if not k.startswith(prefix)]
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}"
@@ -293,6 +304,13 @@ class QLinear(_CachedWeightQuant, nn.Linear):
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", w_bits={self.w_bits}, a_bits={self.a_bits}"
+
+
+def optional_state_keys(model: nn.Module) -> set[str]:
+    """State keys that checkpoints may lack: quantization points added after they were written (an
+    :class:`ActQuant` with ``optional_state``; they are calibrated with the others before any evaluation)."""
+    return {f"{name}.{k}" for name, m in model.named_modules() if isinstance(m, ActQuant) and m.optional_state
+            for k in m.state_dict()}
 
 
 def quant_layers(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:

@@ -14,8 +14,8 @@ from torch import nn
 
 from hao.errors import ConfigError
 from hao.kernel import KernelSpec
-from hao.layers import ConvBNAct, MBBlock
-from hao.quant import QLinear
+from hao.layers import ConvBNAct, MBBlock, follow_bits
+from hao.quant import ActQuant, QLinear
 from hao.space.base import Candidate, Decision, LayerPerturbation
 from hao.space.staged import StagedSpace
 from hao.space.elastic import ElasticBatchNorm2d, ElasticConv2d, extract_subnet
@@ -34,13 +34,22 @@ class MBConvNet(nn.Module):
         super().__init__()
         self.stem, self.stages, self.head, self.classifier = stem, stages, head, classifier
         self.pool = nn.AdaptiveAvgPool2d(1)
+        # the head's output as the integer pipeline stores it (u8) before the int8 average pool (see MBBlock)
+        self.pool_quant = ActQuant(32, optional_state=True)
+
+    def blocks(self) -> list[MBBlock]:
+        """The active blocks, in order."""
+        return [b for stage in self.stages for b in stage]
+
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        follow_bits(self.pool_quant, self.classifier.act_quant)
+        return torch.flatten(self.pool(self.pool_quant(self.head(x))), 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
-        for stage in self.stages:
-            for block in stage:
-                x = block(x)
-        return self.classifier(torch.flatten(self.pool(self.head(x)), 1))
+        for block in self.blocks():
+            x = block(x)
+        return self.classifier(self.pooled(x))
 
 
 class MBConvSupernet(MBConvNet):
@@ -100,10 +109,12 @@ class MBConvSupernet(MBConvNet):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
-        for s, stage in enumerate(self.stages):
-            for block in stage[: self.depths[s]]:
-                x = block(x)
-        return self.classifier(torch.flatten(self.pool(self.head(x)), 1))
+        for block in self.blocks():
+            x = block(x)
+        return self.classifier(self.pooled(x))
+
+    def blocks(self) -> list[MBBlock]:
+        return [b for s, stage in enumerate(self.stages) for b in stage[: self.depths[s]]]
 
     def extract(self) -> MBConvNet:
         """A standalone copy of the active sub-network (static fake-quantized layers, sliced weights)."""
@@ -120,12 +131,16 @@ class MBConvSupernet(MBConvNet):
                 e = cba(block.expand, c)
                 dw = cba(block.dw, e.conv.out_channels)
                 pr = cba(block.project, dw.conv.out_channels)
-                blocks.append(MBBlock(e, dw, pr, block.residual))
+                nb = MBBlock(e, dw, pr, block.residual)
+                if block.residual:
+                    nb.out_quant.load_state_dict(block.out_quant.state_dict())
+                blocks.append(nb)
                 c = pr.conv.out_channels
             stages.append(blocks)
         head = cba(self.head, c)
         cls = QLinear.from_linear(self.classifier, PIN_BITS, PIN_BITS)
         net = MBConvNet(stem, stages, head, cls)
+        net.pool_quant.load_state_dict(self.pool_quant.state_dict())
         net.train(self.training)
         return net
 

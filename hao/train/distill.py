@@ -29,6 +29,7 @@ from hao.data import TensorDataset, resumable_batches
 from hao.errors import ConfigError
 from hao.train.config import JsonConfig, warmup_cosine
 from hao.io import atomic_torch_save
+from hao.quant import optional_state_keys
 from hao.space.base import BIT_KINDS, Candidate, SearchSpace
 from hao.train.supernet import _with_random_bits
 
@@ -65,7 +66,8 @@ def init_from_teacher(supernet: torch.nn.Module, teacher_state: dict[str, torch.
     """Copy the teacher's weights into the supernet (same names and shapes: the teacher is the largest
     sub-network extracted from a supernet of the same space). Refuses a teacher of another space."""
     ref = supernet.state_dict()
-    missing, extra = sorted(set(ref) - set(teacher_state)), sorted(set(teacher_state) - set(ref))
+    missing = sorted(set(ref) - set(teacher_state) - optional_state_keys(supernet))
+    extra = sorted(set(teacher_state) - set(ref))
     bad = [k for k in ref if k in teacher_state and tuple(ref[k].shape) != tuple(teacher_state[k].shape)]
     if missing or extra or bad:
         raise ConfigError(f"The teacher does not fit this supernet: missing {missing[:3]}, unexpected {extra[:3]}, "

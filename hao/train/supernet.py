@@ -21,6 +21,7 @@ from hao.data import TensorDataset, resumable_batches
 from hao.errors import ConfigError
 from hao.train.config import warmup_cosine
 from hao.io import atomic_torch_save
+from hao.quant import optional_state_keys
 from hao.space.base import BIT_KINDS, Candidate, SearchSpace
 
 __all__ = ["SandwichConfig", "train_supernet", "smallest_candidate", "save_supernet", "load_supernet",
@@ -99,7 +100,7 @@ def load_supernet(space: SearchSpace, path: str | Path) -> torch.nn.Module:
     sd = torch.load(path, map_location="cpu", weights_only=True)
     net = space.supernet(0)
     ref = net.state_dict()
-    missing, extra = set(ref) - set(sd), set(sd) - set(ref)
+    missing, extra = set(ref) - set(sd) - optional_state_keys(net), set(sd) - set(ref)
     if missing or extra:
         raise ConfigError(f"Checkpoint {str(path)!r} does not fit space {space.name!r}: missing "
                           f"{sorted(missing)[:4]}, unexpected {sorted(extra)[:4]}.")
