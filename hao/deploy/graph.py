@@ -4,9 +4,9 @@
 residual blocks → head → pool → classifier) and returns its integer form — int8 weight codes, int64
 requantization biases with BatchNorm and the input's zero point folded in, dyadic requantization multipliers
 onto each consumer's grid, the ReLU6 as clip bounds (the operator semantics are :mod:`hao.latency.int8_ops`).
-:meth:`IntegerNetwork.run` is the NumPy integer reference of the whole network (exact int64 arithmetic), the ground truth the TVM module
-(:mod:`hao.deploy.tvm_module`) is checked against bit for bit; :meth:`save`/:meth:`load` keep it as JSON + ``.npz``
-(no pickle).
+:meth:`IntegerNetwork.run` is the NumPy integer reference of the whole network (exact int64 arithmetic), the
+ground truth the TVM module (:mod:`hao.deploy.tvm_module`) is checked against bit for bit; :meth:`save` and
+:meth:`load` keep it as JSON + ``.npz`` (no pickle).
 
 How each number is derived (``s`` a scale, ``z`` a zero point, ``q`` codes; every grid is the consumer's
 activation quantizer, exactly as the fake-quant model rounds):
