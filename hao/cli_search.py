@@ -87,7 +87,19 @@ def add_search_commands(subparsers: Any) -> None:
                                         "supernet.pt; a fresh seeded supernet if absent and --allow-random-init)")
     e.add_argument("--allow-random-init", action="store_true",
                    help="export with freshly initialised weights when no checkpoint exists")
-    e.add_argument("--tvm", metavar="HARDWARE", help="also compile with TVM for this hardware's target")
+    e.add_argument("--tvm", metavar="HARDWARE",
+                   help="also compile with TVM: a table under latency_models/ (its target and tuned schedules) or "
+                        "'native' (this CPU; schedules tuned now). Writes model.so, deploy.json, run_example.py")
+    e.add_argument("--precision", choices=("int8", "fp32"), default="int8",
+                   help="--tvm: int8 (default; the integer-only network of the table's int8 programs) or fp32")
+    e.add_argument("--trials", type=int, default=8,
+                   help="--tvm: MetaSchedule trials for a program the database lacks (0 = no tuning; default 8)")
+    e.add_argument("--threads", type=int, default=2, help="--tvm: TVM threads (default 2)")
+    e.add_argument("--calib-images", type=int, default=2000,
+                   help="training images for BatchNorm statistics and activation ranges (default 2000)")
+    e.add_argument("--data", help="Fashion-MNIST IDX folder (default: Debian's / $HAO_FMNIST_DIR)")
+    e.add_argument("--seed", type=int, default=0, help="seed of the calibration subset (default 0)")
+    e.add_argument("--no-progress", action="store_true", help="no progress bars")
     e.add_argument("--out", required=True, help="output folder (must be empty unless --force)")
     e.add_argument("--force", action="store_true", help="--out is not empty: move it aside to .replaced/ first")
     e.set_defaults(func=cmd_export)
@@ -301,20 +313,46 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise ConfigError(f"No supernet checkpoint at {str(ckpt)!r}; pass --checkpoint FILE, or "
                           "--allow-random-init to export untrained weights.")
     model = space.build(cand, supernet)
+    calibrated_on = _calibrate(model, space, args)
     model.eval()
     out.mkdir(parents=True, exist_ok=True)
     bits = space.bit_config(cand)
     (out / "candidate.json").write_text(json.dumps(cand.to_dict(), indent=2) + "\n")
     (out / "bit_config.json").write_text(json.dumps(bits, indent=2) + "\n")
     torch.save(model.state_dict(), out / "model_state.pt")
-    meta = {"space": space.name, "weights_from": source, "n_layers": len(bits),
+    meta = {"space": space.name, "weights_from": source, "n_layers": len(bits), "calibrated_on": calibrated_on,
             "rebuild": "space = hao.get_space(candidate['space']); model = space.build(Candidate.from_dict(c)); "
                        "model.load_state_dict(torch.load('model_state.pt', weights_only=True))"}
-    if args.tvm:
+    if args.tvm and args.precision == "int8":
+        from hao.deploy.export import export_integer
+
+        if calibrated_on is None:
+            raise ConfigError(f"--tvm --precision int8 needs calibrated activation ranges, and hao has no "
+                              f"calibration images for input shape {tuple(space.input_shape)} (Fashion-MNIST "
+                              f"only); export --precision fp32, or see docs/deployment.md.")
+        d = export_integer(model, space, cand, out, hardware=args.tvm, trials=args.trials, threads=args.threads,
+                           seed=args.seed, progress=not args.no_progress)
+        meta["tvm"] = {k: d[k] for k in ("library", "hardware", "precision", "schedules", "check", "timing",
+                                         "predicted_ms")}
+        meta["tvm"]["run"] = "python run_example.py (NumPy + TVM runtime only)"
+    elif args.tvm:
         meta["tvm"] = _export_tvm(model, space, args.tvm, out)
     (out / "export.json").write_text(json.dumps(meta, indent=2) + "\n")
     print(f"exported {space.name} candidate ({len(bits)} quantized layers) to {out}")
     return 0
+
+
+def _calibrate(model: Any, space: Any, args: argparse.Namespace) -> str | None:
+    """BatchNorm statistics and activation ranges on ``--calib-images`` seeded Fashion-MNIST training images
+    (spaces of 1x28x28 input); None (left as is) for other inputs, for which hao ships no images."""
+    if tuple(space.input_shape) != (1, 28, 28) or args.calib_images <= 0:
+        return None
+    from hao.data import fashion_mnist, loader
+    from hao.train.evaluate import prepare_subnet
+
+    train = fashion_mnist("train", args.data)
+    prepare_subnet(model, list(loader(train.subset(args.calib_images, seed=args.seed + 1), 250)))
+    return f"{args.calib_images} Fashion-MNIST training images (seed {args.seed + 1})"
 
 
 def _export_tvm(model: Any, space: Any, hardware: str, out: Path) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from hao.deploy.graph import IntegerNetwork, Op
 from hao.errors import ConfigError
 from hao.latency import int8_ops as ops
 
-__all__ = ["relax_module", "build", "IntegerModule", "layer_arrays", "table_functions", "TABLE_PROGRAMS"]
+__all__ = ["relax_module", "build", "IntegerModule", "layer_arrays", "table_functions", "TABLE_PROGRAMS", "schedules"]
 
 
 def _ceil16(c: int) -> int:
@@ -149,6 +149,49 @@ def table_functions(mod: Any) -> list[Any]:
     return out
 
 
+def schedules(mod: Any, target: Any, database: Any = None, backend: Any = None,
+              progress: bool = False) -> tuple[Any, dict[str, int]]:
+    """A MetaSchedule database with one record per PrimFunc of ``mod``: its record in ``database`` (the
+    hardware's ``tuning_db``: a table kernel's program is found there by construction), else tuned now by
+    ``backend`` (a :class:`~hao.latency.tvm_backend.TVMBackend` of this machine) when one is given, else none
+    (TVM's default lowering). Returns (database, counts of ``from_database`` / ``tuned`` / ``default``)."""
+    import tvm
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.meta_schedule.tune_context import _normalize_mod
+
+    chosen = ms.database.MemoryDatabase()
+    counts = {"from_database": 0, "tuned": 0, "default": 0}
+    funcs = [(gv.name_hint, f) for gv, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(funcs), desc="schedules", unit="program", dynamic_ncols=True)
+    for _, f in funcs:
+        tmod = _normalize_mod(f)
+        rec = None
+        for db, key in ((database, "from_database"), (getattr(backend, "database", None), "from_database")):
+            if db is not None and db.has_workload(tmod):
+                rec = db.query_tuning_record(tmod, target, workload_name="main")
+                if rec is not None:
+                    counts[key] += 1
+                    break
+        if rec is None and backend is not None:
+            backend.schedule(tmod)
+            rec = backend.database.query_tuning_record(tmod, target, workload_name="main")
+            counts["tuned"] += rec is not None
+        if rec is None:
+            counts["default"] += 1
+        else:
+            chosen.commit_tuning_record(ms.database.TuningRecord(
+                rec.trace, chosen.commit_workload(rec.workload.mod), rec.run_secs, target, rec.args_info))
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    return chosen, counts
+
+
 def _lower_passes(target: Any) -> list:
     from tvm import relax
     from tvm.relax import pipeline as rp
@@ -175,37 +218,40 @@ def build(mod: Any, target: Any = None, database: Any = None) -> Any:
         target = tvm.target.Target({"kind": "llvm"})
     elif isinstance(target, dict):
         target = tvm.target.Target(target)
-    passes = ([relax.transform.MetaScheduleApplyDatabase(enable_warning=False)] if database is not None else [])
-    seq = tvm.transform.Sequential(passes + _lower_passes(target))
     with target, PassContext(opt_level=3):
-        if database is not None:
-            with database:
-                return relax.build(mod, target=target, relax_pipeline=seq)
-        return relax.build(mod, target=target, relax_pipeline=seq)
+        if database is None:
+            return relax.build(mod, target=target, relax_pipeline=tvm.transform.Sequential(_lower_passes(target)))
+        with database:
+            seq = tvm.transform.Sequential([relax.transform.MetaScheduleApplyDatabase(enable_warning=False)]
+                                           + _lower_passes(target))
+            return relax.build(mod, target=target, relax_pipeline=seq)
 
 
 class IntegerModule:
-    """A built integer network: ``run(x)`` → float32 logits of one float32 image ``(1, C, H, W)``."""
+    """A built integer network: ``run(x)`` → float32 logits of one float32 image ``(1, C, H, W)``;
+    ``time_session`` times it on ``sample`` (the interface of :func:`hao.latency.compiler.time_interleaved`)."""
 
-    def __init__(self, exe: Any, device: Any = None) -> None:
+    def __init__(self, exe: Any, sample: np.ndarray | None = None, device: Any = None) -> None:
         tvm = lazy_import("tvm")
         from tvm import relax
 
         self.dev = device if device is not None else tvm.cpu(0)
         self.vm = relax.VirtualMachine(exe, self.dev)
+        self.inp = None if sample is None else tvm.runtime.tensor(np.ascontiguousarray(sample, np.float32), self.dev)
 
     def run(self, x: np.ndarray) -> np.ndarray:
         tvm = lazy_import("tvm")
-        x = np.ascontiguousarray(x, np.float32)
-        out = self.vm["main"](tvm.runtime.tensor(x, self.dev))
+        out = self.vm["main"](tvm.runtime.tensor(np.ascontiguousarray(x, np.float32), self.dev))
         return out.numpy()
 
     def run_batch(self, xs: np.ndarray) -> np.ndarray:
         """Logits of images ``(N, C, H, W)``, one call per image (the module has batch 1)."""
         return np.concatenate([self.run(xs[i: i + 1]) for i in range(xs.shape[0])])
 
-    def time_session(self, x: np.ndarray, repeat: int = 7, min_repeat_ms: int = 20) -> np.ndarray:
-        """``repeat`` times in ms (each the mean of runs filling ``min_repeat_ms``), after a warm-up run."""
-        tvm = lazy_import("tvm")
+    def time_session(self, repeat: int = 7, min_repeat_ms: int = 20) -> np.ndarray:
+        """``repeat`` times in ms (each the mean of runs filling ``min_repeat_ms``) on ``sample``, after a
+        warm-up run."""
+        if self.inp is None:
+            raise ConfigError("IntegerModule.time_session needs the module built with a sample image.")
         timer = self.vm.time_evaluator("main", self.dev, number=1, repeat=repeat, min_repeat_ms=min_repeat_ms)
-        return np.asarray(timer(tvm.runtime.tensor(np.ascontiguousarray(x, np.float32), self.dev)).results) * 1e3
+        return np.asarray(timer(self.inp).results) * 1e3

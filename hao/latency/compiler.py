@@ -58,8 +58,8 @@ class CompiledNetwork:
 
     ``facts``: ``max_abs_err_vs_torch``, ``tasks_tuned`` (tasks tuned for this build), ``tune_s``."""
 
-    def __init__(self, vm: Any, inp: Any, dev: Any, facts: dict[str, Any]) -> None:
-        self.vm, self.inp, self.dev, self.facts = vm, inp, dev, facts
+    def __init__(self, vm: Any, inp: Any, dev: Any, facts: dict[str, Any], exe: Any = None) -> None:
+        self.vm, self.inp, self.dev, self.facts, self.exe = vm, inp, dev, facts, exe
 
     def time_session(self, repeat: int = 7, min_repeat_ms: int = 20) -> np.ndarray:
         """One timing session: ``repeat`` times in ms (each the mean of runs filling ``min_repeat_ms``), after
@@ -121,7 +121,7 @@ def build_network(model: Any, input_shape: tuple[int, ...], tuner: Tuner,
     if not err <= tol:
         raise ConfigError(f"TVM's output differs from PyTorch's by {err:g} (> {tol:g}); not timing a wrong network.")
     return CompiledNetwork(vm, inp, dev, {"max_abs_err_vs_torch": err, "tasks_tuned": tuner.tuned_tasks - before,
-                                          "tune_s": round(tune_s, 1)})
+                                          "tune_s": round(tune_s, 1)}, exe)
 
 
 def time_interleaved(nets: list[CompiledNetwork], passes: int = 3, repeat: int = 7,

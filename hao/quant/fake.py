@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from hao.errors import ConfigError
 
 __all__ = ["check_bits", "reference_kernels", "quantize_weight", "quantize_weight_error", "ActQuant", "QConv2d",
-           "QLinear", "calibrate_activations", "set_bits", "quant_layers", "optional_state_keys"]
+           "QLinear", "calibrate_activations", "set_bits", "quant_layers", "optional_state_keys",
+           "exact_copy"]
 
 VALID_BITS = (2, 3, 4, 5, 6, 7, 8, 32)
 
@@ -311,6 +312,26 @@ def optional_state_keys(model: nn.Module) -> set[str]:
     :class:`ActQuant` with ``optional_state``; they are calibrated with the others before any evaluation)."""
     return {f"{name}.{k}" for name, m in model.named_modules() if isinstance(m, ActQuant) and m.optional_state
             for k in m.state_dict()}
+
+
+def exact_copy(model: nn.Module) -> nn.Module:
+    """A float64 copy of a calibrated fake-quant model that computes the same quantized network exactly: weights
+    replaced by their float32 quantized values (so the codes cannot change), activation ranges kept in float32
+    (so the grids cannot change), everything else in float64 — its convolutions of quantized values are then
+    exact, and what it computes is what the integer pipeline (``hao.deploy``) computes, up to the dyadic
+    multipliers' 2**-31. Feed it float64 inputs. Used to tell float32 rounding in the fake-quant model apart
+    from a difference of semantics."""
+    import copy
+
+    m = copy.deepcopy(model)
+    with torch.no_grad():
+        for _, layer in quant_layers(m):
+            layer.weight.copy_(layer._quantized_weight().detach())
+    m = m.double()
+    for q in m.modules():
+        if isinstance(q, ActQuant):
+            q.lo, q.hi = q.lo.float(), q.hi.float()
+    return m
 
 
 def quant_layers(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
