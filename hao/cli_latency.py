@@ -195,7 +195,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     from hao.folders import check_output_folder, refuse_package_folder
     from hao.latency.table import hardware_dir
 
-    report = args.out or os.path.join(hardware_dir(args.hardware), f"validation_{args.space}.json")
+    suffix = "" if args.precision == "fp32" else f"_{args.precision}"
+    report = args.out or os.path.join(hardware_dir(args.hardware), f"validation_{args.space}{suffix}.json")
     check_output_folder(os.path.dirname(os.path.abspath(report)), "hao latency validate")
     refuse_package_folder(hardware_dir(args.hardware), "hao latency validate")  # it writes predictor.json there
     if os.path.exists(report) and not args.force:
@@ -204,13 +205,13 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
     rep = validate_networks(args.hardware, args.space, n_networks=args.networks, seed=args.seed,
                             trials_per_task=args.trials, calib_networks=args.calib_networks,
-                            progress=not args.no_progress, out=args.out, rounds=args.rounds,
+                            progress=not args.no_progress, out=args.out, rounds=args.rounds, precision=args.precision,
                             network_scale={"on": True, "off": False}.get(args.network_scale, args.network_scale))
     if args.json:
         print(json.dumps(rep, indent=2, default=str))
     else:
         s = rep["summary"]
-        print(f"{rep['hardware']} / {rep['space']}: {s['n_networks']} networks; median |err| "
+        print(f"{rep['hardware']} / {rep['space']} ({rep['precision']}): {s['n_networks']} networks; median |err| "
               f"{s['median_abs_err_pct']:.1f}%, within ±10%: {s['share_within_10pct']:.0%}, "
               f"Kendall tau {s['kendall_tau']:.3f}; model: {s['model']}; report: {rep['report_path']}")
         for name, alt in s.get("model_selection", {}).get("alternatives", {}).items():
@@ -345,13 +346,18 @@ def add_latency_commands(subparsers: Any) -> None:
                     help="off: measured = sum(kernels) + a + b*n_kernels; on: also fit a factor on sum(kernels); "
                          "auto: the one with the lower leave-one-out error on the calibration networks (needs "
                          "--calib-networks >= 3). The report scores both either way (default off)")
+    pv.add_argument("--precision", choices=("fp32", "int8", "mixed"), default="fp32",
+                    help="fp32: float networks vs the float32 rows (fits predictor.json's overhead); int8: every "
+                         "layer W8A8 as an integer network of the table's int8 programs; mixed: the sampled "
+                         "bit-widths (sub-8-bit layers run the int8 programs). Default fp32")
     pv.add_argument("--trials", type=int, default=8, help="MetaSchedule trials per new Relax task")
     pv.add_argument("--rounds", type=int, default=5,
                     help="timing passes: every network is built first, then timed once per pass, round robin; "
                          "each network keeps its session with the lowest median (default 5)")
     pv.add_argument("--threads", type=int, default=2)
     pv.add_argument("--seed", type=int, default=0)
-    pv.add_argument("--out", default=None, help="report path (default: <table folder>/validation_<space>.json)")
+    pv.add_argument("--out", default=None, help="report path (default: <table folder>/validation_<space>[_<precision>]"
+                                                ".json)")
     pv.add_argument("--force", action="store_true", help="replace an existing --out report")
     pv.add_argument("--json", action="store_true")
     pv.add_argument("--no-progress", action="store_true")

@@ -330,8 +330,11 @@ def cmd_export(args: argparse.Namespace) -> int:
             raise ConfigError(f"--tvm --precision int8 needs calibrated activation ranges, and hao has no "
                               f"calibration images for input shape {tuple(space.input_shape)} (Fashion-MNIST "
                               f"only); export --precision fp32, or see docs/deployment.md.")
+        from hao.data import fashion_mnist
+
+        test = fashion_mnist("test", args.data).subset(8, seed=args.seed + 7)
         d = export_integer(model, space, cand, out, hardware=args.tvm, trials=args.trials, threads=args.threads,
-                           seed=args.seed, progress=not args.no_progress)
+                           seed=args.seed, check_images=test.x.numpy(), progress=not args.no_progress)
         meta["tvm"] = {k: d[k] for k in ("library", "hardware", "precision", "schedules", "check", "timing",
                                          "predicted_ms")}
         meta["tvm"]["run"] = "python run_example.py (NumPy + TVM runtime only)"

@@ -126,14 +126,67 @@ def score_rows(rows: list[dict[str, Any]], network_scale: bool | str = True) -> 
     return summary, (scale, a, b)
 
 
+PRECISIONS = ("fp32", "int8", "mixed")
+
+
+def _network_kernels(space: Any, candidate: Any, precision: str) -> list:
+    kernels = space.kernels(candidate)
+    if precision == "fp32":
+        return [replace_bits(k, 32, 32) for k in kernels]
+    if precision == "int8":
+        return [replace_bits(k, 8, 8) if k.op in ("conv2d", "dwconv2d") else k for k in kernels]
+    return kernels
+
+
+def _build(space: Any, candidate: Any, precision: str, seed: int, tuner: Tuner) -> Any:
+    """The compiled network of one candidate: float (:func:`build_network`) or integer (:mod:`hao.deploy`, the
+    table's own int8 programs; weights seeded, activation ranges from seeded random images — latency does not
+    depend on the values)."""
+    if precision == "fp32":
+        return build_network(float_model(space, candidate, seed=seed), tuple(space.input_shape), tuner)
+    import torch
+
+    from hao.deploy import integer_network
+    from hao.deploy.tvm_module import IntegerModule, build, relax_module, schedules
+    from hao.quant import quant_layers, set_bits
+    from hao.train.evaluate import prepare_subnet
+
+    model = space.build(candidate, seed=seed)
+    if precision == "int8":
+        set_bits(model, {name: {"w_bits": 8, "a_bits": 8} for name, _ in quant_layers(model)})
+    g = torch.Generator().manual_seed(seed)
+    model.train()
+    prepare_subnet(model, [torch.randn(16, *space.input_shape, generator=g) for _ in range(2)])
+    net = integer_network(model.eval(), tuple(space.input_shape))
+    mod = relax_module(net)
+    target = tuner.backend.target
+    db, counts = schedules(mod, target, None, tuner.backend)
+    tuner.tuned_tasks += counts["tuned"]
+    tuner.reused_tasks += counts["from_database"]
+    exe = build(mod, target, db)
+    sample = np.random.default_rng(seed).standard_normal((1, *space.input_shape)).astype(np.float32)
+    im = IntegerModule(exe, sample=sample)
+    got, ref = im.run(sample), net.run(sample)
+    err = float(np.abs(got - ref).max())
+    if not (err <= 4 * float(np.finfo(np.float32).eps) * float(np.abs(ref).max()) and got.argmax() == ref.argmax()):
+        raise ConfigError(f"the integer module differs from the NumPy integer reference by {err:g}; not timing a "
+                          "wrong network.")
+    im.facts = {"schedules": counts, "max_abs_err_vs_integer_reference": err}
+    return im
+
+
 def validate_networks(hardware: str, space_name: str, n_networks: int = 20, seed: int = 0,
                       trials_per_task: int = 8, calib_networks: int = 4, threads: int = 2, progress: bool = True,
                       out: str | os.PathLike | None = None, network_scale: bool | str = False,
-                      rounds: int = 5) -> dict[str, Any]:
+                      rounds: int = 5, precision: str = "fp32") -> dict[str, Any]:
     """Run the validation described in the module docstring; returns (and writes) the report dict.
 
     ``network_scale``: False (default; measured = Σkernels + a + b·n), True (also a factor on Σkernels) or
-    ``"auto"`` (chosen by leave-one-out error on the calibration networks, see :func:`score_rows`)."""
+    ``"auto"`` (chosen by leave-one-out error on the calibration networks, see :func:`score_rows`).
+    ``precision``: ``fp32`` (float networks vs the float32 rows), ``int8`` (every layer W8A8, integer network
+    of the table's int8 programs vs the int8 rows) or ``mixed`` (the sampled bit-widths; sub-8-bit layers run
+    the int8 programs, as their ``int8-mapped`` rows say). Only ``fp32`` writes the overhead fit to
+    ``predictor.json``; the integer precisions report theirs."""
     from hao.latency.tvm_backend import pin_threads
     from hao.space import get_space
 
@@ -145,6 +198,8 @@ def validate_networks(hardware: str, space_name: str, n_networks: int = 20, seed
         raise ConfigError(f"--rounds must be an int >= 1, got {rounds!r}.")
     if network_scale not in (True, False, "auto", "on", "off"):
         raise ConfigError(f"--network-scale must be on, off or auto, got {network_scale!r}.")
+    if precision not in PRECISIONS:
+        raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}.")
     if network_scale == "auto" and calib_networks < 3:
         raise ConfigError(f"--network-scale auto chooses by leave-one-out error on the calibration networks and "
                           f"needs --calib-networks >= 3, got {calib_networks}.")
@@ -174,12 +229,11 @@ def validate_networks(hardware: str, space_name: str, n_networks: int = 20, seed
     kernel_lists: dict[int, list] = {}
     try:
         for i, c in enumerate(cands):
-            kernels = [replace_bits(k, 32, 32) for k in space.kernels(c)]
+            kernels = _network_kernels(space, c, precision)
             kernel_lists[i] = kernels
             n_meas = sum(table.latency(k) is not None for k in kernels)
-            model = float_model(space, c, seed=seed)
             try:
-                built[i] = build_network(model, tuple(space.input_shape), tuner)
+                built[i] = _build(space, c, precision, seed, tuner)
                 res = {"ok": True, **built[i].facts}
             except Exception as exc:  # noqa: BLE001 - recorded in the report
                 res = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:500]}
@@ -212,12 +266,16 @@ def validate_networks(hardware: str, space_name: str, n_networks: int = 20, seed
         raise ConfigError(f"internal: the predictor's overhead fit {pred.network_scale_, pred.overhead_ms_} differs "
                           f"from the report's {coefs}; please report this.")
     report = {
-        "hardware": hardware, "space": space_name, "seed": seed, "precision": "float32 (see hao.latency.validate)",
-        "protocol": "torch.export -> relax.frontend.torch.from_exported_program -> ConvertLayout(NHWC) -> "
-                    "relax zero pipeline -> conv tasks run their table kernel's schedule (trace replayed), other "
-                    f"tasks from tuning_db or tuned with MetaSchedule ({trials_per_task} trials/task) -> build, output "
-                    f"checked -> all networks timed in {rounds} interleaved passes (VirtualMachine time_evaluator, "
-                    "7 repeats, min_repeat_ms 20; lowest session median kept); BN folded in torch",
+        "hardware": hardware, "space": space_name, "seed": seed, "precision": precision,
+        "protocol": (("torch.export -> relax.frontend.torch.from_exported_program -> ConvertLayout(NHWC) -> "
+                      "relax zero pipeline -> conv tasks run their table kernel's schedule (trace replayed), other "
+                      f"tasks from tuning_db or tuned with MetaSchedule ({trials_per_task} trials/task); BN folded "
+                      "in torch") if precision == "fp32" else
+                     ("hao.deploy integer network (quantize input -> the table's int8 programs, one call_tir per "
+                      "table kernel, unfused -> float32 logits); each program's schedule from tuning_db (a table "
+                      f"kernel's record by construction) or tuned with MetaSchedule ({trials_per_task} trials)"))
+        + f" -> build, output checked -> all networks timed in {rounds} interleaved passes (VirtualMachine "
+          "time_evaluator, 7 repeats, min_repeat_ms 20; lowest session median kept)",
         "threads": threads, "loadavg_start": loadavg_start, "loadavg_end": load_average(),
         "priority": scheduling_priority(),
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -228,7 +286,8 @@ def validate_networks(hardware: str, space_name: str, n_networks: int = 20, seed
                         "table_schedule_replayed": tuner.transferred_tasks},
         "wall_s": round(time.perf_counter() - t_start, 1), "summary": summary, "networks": rows,
     }
-    path = Path(out) if out else folder / f"validation_{space_name}.json"
+    suffix = "" if precision == "fp32" else f"_{precision}"
+    path = Path(out) if out else folder / f"validation_{space_name}{suffix}.json"
     atomic_write_text(path, json.dumps(report, indent=2, default=str) + "\n")
     n_ok = sum(1 for r in rows if r["ok"] and r["role"] == "validation")
     if n_ok < 2 or (calib_networks and not fit_rows):
@@ -237,6 +296,9 @@ def validate_networks(hardware: str, space_name: str, n_networks: int = 20, seed
                           f"calibration networks were measured, so the overhead fit was not saved (predictor.json "
                           f"is unchanged). "
                           f"First error: {first[:300]}. Per-network errors are in {path}.")
+    if precision != "fp32":
+        report["report_path"] = str(path)
+        return report
     pred.save_overhead(folder, extra={"fitted_by": f"hao latency validate {hardware} --space {space_name} "
                                                     f"--network-scale {summary['model_selection']['requested']}",
                                       "validation_report": path.name})

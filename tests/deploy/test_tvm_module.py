@@ -40,3 +40,33 @@ def test_every_layer_is_its_table_kernels_program(tiny_space):
     assert len(funcs) == len(kernels) == len(tiny_space.kernels(c))
     for f, k in zip(funcs, kernels):
         assert tvm_ffi.structural_equal(_normalize_mod(f), _normalize_mod(build_kernel_func(k).func)), k.short()
+
+
+@pytest.mark.slow
+def test_mixed_precision_validation_compiles_integer_networks(tmp_path, tiny_space):
+    """``hao latency validate --precision mixed`` end to end on a tiny space: integer networks of the table's
+    int8 programs are built, checked and timed against the table's rows (a roofline table: the numbers are not
+    the point, the pipeline is); the float overhead in predictor.json is left alone."""
+    import json
+
+    from hao.latency import calibrate as cal
+    from hao.latency.backend import get_backend
+    from hao.latency.table import register_hardware
+    from hao.latency.validate import validate_networks
+    from hao.space.registry import SPACES, register_space
+
+    register_space("tiny-deploy", overwrite=True)(lambda **kw: tiny_space)
+    try:
+        plan = cal.plan_kernels(cal.space_kernels(tiny_space), precisions=((8, 8),))
+        cal.calibrate("tiny-int", plan, get_backend("roofline"), root=tmp_path, progress=False)
+        register_hardware(tmp_path / "tiny-int", "tiny-int")
+        rep = validate_networks("tiny-int", "tiny-deploy", n_networks=2, calib_networks=1, trials_per_task=1,
+                                threads=1, progress=False, rounds=1, precision="mixed")
+    finally:
+        SPACES.unregister("tiny-deploy")
+    assert rep["precision"] == "mixed" and all(r["ok"] for r in rep["networks"]), rep["networks"]
+    assert all(r["measured_ms"] > 0 and r["kernels_in_table"] == r["n_kernels"] for r in rep["networks"])
+    assert rep["report_path"].endswith("validation_tiny-deploy_mixed.json")
+    assert not (tmp_path / "tiny-int" / "predictor.json").exists()
+    saved = json.loads((tmp_path / "tiny-int" / "validation_tiny-deploy_mixed.json").read_text())
+    assert saved["summary"]["n_networks"] == 2

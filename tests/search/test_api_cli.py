@@ -199,7 +199,7 @@ def test_export_tvm_library(tmp_path) -> None:
     cand = sp.sample(np.random.default_rng(0))
     (tmp_path / "c.json").write_text(cand.to_json())
     args = _parser().parse_args(["export", str(tmp_path / "c.json"), "--out", str(tmp_path / "e"),
-                                 "--allow-random-init", "--tvm", hw[0]])
+                                 "--allow-random-init", "--tvm", hw[0], "--precision", "fp32"])
     assert args.func(args) == 0
     # checked against PyTorch where this CPU can run the table's target, cross-compiled (and said so) elsewhere
     from hao.latency.tvm_backend import missing_isa
