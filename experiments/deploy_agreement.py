@@ -124,11 +124,13 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
         with rows_path.open("a") as f:
             f.write(json.dumps(row) + "\n")
-        print(f"[{i + 1}/{args.candidates}] fake {row['accuracy_fake_quant']:.2f}%  tvm {row['accuracy_tvm_integer']:.2f}%"
-              f"  agree {row['top1_agreement_pct']:.2f}%  ({row['seconds']} s)", flush=True)
+        print(f"[{i + 1}/{args.candidates}] fake {row['accuracy_fake_quant']:.2f}%  "
+              f"tvm {row['accuracy_tvm_integer']:.2f}%  agree {row['top1_agreement_pct']:.2f}%  "
+              f"({row['seconds']} s)", flush=True)
     agree = [r["top1_agreement_pct"] for r in rows]
     diffs = [abs(r["accuracy_diff_points"]) for r in rows]
-    summary = {"candidates": len(rows), "min_agreement_pct": min(agree), "median_agreement_pct": float(np.median(agree)),
+    summary = {"candidates": len(rows), "min_agreement_pct": min(agree),
+               "median_agreement_pct": float(np.median(agree)),
                "max_abs_accuracy_diff_points": max(diffs),
                "meets_targets": bool(min(agree) >= 99.5 and max(diffs) <= 0.2),
                "tvm_matches_numpy_reference": all(r["tvm_vs_numpy_same_top1"] for r in rows)}
