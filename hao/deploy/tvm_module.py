@@ -131,6 +131,10 @@ def relax_module(net: IntegerNetwork) -> Any:
 TABLE_PROGRAMS = ("conv_int8", "dwconv_int8", "add_int8", "avgpool_int8", "dense_logits")
 
 
+def _is_table_program(name: str) -> bool:
+    return any(name == p or (name.startswith(p) and name[len(p):].isdigit()) for p in TABLE_PROGRAMS)
+
+
 def table_functions(mod: Any) -> list[Any]:
     """The PrimFuncs of ``mod`` that are table kernels, in call order (one per entry of
     :meth:`IntegerNetwork.kernels`; a program shared by several layers appears once per layer)."""
@@ -143,8 +147,7 @@ def table_functions(mod: Any) -> list[Any]:
             v = bind.value
             if getattr(v, "op", None) is not None and v.op.same_as(call_tir):
                 gv = v.args[0]
-                name = gv.name_hint
-                if any(name == p or (name.startswith(p) and name[len(p):].isdigit()) for p in TABLE_PROGRAMS):
+                if _is_table_program(gv.name_hint):
                     out.append(mod[gv])
     return out
 
@@ -154,22 +157,28 @@ def schedules(mod: Any, target: Any, database: Any = None, backend: Any = None,
     """A MetaSchedule database with one record per PrimFunc of ``mod``: its record in ``database`` (the
     hardware's ``tuning_db``: a table kernel's program is found there by construction), else tuned now by
     ``backend`` (a :class:`~hao.latency.tvm_backend.TVMBackend` of this machine) when one is given, else none
-    (TVM's default lowering). Returns (database, counts of ``from_database`` / ``tuned`` / ``default``)."""
+    (TVM's default lowering). Returns (database, counts of ``from_database`` / ``tuned`` / ``default``, and
+    ``table_programs_not_in_database``: table kernels whose program the hardware database does not hold — their
+    table rows were timed with another program, e.g. before the int8 programs changed; re-time the table)."""
     import tvm
     from tvm.s_tir import meta_schedule as ms
     from tvm.s_tir.meta_schedule.tune_context import _normalize_mod
 
     chosen = ms.database.MemoryDatabase()
-    counts = {"from_database": 0, "tuned": 0, "default": 0}
+    counts = {"from_database": 0, "tuned": 0, "default": 0, "table_programs_not_in_database": 0}
     funcs = [(gv.name_hint, f) for gv, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
     bar = None
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(total=len(funcs), desc="schedules", unit="program", dynamic_ncols=True)
-    for _, f in funcs:
+    for name, f in funcs:
         tmod = _normalize_mod(f)
         rec = None
+        if _is_table_program(name) and not (database is not None and database.has_workload(tmod)) and not (
+                backend is not None and backend.database.has_workload(tmod)):
+            # the table's row for this kernel was not timed with this program (or its schedule was not kept)
+            counts["table_programs_not_in_database"] += 1
         for db, key in ((database, "from_database"), (getattr(backend, "database", None), "from_database")):
             if db is not None and db.has_workload(tmod):
                 rec = db.query_tuning_record(tmod, target, workload_name="main")

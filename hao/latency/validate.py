@@ -265,8 +265,17 @@ def validate_networks(hardware: str, space_name: str, n_networks: int = 20, seed
     if fit_rows and not np.allclose((pred.network_scale_, pred.overhead_ms_, pred.overhead_per_kernel_ms_), coefs):
         raise ConfigError(f"internal: the predictor's overhead fit {pred.network_scale_, pred.overhead_ms_} differs "
                           f"from the report's {coefs}; please report this.")
+    stale = sum(r.get("schedules", {}).get("table_programs_not_in_database", 0) for r in rows)
+    if stale:
+        import warnings
+
+        warnings.warn(f"{stale} layers ran a program that {hardware}'s tuning_db does not hold: their table rows were "
+                      f"timed with another program (the int8 programs changed on 2026-12-02) or the database is "
+                      f"missing; re-time the table on its hardware (docs/deployment.md) before trusting this "
+                      f"report.", stacklevel=2)
     report = {
         "hardware": hardware, "space": space_name, "seed": seed, "precision": precision,
+        "table_programs_not_in_database": stale,
         "protocol": (("torch.export -> relax.frontend.torch.from_exported_program -> ConvertLayout(NHWC) -> "
                       "relax zero pipeline -> conv tasks run their table kernel's schedule (trace replayed), other "
                       f"tasks from tuning_db or tuned with MetaSchedule ({trials_per_task} trials/task); BN folded "
