@@ -44,7 +44,7 @@ from hao.latency.table import atomic_write_text, hardware_dir, load_table
 from hao.latency.tuner import Tuner
 
 __all__ = ["fold_batchnorm", "float_model", "build_network", "CompiledNetwork", "compile_network",
-           "time_interleaved", "validate_networks", "score_rows", "Tuner"]
+           "time_interleaved", "validate_networks", "score_rows", "Tuner", "build_candidate", "PRECISIONS"]
 
 
 def _fit_coefs(fit: list[dict[str, Any]], network_scale: bool) -> tuple[float, float, float]:
@@ -138,7 +138,7 @@ def _network_kernels(space: Any, candidate: Any, precision: str) -> list:
     return kernels
 
 
-def _build(space: Any, candidate: Any, precision: str, seed: int, tuner: Tuner) -> Any:
+def build_candidate(space: Any, candidate: Any, precision: str, seed: int, tuner: Tuner) -> Any:
     """The compiled network of one candidate: float (:func:`build_network`) or integer (:mod:`hao.deploy`, the
     table's own int8 programs; weights seeded, activation ranges from seeded random images — latency does not
     depend on the values)."""
@@ -233,7 +233,7 @@ def validate_networks(hardware: str, space_name: str, n_networks: int = 20, seed
             kernel_lists[i] = kernels
             n_meas = sum(table.latency(k) is not None for k in kernels)
             try:
-                built[i] = _build(space, c, precision, seed, tuner)
+                built[i] = build_candidate(space, c, precision, seed, tuner)
                 res = {"ok": True, **built[i].facts}
             except Exception as exc:  # noqa: BLE001 - recorded in the report
                 res = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:500]}
