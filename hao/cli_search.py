@@ -339,7 +339,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                                          "predicted_ms")}
         meta["tvm"]["run"] = "python run_example.py (NumPy + TVM runtime only)"
     elif args.tvm:
-        meta["tvm"] = _export_tvm(model, space, args.tvm, out)
+        meta["tvm"] = _export_tvm(model, space, args.tvm, out, args)
     (out / "export.json").write_text(json.dumps(meta, indent=2) + "\n")
     print(f"exported {space.name} candidate ({len(bits)} quantized layers) to {out}")
     return 0
@@ -358,12 +358,13 @@ def _calibrate(model: Any, space: Any, args: argparse.Namespace) -> str | None:
     return f"{args.calib_images} Fashion-MNIST training images (seed {args.seed + 1})"
 
 
-def _export_tvm(model: Any, space: Any, hardware: str, out: Path) -> dict[str, Any]:
-    """Compile ``model`` for ``hardware``'s TVM target into ``out/model_<hardware>.so``.
+def _export_tvm(model: Any, space: Any, hardware: str, out: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """``--precision fp32``: compile the float32 network (BatchNorm folded, ReLU6 as ReLU) into
+    ``out/model_<hardware>.so``, checked against PyTorch before it is written.
 
-    Like hao's whole-network validation (``hao/latency/validate.py``) the network is compiled in float32 with
-    BatchNorm folded: TVM's PyTorch frontend has no path for our fake-quantized layers. The library is checked
-    against PyTorch's output before it is written."""
+    On this CPU (``native``, or a table whose target is this CPU) it is the network compiler of ``hao latency
+    validate`` (:func:`hao.latency.compiler.build_network`: NHWC, every conv task on its table kernel's schedule,
+    other tasks from ``tuning_db`` or tuned now); a table of another CPU is cross-compiled untuned."""
     import copy
 
     import numpy as np
@@ -377,6 +378,32 @@ def _export_tvm(model: Any, space: Any, hardware: str, out: Path) -> dict[str, A
     from hao.latency.table import hardware_dir
     from hao.latency.validate import fold_batchnorm
     from hao.quant import quant_layers, set_bits
+    from hao.latency.surgery import relu6_to_relu
+    from hao.latency.tvm_backend import default_target, missing_isa
+
+    local = default_target(args.threads)
+    if hardware == "native" or json.loads(json.loads((Path(hardware_dir(hardware)) / "meta.json").read_text())
+                                          .get("target_json") or "{}").get("mcpu") == local["mcpu"]:
+        from hao.latency.compiler import build_network, time_interleaved
+        from hao.latency.tuner import Tuner
+
+        fm = copy.deepcopy(model)
+        set_bits(fm, {name: {"w_bits": 32, "a_bits": 32} for name, _ in quant_layers(fm)})
+        relu6_to_relu(fm)
+        fm = fold_batchnorm(fm.eval())
+        db = (out / "tuning_db") if hardware == "native" else Path(hardware_dir(hardware)) / "tuning_db"
+        tuner = Tuner(db, args.threads, max(args.trials, 1), args.seed)
+        try:
+            net = build_network(fm, tuple(space.input_shape), tuner)
+        finally:
+            tuner.close()
+        path = out / f"model_{hardware}.so"
+        net.exe.export_library(str(path))
+        t = time_interleaved([net], passes=5)[0]
+        return {"library": path.name, "target": json.dumps(local), "precision": "float32 (BN folded)",
+                "compiler": "hao.latency.compiler.build_network", "checked_here": True, "isa_missing_here": [],
+                **net.facts, "measured_ms": t.get("measured_ms"),
+                "load": "tvm.relax.VirtualMachine(tvm.runtime.load_module(path), tvm.cpu())['main'](x)"}
     meta_path = Path(hardware_dir(hardware)) / "meta.json"
     if not meta_path.is_file():
         raise ConfigError(f"--tvm {hardware}: {meta_path} does not exist; name a folder under latency_models/.")
@@ -396,7 +423,6 @@ def _export_tvm(model: Any, space: Any, hardware: str, out: Path) -> dict[str, A
         mod = relax.transform.DecomposeOpsForInference()(mod)
         mod = relax.get_pipeline("zero")(mod)
     exe = tvm.compile(mod, target=target)
-    from hao.latency.tvm_backend import missing_isa
     missing = missing_isa(target)
     err: float | None = None
     if not missing:  # this machine can run the library: check it against PyTorch before writing it
