@@ -35,8 +35,10 @@ from experiments._common import run_facts, write_json  # noqa: E402
 
 def candidates(space, n: int, seed: int) -> list:
     rng = np.random.default_rng(seed)
-    fixed = [space.largest(), space.smallest(), space.uniform(8, 8), space.uniform(4, 4)]
-    out = fixed[:n]
+    out: list = []
+    for c in (space.largest(), space.smallest(), space.uniform(8, 8), space.uniform(4, 4)):
+        if len(out) < n and c.to_json() not in {o.to_json() for o in out}:   # largest may be uniform(8, 8)
+            out.append(c)
     while len(out) < n:
         c = space.sample(rng)
         if c.to_json() not in {o.to_json() for o in out}:
