@@ -30,7 +30,7 @@ import numpy as np
 from hao.deploy.graph import IntegerNetwork, integer_network
 from hao.errors import ConfigError
 
-__all__ = ["export_integer", "EXAMPLE"]
+__all__ = ["export_integer", "load_integer_network", "EXAMPLE"]
 
 EXAMPLE = '''"""Run the exported integer network with NumPy and the TVM runtime only (no torch, no hao)."""
 import json

@@ -27,7 +27,8 @@ from hao.deploy.graph import IntegerNetwork, Op
 from hao.errors import ConfigError
 from hao.latency import int8_ops as ops
 
-__all__ = ["relax_module", "build", "IntegerModule", "layer_arrays", "table_functions", "TABLE_PROGRAMS", "schedules"]
+__all__ = ["relax_module", "build", "IntegerModule", "layer_arrays", "table_functions", "TABLE_PROGRAMS",
+           "schedules"]
 
 
 def _ceil16(c: int) -> int:
