@@ -15,7 +15,7 @@ from hao.errors import ConfigError
 
 __all__ = ["check_bits", "reference_kernels", "quantize_weight", "quantize_weight_error", "ActQuant", "QConv2d",
            "QLinear", "calibrate_activations", "set_bits", "quant_layers", "optional_state_keys",
-           "exact_copy"]
+           "exact_copy", "integer_codes"]
 
 VALID_BITS = (2, 3, 4, 5, 6, 7, 8, 32)
 
@@ -251,6 +251,52 @@ class _CachedWeightQuant:
         return _ste(w, q) if _needs_grad(w) else q
 
 
+def _codes(layer: nn.Module, x: torch.Tensor, weight: torch.Tensor | None = None
+           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """The integer-code form of an eval-mode quantized layer's inputs: (activation codes minus the zero point,
+    weight codes, per-output-channel scale ``s_in · s_w``), all float32 holding integers; None where the layer
+    must take the defining path (training, gradients, calibration, float bits, torch.func inputs).
+
+    A convolution of integer codes is exact in float32 while every partial sum stays below 2**24 (u8 x i8 codes:
+    e.g. 500 full-scale products), and scaling the exact accumulator once leaves a single rounding: the layer then
+    computes what the integer pipeline computes (``hao.deploy``), up to ~1e-7 relative. Summing products of scaled
+    values instead (the defining formula) rounds at every term: on low-bit candidates that moved enough
+    pre-activations across a rounding boundary to flip 8.5% of the top-1 predictions relative to the exact
+    network (docs/deployment.md). ``weight``: the weight actually used (an elastic layer's slice; not cached)."""
+    aq = layer.act_quant
+    if (layer.training or aq.calibrating or aq.bits == 32 or layer.w_bits == 32 or not _fast(x)
+            or (torch.is_grad_enabled() and (x.requires_grad or layer.weight.requires_grad))):
+        return None
+    if weight is not None:
+        qmax = 2 ** (layer.w_bits - 1) - 1
+        with torch.no_grad():
+            ws = _weight_scale(weight.detach(), qmax)
+            codes = torch.fake_quantize_per_tensor_affine(weight.detach() / ws, 1.0, 0, -qmax, qmax)
+        scale, zero = aq._qparams(x)
+        levels = 2 ** aq.bits - 1
+        if not 0 <= zero <= levels:
+            return None
+        return (x.detach() / scale).round_().clamp_(-zero, levels - zero), codes, scale * ws.reshape(-1)
+    scale, zero = aq._qparams(x)
+    levels = 2 ** aq.bits - 1
+    if not 0 <= zero <= levels:
+        return None
+    xc = (x.detach() / scale).round_().clamp_(-zero, levels - zero)
+    w = layer.weight.detach()
+    key = (w._version, w.data_ptr(), w.dtype, tuple(w.shape), layer.w_bits)
+    c = getattr(layer, "_wc_cache", None)
+    if c is None or c[0] is not layer.weight or c[1] != key:
+        qmax = 2 ** (layer.w_bits - 1) - 1
+        with torch.inference_mode(False), torch.no_grad():  # normal tensors, usable outside inference mode
+            ws = _weight_scale(w.clone(), qmax)
+            codes = torch.fake_quantize_per_tensor_affine(w.clone() / ws, 1.0, 0, -qmax, qmax)
+        c = layer._wc_cache = (layer.weight, key, codes, ws.reshape(-1))
+    return xc, c[2], scale * c[3]
+
+
+integer_codes = _codes  # public name for layers outside this module (elastic supernet convolutions)
+
+
 class QConv2d(_CachedWeightQuant, nn.Conv2d):
     """``nn.Conv2d`` whose input is fake-quantized to ``a_bits`` and weight to ``w_bits``."""
 
@@ -264,7 +310,12 @@ class QConv2d(_CachedWeightQuant, nn.Conv2d):
         return self.act_quant.bits
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(self.act_quant(x), self._quantized_weight(), self.bias)
+        c = _codes(self, x)
+        if c is None:
+            return self._conv_forward(self.act_quant(x), self._quantized_weight(), self.bias)
+        xc, wc, scale = c
+        y = self._conv_forward(xc, wc, None).mul_(scale.reshape(1, -1, 1, 1))
+        return y if self.bias is None else y.add_(self.bias.reshape(1, -1, 1, 1))
 
     @classmethod
     def from_conv(cls, conv: nn.Conv2d, w_bits: int = 32, a_bits: int = 32) -> "QConv2d":
@@ -293,7 +344,12 @@ class QLinear(_CachedWeightQuant, nn.Linear):
         return self.act_quant.bits
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(self.act_quant(x), self._quantized_weight(), self.bias)
+        c = _codes(self, x)
+        if c is None:
+            return F.linear(self.act_quant(x), self._quantized_weight(), self.bias)
+        xc, wc, scale = c
+        y = F.linear(xc, wc).mul_(scale)
+        return y if self.bias is None else y.add_(self.bias)
 
     @classmethod
     def from_linear(cls, lin: nn.Linear, w_bits: int = 32, a_bits: int = 32) -> "QLinear":

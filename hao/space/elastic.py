@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hao.quant import ActQuant, QConv2d, QLinear, quantize_weight
+from hao.quant.fake import integer_codes
 
 __all__ = ["ElasticConv2d", "ElasticBatchNorm2d", "centre_slice"]
 
@@ -48,8 +49,13 @@ class ElasticConv2d(nn.Module):
         return self.weight[: self.active_out, :in_c, ks, ks]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = quantize_weight(self.sliced_weight(x.shape[1]), self.w_bits)
         groups = x.shape[1] if self.depthwise else 1
+        sliced = self.sliced_weight(x.shape[1])
+        c = integer_codes(self, x, sliced)
+        if c is not None:  # eval: integer codes convolved exactly, as the extracted QConv2d does
+            xc, wc, scale = c
+            return F.conv2d(xc, wc, None, self.stride, self.active_k // 2, 1, groups).mul_(scale.reshape(1, -1, 1, 1))
+        w = quantize_weight(sliced, self.w_bits)
         return F.conv2d(self.act_quant(x), w, None, self.stride, self.active_k // 2, 1, groups)
 
     def to_static(self, in_c: int) -> QConv2d:

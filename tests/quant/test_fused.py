@@ -144,7 +144,31 @@ def test_eval_cache_reused_and_matches_reference():
     assert torch.equal(layer._quantized_weight(), w1) and layer._wq_cache[2] is w1  # STE form, same cache
     assert torch.equal(w1, _weight_reference(layer.weight, 4))
     with reference_kernels(), torch.no_grad():
-        assert torch.equal(out, layer(x))
+        ref = layer(x)
+    # eval mode convolves integer codes (exact) and scales once: the defining formula up to float32 rounding
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_eval_convolves_integer_codes_exactly():
+    """The eval path computes the quantized layer exactly up to one rounding: closer to a float64 evaluation of the
+    same codes than the defining formula (which rounds every product and partial sum in float32)."""
+    torch.manual_seed(3)
+    layer = QConv2d(64, 8, 3, padding=1, w_bits=2, a_bits=4)
+    calibrate_activations(layer, [torch.randn(4, 64, 8, 8)])
+    layer.eval()
+    x = torch.randn(4, 64, 8, 8)
+    with torch.no_grad():
+        fast = layer(x).double()
+        with reference_kernels():
+            slow = layer(x).double()
+        s, z = layer.act_quant._qparams(x)
+        xc = ((x / s).round() + z).clamp(0, 15) - z
+        wq = _weight_reference(layer.weight, 2).detach()
+        ws = wq.abs().reshape(8, -1).amax(1)
+        exact = torch.nn.functional.conv2d(xc.double(), (wq / ws.reshape(-1, 1, 1, 1)).round().double(), padding=1)
+        exact = exact * (s.double() * ws.double()).reshape(1, -1, 1, 1) + layer.bias.double().reshape(1, -1, 1, 1)
+    assert (fast - exact).abs().max() <= (slow - exact).abs().max()
+    assert (fast - exact).abs().max() <= 1e-6 * exact.abs().max()
 
 
 def test_cache_invalidated_by_inplace_weight_change_bits_and_mode():
