@@ -260,9 +260,10 @@ def _codes(layer: nn.Module, x: torch.Tensor, weight: torch.Tensor | None = None
     A convolution of integer codes is exact in float32 while every partial sum stays below 2**24 (u8 x i8 codes:
     e.g. 500 full-scale products), and scaling the exact accumulator once leaves a single rounding: the layer then
     computes what the integer pipeline computes (``hao.deploy``), up to ~1e-7 relative. Summing products of scaled
-    values instead (the defining formula) rounds at every term: on low-bit candidates that moved enough
-    pre-activations across a rounding boundary to flip 8.5% of the top-1 predictions relative to the exact
-    network (docs/deployment.md). ``weight``: the weight actually used (an elastic layer's slice; not cached)."""
+    values instead (the defining formula) rounds at every term. The element-wise part after it (scale, BatchNorm,
+    the next quantizer's division) still rounds in float32: on one low-bit candidate that flipped 8.5% of the
+    top-1 predictions relative to the exact network (docs/deployment.md). ``weight``: the weight actually used (an
+    elastic layer's slice; not cached)."""
     aq = layer.act_quant
     if (layer.training or aq.calibrating or aq.bits == 32 or layer.w_bits == 32 or not _fast(x)
             or (torch.is_grad_enabled() and (x.requires_grad or layer.weight.requires_grad))):
