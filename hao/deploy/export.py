@@ -99,7 +99,7 @@ def export_integer(model: Any, space: Any, candidate: Any, out: str | os.PathLik
     if not isinstance(trials, int) or trials < 0:
         raise ConfigError(f"--trials must be an int >= 0 (0 = no tuning), got {trials!r}.")
     from hao.latency.runlog import load_average, scheduling_priority
-    from hao.latency.tvm_backend import missing_isa, pin_threads
+    from hao.latency.tvm_backend import default_target, missing_isa, pin_threads
 
     pin_threads(threads)
     tvm = lazy_import("tvm")
@@ -117,7 +117,7 @@ def export_integer(model: Any, space: Any, candidate: Any, out: str | os.PathLik
     mod = relax_module(net)
     backend, database = None, None
     db_dir = (folder / "tuning_db") if folder is not None else (out / "tuning_db")
-    here = not missing and target_dict.get("mcpu") == _local_cpu()
+    here = not missing and target_dict.get("mcpu") == default_target(threads)["mcpu"]
     t0 = time.perf_counter()
     if here and trials > 0:
         from hao.latency.tvm_backend import TVMBackend
@@ -181,12 +181,6 @@ def export_integer(model: Any, space: Any, candidate: Any, out: str | os.PathLik
     (out / "deploy.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
     (out / "run_example.py").write_text(EXAMPLE)
     return meta
-
-
-def _local_cpu() -> str:
-    from tvm.target import codegen
-
-    return str(codegen.llvm_get_system_cpu())
 
 
 def load_integer_network(folder: str | os.PathLike) -> IntegerNetwork:

@@ -26,6 +26,7 @@ from hao._imports import lazy_import
 from hao.deploy.graph import IntegerNetwork, Op
 from hao.errors import ConfigError
 from hao.latency import int8_ops as ops
+from hao.latency.compiler import lower_passes
 
 __all__ = ["relax_module", "build", "IntegerModule", "layer_arrays", "table_functions", "TABLE_PROGRAMS",
            "schedules"]
@@ -202,21 +203,6 @@ def schedules(mod: Any, target: Any, database: Any = None, backend: Any = None,
     return chosen, counts
 
 
-def _lower_passes(target: Any) -> list:
-    from tvm import relax
-    from tvm.relax import pipeline as rp
-
-    try:
-        return rp.dataflow_lower_passes(target) + rp.finalize_passes(target)
-    except (ValueError, AttributeError):  # pragma: no cover - targets without a pipeline
-        return [relax.transform.RewriteDataflowReshape(), relax.transform.ToNonDataflow(),
-                relax.transform.RemovePurityChecking(), relax.transform.CallTIRRewrite(),
-                relax.transform.StaticPlanBlockMemory(), relax.transform.LowerAllocTensor(),
-                relax.transform.KillAfterLastUse(), relax.transform.LowerRuntimeBuiltin(),
-                relax.transform.ComputePrimValue(), relax.transform.VMShapeLower(),
-                relax.transform.AttachGlobalSymbol()]
-
-
 def build(mod: Any, target: Any = None, database: Any = None) -> Any:
     """Compile ``mod`` (from :func:`relax_module`) without fusing its programs: with ``database``, each PrimFunc
     takes its schedule from it (``MetaScheduleApplyDatabase``); without, TVM's default lowering."""
@@ -230,10 +216,10 @@ def build(mod: Any, target: Any = None, database: Any = None) -> Any:
         target = tvm.target.Target(target)
     with target, PassContext(opt_level=3):
         if database is None:
-            return relax.build(mod, target=target, relax_pipeline=tvm.transform.Sequential(_lower_passes(target)))
+            return relax.build(mod, target=target, relax_pipeline=tvm.transform.Sequential(lower_passes(target)))
         with database:
             seq = tvm.transform.Sequential([relax.transform.MetaScheduleApplyDatabase(enable_warning=False)]
-                                           + _lower_passes(target))
+                                           + lower_passes(target))
             return relax.build(mod, target=target, relax_pipeline=seq)
 
 

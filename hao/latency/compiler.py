@@ -20,7 +20,24 @@ from hao._imports import lazy_import
 from hao.errors import ConfigError
 from hao.latency.tuner import Tuner
 
-__all__ = ["build_network", "CompiledNetwork", "build_prepacked", "time_interleaved", "compile_network"]
+__all__ = ["lower_passes", "build_network", "CompiledNetwork", "build_prepacked", "time_interleaved", "compile_network"]
+
+
+def lower_passes(target: Any) -> list:
+    """Relax's lowering passes for ``target`` (no legalization or fusion): its dataflow-lower + finalize
+    passes, or the fallback list ``compile_relax`` uses for targets without a pipeline."""
+    from tvm import relax
+    from tvm.relax import pipeline as rp
+
+    try:
+        return rp.dataflow_lower_passes(target) + rp.finalize_passes(target)
+    except (ValueError, AttributeError):
+        return [relax.transform.RewriteDataflowReshape(), relax.transform.ToNonDataflow(),
+                relax.transform.RemovePurityChecking(), relax.transform.CallTIRRewrite(),
+                relax.transform.StaticPlanBlockMemory(), relax.transform.LowerAllocTensor(),
+                relax.transform.KillAfterLastUse(), relax.transform.LowerRuntimeBuiltin(),
+                relax.transform.ComputePrimValue(), relax.transform.VMShapeLower(),
+                relax.transform.AttachGlobalSymbol()]
 
 
 def build_prepacked(fused: Any, database: Any, target: Any) -> Any:
@@ -29,18 +46,9 @@ def build_prepacked(fused: Any, database: Any, target: Any) -> Any:
     weights (``FoldConstant``), so the packed weights are computed once, at compile time."""
     import tvm
     from tvm import relax
-    from tvm.relax import pipeline as rp
     from tvm.ir.transform import PassContext
 
-    try:
-        lower = rp.dataflow_lower_passes(target) + rp.finalize_passes(target)
-    except (ValueError, AttributeError):  # the fallback compile_relax uses for targets without a pipeline
-        lower = [relax.transform.RewriteDataflowReshape(), relax.transform.ToNonDataflow(),
-                 relax.transform.RemovePurityChecking(), relax.transform.CallTIRRewrite(),
-                 relax.transform.StaticPlanBlockMemory(), relax.transform.LowerAllocTensor(),
-                 relax.transform.KillAfterLastUse(), relax.transform.LowerRuntimeBuiltin(),
-                 relax.transform.ComputePrimValue(), relax.transform.VMShapeLower(),
-                 relax.transform.AttachGlobalSymbol()]
+    lower = lower_passes(target)
 
     @tvm.transform.module_pass(opt_level=3)
     def _pipeline(mod: Any, _ctx: Any) -> Any:
