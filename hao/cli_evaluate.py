@@ -10,7 +10,9 @@ calibrated accuracy model of the checkpoint folder (``accuracy_model.json``; ``-
 Each line of ``--candidates`` is one ``Candidate.to_json()``. Each candidate is built from the space's committed
 supernet (``--checkpoint`` for another), BatchNorm statistics and activation ranges are calibrated on
 ``--calib-images`` seeded training images, and the fake-quantized network is evaluated on the Fashion-MNIST
-test split (10k images; ``--test-images N`` for a seeded subset). ``--out`` gets one row per input line, in
+test split (10k images; ``--test-images N`` for a seeded subset) as the integer deployment computes it (exact
+accumulators, float64 element-wise path; ``--fast`` for the ~2x faster float32 path, which can differ on low-bit
+candidates: docs/deployment.md). ``--out`` gets one row per input line, in
 order: ``line, accuracy, accuracy_se`` (percent), ``loss, n_images, candidate``. Progress is shown; an
 interrupted run resumes from ``OUT.partial.jsonl`` when started again with the same settings.
 """
@@ -88,7 +90,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     calib = list(loader(train.subset(args.calib_images, seed=args.seed + 1), 250))
     test_batches = list(loader(test, 500))
     key = settings_key(space=space.name, checkpoint=file_sha256(ckpt), calib_images=args.calib_images,
-                       test_images=len(test), seed=args.seed, candidates=[c.to_json() for c in cands])
+                       test_images=len(test), seed=args.seed, candidates=[c.to_json() for c in cands],
+                       exact=not args.fast)
     partial = out.with_name(out.name + ".partial.jsonl")
     done: dict[int, dict[str, Any]] = {}
     if partial.is_file():
@@ -104,7 +107,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             fh.write(json.dumps({"settings": key, "row": row}) + "\n")
 
     rows = evaluate_candidates(space, supernet, cands, calib, test_batches, done=done, on_row=on_row,
-                               progress=not args.no_progress)
+                               progress=not args.no_progress, exact=not args.fast)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(COLUMNS)
@@ -132,6 +135,8 @@ def add_evaluate_commands(subparsers: Any) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--force", action="store_true", help="replace an existing --out")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--fast", action="store_true", help="float32 element-wise path (~2x faster; not bit-faithful to "
+                   "the integer deployment on low-bit candidates, see docs/deployment.md)")
     p.set_defaults(func=cmd_evaluate)
 
     s = subparsers.add_parser("score", help="the accuracy model's predicted accuracy of candidates (JSON lines)",

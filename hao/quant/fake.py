@@ -15,7 +15,7 @@ from hao.errors import ConfigError
 
 __all__ = ["check_bits", "reference_kernels", "quantize_weight", "quantize_weight_error", "ActQuant", "QConv2d",
            "QLinear", "calibrate_activations", "set_bits", "quant_layers", "optional_state_keys",
-           "exact_copy", "integer_codes"]
+           "exact_copy", "integer_codes", "exact_codes_op"]
 
 VALID_BITS = (2, 3, 4, 5, 6, 7, 8, 32)
 
@@ -298,6 +298,33 @@ def _codes(layer: nn.Module, x: torch.Tensor, weight: torch.Tensor | None = None
 integer_codes = _codes  # public name for layers outside this module (elastic supernet convolutions)
 
 
+#: float32 represents every integer up to 2**24 exactly, so a sum of integer products is exact while every
+#: partial sum stays below it, in any summation order.
+_F32_EXACT = float(2 ** 24)
+
+
+def exact_codes_op(op, xc: torch.Tensor, wc: torch.Tensor, fan_in: int, w_absmax: int) -> torch.Tensor:
+    """``op(xc, wc)`` (a convolution or matmul, linear in ``xc``) of integer-valued code tensors, exactly, as
+    float64 — yet run by the fast float32 kernels.
+
+    A float32 kernel is exact when ``fan_in · max|xc| · max|wc| < 2**24`` (every partial sum is an integer below
+    2**24). When the bound fails (e.g. an 8-bit 3x3 convolution over 64 channels), the codes are split as
+    ``xc = hi · 2**s + lo`` with ``0 <= lo < 2**s``; each half meets the bound, both are computed in float32 and
+    joined in float64 (exact: each part is an exact integer). Falls back to float64 kernels only if no split
+    fits (fan-ins above ~8,000 at 8 bits). ``op`` takes and returns tensors of its input dtype."""
+    wf = wc.float()
+    x_absmax = float(xc.abs().amax()) if xc.numel() else 0.0
+    if fan_in * x_absmax * w_absmax < _F32_EXACT:
+        return op(xc.float(), wf).double()
+    for s in range(1, 16):
+        step = float(2 ** s)
+        if fan_in * (step - 1) * w_absmax < _F32_EXACT and fan_in * (x_absmax / step + 1) * w_absmax < _F32_EXACT:
+            hi = torch.floor(xc / step)
+            lo = xc - hi * step
+            return op(hi.float(), wf).double().mul_(step).add_(op(lo.float(), wf).double())
+    return op(xc.double(), wc.double())
+
+
 class QConv2d(_CachedWeightQuant, nn.Conv2d):
     """``nn.Conv2d`` whose input is fake-quantized to ``a_bits`` and weight to ``w_bits``."""
 
@@ -315,7 +342,12 @@ class QConv2d(_CachedWeightQuant, nn.Conv2d):
         if c is None:
             return self._conv_forward(self.act_quant(x), self._quantized_weight(), self.bias)
         xc, wc, scale = c
-        y = self._conv_forward(xc, wc, None).mul_(scale.reshape(1, -1, 1, 1))
+        if x.dtype == torch.float64:  # exact_copy: the accumulator exactly (float32 kernels), the rest in float64
+            y = exact_codes_op(lambda a, b: self._conv_forward(a, b, None), xc, wc, wc[0].numel(),
+                               2 ** (self.w_bits - 1) - 1)
+        else:
+            y = self._conv_forward(xc, wc, None)
+        y = y.mul_(scale.reshape(1, -1, 1, 1))
         return y if self.bias is None else y.add_(self.bias.reshape(1, -1, 1, 1))
 
     @classmethod
@@ -349,7 +381,10 @@ class QLinear(_CachedWeightQuant, nn.Linear):
         if c is None:
             return F.linear(self.act_quant(x), self._quantized_weight(), self.bias)
         xc, wc, scale = c
-        y = F.linear(xc, wc).mul_(scale)
+        if x.dtype == torch.float64:
+            y = exact_codes_op(F.linear, xc, wc, wc.shape[1], 2 ** (self.w_bits - 1) - 1).mul_(scale)
+        else:
+            y = F.linear(xc, wc).mul_(scale)
         return y if self.bias is None else y.add_(self.bias)
 
     @classmethod

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hao.quant import ActQuant, QConv2d, QLinear, quantize_weight
-from hao.quant.fake import integer_codes
+from hao.quant.fake import exact_codes_op, integer_codes
 
 __all__ = ["ElasticConv2d", "ElasticBatchNorm2d", "centre_slice"]
 
@@ -54,7 +54,14 @@ class ElasticConv2d(nn.Module):
         c = integer_codes(self, x, sliced)
         if c is not None:  # eval: integer codes convolved exactly, as the extracted QConv2d does
             xc, wc, scale = c
-            return F.conv2d(xc, wc, None, self.stride, self.active_k // 2, 1, groups).mul_(scale.reshape(1, -1, 1, 1))
+
+            def conv(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+                return F.conv2d(a, b, None, self.stride, self.active_k // 2, 1, groups)
+            if x.dtype == torch.float64:  # exact_copy of a supernet: exact accumulator, float64 element-wise
+                y = exact_codes_op(conv, xc, wc, wc[0].numel(), 2 ** (self.w_bits - 1) - 1)
+            else:
+                y = conv(xc, wc)
+            return y.mul_(scale.reshape(1, -1, 1, 1))
         w = quantize_weight(sliced, self.w_bits)
         return F.conv2d(self.act_quant(x), w, None, self.stride, self.active_k // 2, 1, groups)
 

@@ -49,11 +49,13 @@ def read_candidates(path: str | Path, space: SearchSpace) -> list[Candidate]:
 def evaluate_candidates(space: SearchSpace, supernet: Any, candidates: Sequence[Candidate], calib: list,
                         test: list, *, done: dict[int, dict] | None = None,
                         on_row: Callable[[int, dict], None] | None = None,
-                        progress: bool = True) -> list[dict[str, Any]]:
+                        progress: bool = True, exact: bool = True) -> list[dict[str, Any]]:
     """One row per candidate: ``accuracy`` and ``accuracy_se`` (percent), ``loss`` (mean cross-entropy),
     ``n_images``, ``candidate`` (JSON). ``calib``: batches of training images for BatchNorm and activation
     ranges; ``test``: ``(x, y)`` batches. ``done`` maps an index to an already measured row (resume); ``on_row``
-    is called with each new row as soon as it is measured."""
+    is called with each new row as soon as it is measured. ``exact`` (default): the accuracy the integer
+    deployment computes (:func:`hao.train.evaluate.evaluate_full`, float64 element-wise path); ``False``: the
+    float32 fake-quant path, ~2x faster."""
     from tqdm import tqdm
 
     from hao.train.evaluate import evaluate_full, prepare_subnet
@@ -66,8 +68,8 @@ def evaluate_candidates(space: SearchSpace, supernet: Any, candidates: Sequence[
         if i in done:
             rows.append(done[i])
             continue
-        model = prepare_subnet(space.build(cand, supernet), calib)
-        r = evaluate_full(model, test)
+        model = prepare_subnet(space.build(cand, supernet), calib).eval()
+        r = evaluate_full(model, test, exact=exact)
         row = {"index": i, "accuracy": 100.0 * r.accuracy, "accuracy_se": 100.0 * r.accuracy_se, "loss": r.loss,
                "n_images": r.n, "candidate": cand.to_json()}
         rows.append(row)

@@ -125,13 +125,25 @@ def _per_example(model: nn.Module) -> bool:
 
 
 @torch.inference_mode()
-def evaluate_full(model: nn.Module, loader: Iterable, *, chunk: int | None = EVAL_CHUNK) -> EvalResult:
+def evaluate_full(model: nn.Module, loader: Iterable, *, chunk: int | None = EVAL_CHUNK,
+                  exact: bool = False) -> EvalResult:
     """Accuracy (± binomial standard error) and mean loss of ``model`` in eval mode over ``(x, y)`` batches.
 
     Runs under ``torch.inference_mode()``. A batch larger than ``chunk`` is fed to the model in pieces of
     ``chunk`` examples when the model is per-example in eval mode (BatchNorm uses running statistics; every
     active activation quantizer is calibrated) and the logits are concatenated before the loss, so loss and
-    accuracy are computed exactly as for the whole batch. ``chunk=None`` feeds batches as they come."""
+    accuracy are computed exactly as for the whole batch. ``chunk=None`` feeds batches as they come.
+
+    ``exact=True`` evaluates :func:`hao.quant.exact_copy` of a calibrated fake-quant model (``model`` itself is
+    not changed): accumulators of integer codes exact, the element-wise part (scale, BatchNorm, the next
+    quantizer's division) in float64 — what the integer deployment computes (docs/deployment.md). About 2x the
+    float32 time; on low-bit candidates the float32 path flips predictions whose pre-activations sit within
+    float32 error of a rounding boundary (measured: up to 8.7% of them on one 2/4-bit candidate)."""
+    if exact:
+        from hao.quant import exact_copy
+        with torch.inference_mode(False):  # normal tensors: the copy's weight-code cache tracks versions
+            model = exact_copy(model)
+    dtype = torch.float64 if exact else None
     correct, total, loss_sum = 0, 0, 0.0
     with _mode(model, False):
         split = chunk is not None and _per_example(model)
@@ -139,6 +151,8 @@ def evaluate_full(model: nn.Module, loader: Iterable, *, chunk: int | None = EVA
             if not isinstance(b, (tuple, list)) or len(b) < 2:
                 raise ConfigError("evaluate needs a loader of (inputs, labels) batches.")
             x, y = b[0], b[1]
+            if dtype is not None and isinstance(x, torch.Tensor) and x.is_floating_point():
+                x = x.to(dtype)
             if split and isinstance(x, torch.Tensor) and x.shape[0] > chunk:
                 out = torch.cat([model(x[i:i + chunk]) for i in range(0, x.shape[0], chunk)])
             else:
@@ -152,6 +166,7 @@ def evaluate_full(model: nn.Module, loader: Iterable, *, chunk: int | None = EVA
     return EvalResult(acc, math.sqrt(max(acc * (1 - acc), 1e-12) / total), loss_sum / total, total)
 
 
-def evaluate(model: nn.Module, loader: Iterable) -> float:
-    """Top-1 accuracy in [0, 1] of ``model`` (eval mode, restored afterwards) on ``(x, y)`` batches."""
-    return evaluate_full(model, loader).accuracy
+def evaluate(model: nn.Module, loader: Iterable, *, exact: bool = False) -> float:
+    """Top-1 accuracy in [0, 1] of ``model`` (eval mode, restored afterwards) on ``(x, y)`` batches
+    (``exact``: see :func:`evaluate_full`)."""
+    return evaluate_full(model, loader, exact=exact).accuracy

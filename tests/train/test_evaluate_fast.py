@@ -83,3 +83,21 @@ def test_default_chunk_is_applied():
     net.batch_sizes.clear()
     evaluate_full(net, [(x, y)])
     assert net.batch_sizes == [ev.EVAL_CHUNK, ev.EVAL_CHUNK, 7]
+
+
+def test_exact_evaluation_is_the_float64_copy_and_leaves_the_model_alone():
+    from hao.quant import exact_copy
+
+    x, y = _data(200, seed=3)
+    net = _net()
+    prepare_subnet(net, [x[:100]])
+    net.eval()
+    with torch.no_grad():
+        want_logits = exact_copy(net)(x.double())
+    r = evaluate_full(net, [(x, y)], exact=True)
+    assert r.n == 200
+    assert r.accuracy == float((want_logits.argmax(1) == y).double().mean())
+    assert abs(r.loss - float(F.cross_entropy(want_logits, y))) < 1e-9
+    assert all(p.dtype == torch.float32 for p in net.parameters())  # evaluated a copy
+    fast = evaluate_full(net, [(x, y)])
+    assert abs(fast.accuracy - r.accuracy) <= 0.02  # the same network up to float32 rounding
