@@ -123,12 +123,35 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
                      command="hao " + " ".join(sys.argv[1:]) if sys.argv else None,
                      max_kernels=args.kernels if not spaces else None)
         print(json.dumps(res, indent=2))
-        return 0
+        return _load_verdict(res, args.hardware)
     res = calibrate(args.hardware, plan, backend, root=root, retry_failed=args.retry_failed,
                     progress=not args.no_progress, space_name=",".join(args.space),
                     command="hao " + " ".join(sys.argv[1:]) if sys.argv else None)
     print(json.dumps(res, indent=2))
-    return 0
+    return _load_verdict(res, args.hardware)
+
+
+def _load_verdict(res: dict, hardware: str) -> int:
+    """Exit status 3, naming the rows, when the run measured under load (docs/measurement.md, "Measuring on a
+    shared machine"); 0 otherwise. The rows are kept (flagged in the table's ``other_cores`` column)."""
+    loaded = list(res.get("loaded_rows") or [])
+    check = res.get("recheck") or {}
+    if not loaded and not check.get("drifted"):
+        return 0
+    if loaded:
+        print(f"hao calibrate: {len(loaded)} rows were timed while other processes used the cores (every timing "
+              f"session loaded): {', '.join(loaded[:10])}{' ...' if len(loaded) > 10 else ''}. They are in the "
+              f"table, flagged in its other_cores column, but their latencies are likely too high.",
+              file=sys.stderr)
+    if check.get("drifted"):
+        worst = sorted(check["rows"], key=lambda r: -abs(r["ratio"] - 1))[:5]
+        print(f"hao calibrate: re-timing {check['n']} rows at the end moved them by a median factor "
+              f"{check['median_ratio']} (limit ±{check['limit']:.0%}): "
+              + ", ".join(f"{r['kernel']} x{r['ratio']}" for r in worst)
+              + ". The machine's speed changed during the run.", file=sys.stderr)
+    print(f"The table is not done. Stop the other jobs (or raise this session's priority) and re-time it: "
+          f"`hao calibrate --hardware {hardware} --retime --space ...` (docs/measurement.md).", file=sys.stderr)
+    return 3
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -218,6 +241,11 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             if "median_abs_err_pct" in alt:
                 print(f"  {name:<8} {alt['model']}: median |err| {alt['median_abs_err_pct']:.1f}%, within ±10%: "
                       f"{alt['share_within_10pct']:.0%}")
+    loaded = rep.get("networks_timed_under_load") or []
+    if loaded:
+        print(f"hao latency validate: networks {loaded[:10]} had no quiet timing session (other processes used the "
+              f"cores every time); their measured latencies are likely too high. Re-run on a quiet machine "
+              f"(docs/measurement.md, \"On a shared machine\").", file=sys.stderr)
     return 0
 
 

@@ -179,15 +179,22 @@ def claim_calibration_folder(folder: str | os.PathLike, backend: LatencyBackend,
 def calibrate(hardware: str, kernels: Sequence[KernelSpec], backend: LatencyBackend, *,
               root: str | os.PathLike | None = None, retry_failed: bool = False, progress: bool = True,
               space_name: str | None = None, command: str | None = None,
-              max_kernels: int | None = None) -> CalibrationResult:
+              max_kernels: int | None = None, recheck: int = 6) -> CalibrationResult:
     """Measure ``kernels`` (in order) that ``latency_models/<hardware>/`` does not have yet and append them.
 
-    ``backend`` is opened and closed here. Returns counts: measured, failed, skipped, wall seconds.
+    ``backend`` is opened and closed here. Returns counts: measured, failed, skipped, wall seconds, and the load
+    checks (docs/measurement.md, "On a shared machine"): ``loaded_rows`` (kernels whose every timing session
+    had other processes on the cores, so they were kept flagged) and ``recheck`` (:func:`recheck_rows` on
+    ``recheck`` seeded rows of this run; 0 = skip). ``hao calibrate`` exits non-zero when either finds load.
     """
     run = plan_run(hardware, kernels, root, retry_failed, max_kernels)
     log = RunLog(run.folder, hardware, {"started_at": now(), "space": space_name, "command": command,
                                         "planned": len(kernels), "to_measure": len(run.todo),
                                         "skipped_existing": run.skipped, "repaired_bytes": run.repaired})
+    done: list[tuple[KernelSpec, float]] = []
+    loaded: list[str] = []
+    check: dict[str, Any] = {}
+    log.closing = lambda: {"loaded_rows": loaded[:50], "n_loaded_rows": len(loaded), "recheck": check or None}
     with measuring(backend, log):
         log.start(backend.describe())
         bar = Progress(progress, len(run.todo), f"calibrate {hardware}")
@@ -197,11 +204,43 @@ def calibrate(hardware: str, kernels: Sequence[KernelSpec], backend: LatencyBack
                 if m.ok:
                     append_row(run.table_p, run.header, measured_row(m, k))
                     log.measured += 1
+                    done.append((k, float(m.latency_ms)))
+                    if m.extra.get("quiet") is False:
+                        loaded.append(k.short())
                 else:
                     append_row(run.failed_p, run.fheader, failed_row(k, m.impl, m.reason))
                     log.failed += 1
                 bar.step(k, m)
         finally:
             bar.close()
+        if recheck and done:
+            check.update(recheck_rows(backend, done, recheck, seed=0))
     return CalibrationResult(hardware=hardware, folder=str(run.folder), measured=log.measured, failed=log.failed,
-                             skipped=run.skipped, wall_s=log.wall_s)
+                             skipped=run.skipped, wall_s=log.wall_s, loaded_rows=loaded, recheck=check or None)
+
+
+#: The final re-check refuses a table when re-timed rows moved by more than this (median of new/old - 1).
+DRIFT_LIMIT = 0.10
+
+
+def recheck_rows(backend: LatencyBackend, done: Sequence[tuple[KernelSpec, float]], n: int, seed: int = 0
+                 ) -> dict[str, Any]:
+    """Re-time a seeded sample of ``n`` rows just measured (``(kernel, latency_ms)``), after the whole run, and
+    compare: interference the per-session check cannot see (another job that started and stopped between rows,
+    a clock that changed, a neighbour on a virtual machine without steal accounting) makes the two disagree.
+    ``drifted`` is True when the median of new/old is off 1 by more than :data:`DRIFT_LIMIT`; ``rows`` names each
+    re-timed kernel with its ratio."""
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(len(done), size=min(n, len(done)), replace=False)
+    rows = []
+    for i in sorted(int(j) for j in pick):
+        k, old = done[i]
+        m = backend.measure(k)
+        if m.ok and old > 0:
+            rows.append({"kernel": k.short(), "old_ms": round(old, 6), "new_ms": round(float(m.latency_ms), 6),
+                         "ratio": round(float(m.latency_ms) / old, 4)})
+    if not rows:
+        return {"n": 0, "drifted": False, "rows": []}
+    med = float(np.median([r["ratio"] for r in rows]))
+    return {"n": len(rows), "median_ratio": round(med, 4), "limit": DRIFT_LIMIT,
+            "drifted": bool(abs(med - 1.0) > DRIFT_LIMIT), "rows": rows}

@@ -139,12 +139,18 @@ def time_interleaved(nets: list[CompiledNetwork], passes: int = 3, repeat: int =
 
     A burst of other work on a shared machine inflates every session that overlaps it; sessions of one network
     spread over the whole run (instead of back to back) rarely all overlap one burst, and nothing makes a
-    network faster than it is. Returns per network ``measured_ms`` (that median), ``std_ms``, ``repeats``,
-    ``sessions`` and ``session_medians_ms``."""
+    network faster than it is. Each session is watched (:mod:`hao.latency.interference`): a quiet one is kept over
+    any session during which other processes used the cores. Returns per network ``measured_ms`` (that median),
+    ``std_ms``, ``repeats``, ``sessions``, ``session_medians_ms``, ``session_other_cores`` (cores other processes
+    used during each session) and ``timed_quiet`` (False: every session was loaded)."""
     if not isinstance(passes, int) or isinstance(passes, bool) or passes < 1:
         raise ConfigError(f"timing passes must be an int >= 1, got {passes!r}.")
+    from hao.latency.interference import monitor
+
     best: list[np.ndarray | None] = [None] * len(nets)
+    best_q = [False] * len(nets)
     medians: list[list[float]] = [[] for _ in nets]
+    others: list[list[float | None]] = [[] for _ in nets]
     errors: dict[int, str] = {}
     time.sleep(0.05)
     for p in range(passes):
@@ -154,16 +160,22 @@ def time_interleaved(nets: list[CompiledNetwork], passes: int = 3, repeat: int =
             if i in errors:
                 continue
             try:
-                r = nets[i].time_session(repeat, min_repeat_ms)
+                with monitor() as got:
+                    r = nets[i].time_session(repeat, min_repeat_ms)
             except Exception as exc:  # noqa: BLE001 - one network's failure must not lose the others
                 errors[i] = f"timing: {type(exc).__name__}: {exc}"[:500]
                 continue
             medians[i].append(round(float(np.median(r)), 5))
-            if best[i] is None or np.median(r) < np.median(best[i]):
-                best[i] = r
+            it = got[0]
+            others[i].append(round(it.other_cores + it.steal_cores, 3) if it.available else None)
+            q = it.quiet()
+            # a quiet session beats a loaded one; among equals, the lower median
+            if best[i] is None or (q and not best_q[i]) or (q == best_q[i] and np.median(r) < np.median(best[i])):
+                best[i], best_q[i] = r, q
     return [{"ok": False, "error": errors[i], "session_medians_ms": m} if i in errors else
             {"ok": True, "measured_ms": float(np.median(b)), "std_ms": float(b.std()), "repeats": int(b.size),
-             "sessions": passes, "session_medians_ms": m}
+             "sessions": passes, "session_medians_ms": m, "session_other_cores": others[i],
+             "timed_quiet": best_q[i]}
             for i, (b, m) in enumerate(zip(best, medians))]
 
 

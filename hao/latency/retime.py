@@ -146,10 +146,12 @@ def retime(hardware: str, backend: LatencyBackend, kernels: Sequence[KernelSpec]
     merged = False
     desc: dict[str, Any] | None = None
     ratios: list[float] = []
+    loaded: list[str] = []
 
     def closing() -> dict[str, Any]:
         facts: dict[str, Any] = {"failures": failures[:50], "table_rewritten": merged,
-                                 "loadavg_end": load_average()}
+                                 "loadavg_end": load_average(), "loaded_rows": loaded[:50],
+                                 "n_loaded_rows": len(loaded)}
         if ratios:
             q = np.quantile(ratios, [0.1, 0.5, 0.9])
             facts["new_over_old_latency"] = {"p10": round(float(q[0]), 3), "median": round(float(q[1]), 3),
@@ -181,6 +183,8 @@ def retime(hardware: str, backend: LatencyBackend, kernels: Sequence[KernelSpec]
                     append_row(side_p, header, row)
                     done[k.key()] = {c: str(row.get(c, "")) for c in header}
                     log.measured += 1
+                    if m.extra.get("quiet") is False:
+                        loaded.append(k.short())
                     try:
                         ratios.append(float(m.latency_ms) / float(old["latency_ms"]))
                     except (TypeError, ValueError, ZeroDivisionError):
@@ -203,4 +207,4 @@ def retime(hardware: str, backend: LatencyBackend, kernels: Sequence[KernelSpec]
             side_p.unlink(missing_ok=True)
     return CalibrationResult(hardware=hardware, folder=str(folder), retimed=log.measured, failed=log.failed,
                              resumed=resumed, selected=len(selected), table_rewritten=merged,
-                             wall_s=log.wall_s)
+                             wall_s=log.wall_s, loaded_rows=loaded)

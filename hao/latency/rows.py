@@ -118,6 +118,8 @@ def measured_row(m: Any, k: KernelSpec) -> dict[str, Any]:
     row = m.as_row()
     row["layout"] = m.extra.get("layout", k.layout)
     row["measured_at"] = now()
+    # cores other processes used while the kept timing session ran (hao.latency.interference); empty if unknown
+    row["other_cores"] = m.extra.get("other_cores", "")
     return row
 
 

@@ -2,7 +2,8 @@
 
 Schema (``latency_models/README.md``): one row per measured kernel, identified by :data:`hao.kernel.KEY_COLUMNS`, with
 ``latency_ms`` (> 0), ``std_ms`` (>= 0) and ``repeats`` (>= 0; 0 = published value without repeat count),
-plus optional columns (``energy_mj``, ``layout``, ``impl``, ``vnni``, ``tuning_trials``, ``measured_at``...).
+plus optional columns (``energy_mj``, ``layout``, ``impl``, ``vnni``, ``tuning_trials``, ``measured_at``,
+``other_cores``: cores other processes used while the row was timed...).
 Every malformed input raises :class:`~hao.errors.TableError` naming the file, the row (1-based data row and its
 line in the file) and the column.
 
@@ -39,7 +40,7 @@ VALUE_COLUMNS = ("latency_ms", "std_ms", "repeats")
 REQUIRED_COLUMNS = tuple(KEY_COLUMNS) + VALUE_COLUMNS
 #: Column order used when hao writes a table.
 TABLE_COLUMNS = REQUIRED_COLUMNS + ("layout", "impl", "vnni", "tuning_trials", "tune_s", "max_abs_err",
-                                    "energy_mj", "measured_at")
+                                    "energy_mj", "measured_at", "other_cores")
 REQUIRED_META_KEYS = ("hardware", "units", "source")
 
 
@@ -149,7 +150,7 @@ def validate_frame(df: pd.DataFrame, file: str = "<table>") -> pd.DataFrame:
         if c in out.columns:
             num = pd.to_numeric(out[c], errors="coerce").replace([np.inf, -np.inf], np.nan)
             out[c] = num.fillna(0).clip(-(2 ** 31), 2 ** 31 - 1).astype(np.int64)
-    for c in ("tune_s", "max_abs_err", "energy_mj"):
+    for c in ("tune_s", "max_abs_err", "energy_mj", "other_cores"):
         if c in out.columns:
             out[c] = pd.to_numeric(out[c], errors="coerce")
     if "layout" not in out.columns:

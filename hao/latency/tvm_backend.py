@@ -32,6 +32,7 @@ from hao._imports import lazy_import
 from hao.errors import ConfigError
 from hao.kernel import KernelSpec
 from hao.latency.backend import LatencyBackend, Measurement, kernel_precision, register_backend, replace_bits
+from hao.latency.interference import QUIET_OTHER_CORES
 from hao.latency.programs import KernelProgram, build_kernel_func, check_output
 from hao.latency.target import (DEFAULT_THREADS, Session, default_target, missing_isa, parse_rpc, pin_threads,
                                 refuse_foreign_target)
@@ -57,12 +58,17 @@ class TVMBackend(LatencyBackend):
     population: EvolutionarySearch population size. seed: tuning and input seed.
     rpc_timeout_s: seconds an RPC session may last (tuning a kernel's candidates, or checking and timing it);
         raise it for slow boards.
+    quiet_limit: a timing session counts only if other processes took at most this many cores during it
+        (:mod:`hao.latency.interference`; ``None``: no check). Local CPU only.
+    max_loaded_sessions: loaded sessions tolerated per kernel before the quietest one is kept and the row is
+        flagged (``extra["quiet"] = False``, the table's ``other_cores`` column).
     """
 
     def __init__(self, target: dict[str, Any] | None = None, trials: int = 8,
                  database_dir: str | os.PathLike | None = None, threads: int = DEFAULT_THREADS,
                  rpc: str | None = None, repeat: int = 7, min_repeat_ms: int = 15, population: int = 64,
-                 seed: int = 0, check: bool = True, rounds: int = 3, rpc_timeout_s: int = 120) -> None:
+                 seed: int = 0, check: bool = True, rounds: int = 3, rpc_timeout_s: int = 120,
+                 quiet_limit: float | None = QUIET_OTHER_CORES, max_loaded_sessions: int = 5) -> None:
         if target is not None and not isinstance(target, dict):
             raise ConfigError(f"target must be a TVM JSON target dict like {{'kind': 'llvm', 'mcpu': 'znver4', "
                               f"'num-cores': 2}}, got {target!r} ({type(target).__name__}).")
@@ -70,7 +76,7 @@ class TVMBackend(LatencyBackend):
             raise ConfigError(f"target dict needs a 'kind' key (e.g. 'llvm'), got {target!r}.")
         for pname, v, lo in (("trials", trials, 1), ("repeat", repeat, 1), ("min_repeat_ms", min_repeat_ms, 0),
                              ("population", population, 2), ("threads", threads, 1), ("rounds", rounds, 1),
-                             ("rpc_timeout_s", rpc_timeout_s, 1)):
+                             ("rpc_timeout_s", rpc_timeout_s, 1), ("max_loaded_sessions", max_loaded_sessions, 1)):
             if not isinstance(v, int) or isinstance(v, bool) or v < lo:
                 raise ConfigError(f"TVMBackend {pname} must be an int >= {lo}, got {v!r}.")
         self.target_dict = dict(target) if target else None
@@ -85,6 +91,11 @@ class TVMBackend(LatencyBackend):
         self.check = check
         self.rounds = rounds
         self.rpc_timeout_s = rpc_timeout_s
+        if quiet_limit is not None and not (isinstance(quiet_limit, (int, float)) and quiet_limit >= 0):
+            raise ConfigError(f"TVMBackend quiet_limit must be a number of cores >= 0 or None (no load check), got "
+                              f"{quiet_limit!r}; the default is {QUIET_OTHER_CORES}.")
+        self.quiet_limit = quiet_limit
+        self.max_loaded_sessions = max_loaded_sessions
         self.threads_in_effect = pin_threads(threads)
         if self.threads_in_effect != threads and self.rpc is None:  # remote kernels run on the board's pool
             raise ConfigError(f"TVM's thread pool in this process has fewer workers than the {threads} threads "
@@ -222,18 +233,17 @@ class TVMBackend(LatencyBackend):
             # these 2 cores inflates a whole session (TVM's spinning thread pool makes contention
             # catastrophic), while nothing makes a kernel faster than it is.
             time.sleep(0.05)
-            best = None
-            for _ in range(self.rounds):
-                r = np.asarray(timer(*targs).results, dtype=np.float64) * 1e3
-                if best is None or np.median(r) < np.median(best):
-                    best = r
-            res = best
+            res, inter, loaded = self._timed_sessions(timer, targs)
             impl = prec if prec != "int8" else ("int8-vnni" if vnni else "int8")
             if prec == "int8-mapped" and vnni:
                 impl = "int8-mapped-vnni"
+            extra = {"layout": prog.layout, "loaded_sessions": loaded}
+            if inter is not None and inter.available:
+                extra["other_cores"] = round(inter.other_cores + inter.steal_cores, 3)
+                extra["quiet"] = inter.quiet(self.quiet_limit)
             return Measurement(kernel, ok=True, latency_ms=float(np.median(res)), std_ms=float(res.std()),
                                repeats=int(res.size), impl=impl, vnni=vnni, tuning_trials=spent,
-                               tune_s=tune_s, max_abs_err=err, extra={"layout": prog.layout})
+                               tune_s=tune_s, max_abs_err=err, extra=extra)
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:  # noqa: BLE001 - a kernel's failure is data, not a crash
@@ -245,6 +255,34 @@ class TVMBackend(LatencyBackend):
             if self.rpc is not None and self.session is not None:
                 self.session.close()
                 self.session = None
+
+    def _timed_sessions(self, timer: Any, targs: list) -> tuple[np.ndarray, Any, int]:
+        """``rounds`` quiet timing sessions (:mod:`hao.latency.interference`): a session during which other
+        processes took more than ``quiet_limit`` cores is not counted; it is retried after a growing pause (0.25 s,
+        0.5 s, ... 4 s), at most ``max_loaded_sessions`` times. Returns (the kept session's repeats in ms, its
+        interference reading, the number of loaded sessions). Kept: the lowest median among quiet sessions, else
+        (never quiet) the lowest median of all — then ``extra["quiet"]`` is False and the row is reported."""
+        from hao.latency.interference import monitor
+
+        watch = self.rpc is None and self.quiet_limit is not None  # a remote board's load is not visible here
+        best = best_int = None
+        best_q = False
+        quiet_n = loaded_n = 0
+        while quiet_n < self.rounds:
+            with monitor() as got:
+                r = np.asarray(timer(*targs).results, dtype=np.float64) * 1e3
+            it = got[0] if watch else None
+            q = it is None or it.quiet(self.quiet_limit)
+            if best is None or (q and not best_q) or (q == best_q and np.median(r) < np.median(best)):
+                best, best_q, best_int = r, q, it
+            if q:
+                quiet_n += 1
+                continue
+            loaded_n += 1
+            if loaded_n >= self.max_loaded_sessions:
+                break
+            time.sleep(min(0.25 * 2 ** (loaded_n - 1), 4.0))
+        return best, best_int, loaded_n
 
     # ---- metadata -----------------------------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:
@@ -290,7 +328,10 @@ class TVMBackend(LatencyBackend):
                        "min_repeat_ms": self.min_repeat_ms, "sessions": self.rounds,
                        "warmup": "1 run per session (time_evaluator's own)",
                        "statistic": "median of repeats of the session with the lowest median (latency_ms); "
-                                    "std of that session's repeats (std_ms); repeats = its repeat count"},
+                                    "std of that session's repeats (std_ms); repeats = its repeat count",
+                       "load_check": None if self.quiet_limit is None or self.rpc else
+                       {"quiet_limit_other_cores": self.quiet_limit, "max_loaded_sessions": self.max_loaded_sessions,
+                        "source": "/proc/stat busy time minus this process's CPU time, per session"}},
             "protocol": (f"per kernel: TE/topi compute (fp32 NHWC; int8 u8xi8->i32 + requantize, NCHW16c, packed "
                          f"weights) -> best schedule from tuning_db or MetaSchedule tuning with {self.trials} "
                          f"trials -> build -> output checked against a NumPy/PyTorch reference -> "

@@ -284,7 +284,8 @@ def validate_networks(hardware: str, space_name: str, n_networks: int = 20, seed
                       "table kernel, unfused -> float32 logits); each program's schedule from tuning_db (a table "
                       f"kernel's record by construction) or tuned with MetaSchedule ({trials_per_task} trials)"))
         + f" -> build, output checked -> all networks timed in {rounds} interleaved passes (VirtualMachine "
-          "time_evaluator, 7 repeats, min_repeat_ms 20; lowest session median kept)",
+          "time_evaluator, 7 repeats, min_repeat_ms 20; lowest median among quiet sessions kept)",
+        "networks_timed_under_load": [r["index"] for r in rows if r.get("ok") and r.get("timed_quiet") is False],
         "threads": threads, "loadavg_start": loadavg_start, "loadavg_end": load_average(),
         "priority": scheduling_priority(),
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
