@@ -85,7 +85,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     options = dict(target=_parse_target(args.target), trials=args.trials, threads=args.threads, rpc=args.rpc,
                    database_dir=os.path.join(root, args.hardware, "tuning_db"), seed=args.seed,
                    repeat=args.repeat, min_repeat_ms=args.min_repeat_ms, rounds=args.rounds,
-                   rpc_timeout_s=args.rpc_timeout)
+                   rpc_timeout_s=args.rpc_timeout, quiet_limit=args.quiet_limit)
     params = {k: v for k, v in options.items() if k in accepted}
     if args.rpc and "rpc" not in accepted:
         raise ConfigError(f"--rpc: the latency backend {args.backend!r} does not measure over RPC (its options: "
@@ -129,6 +129,18 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
                     command="hao " + " ".join(sys.argv[1:]) if sys.argv else None)
     print(json.dumps(res, indent=2))
     return _load_verdict(res, args.hardware)
+
+
+def _quiet_limit(text: str) -> float | None:
+    if text.strip().lower() == "none":
+        return None
+    try:
+        v = float(text)
+    except ValueError:
+        v = -1.0
+    if not v >= 0:
+        raise argparse.ArgumentTypeError(f"--quiet-limit must be a number of cores >= 0 or 'none', got {text!r}")
+    return v
 
 
 def _load_verdict(res: dict, hardware: str) -> int:
@@ -339,6 +351,9 @@ def add_latency_commands(subparsers: Any) -> None:
     p.add_argument("--rounds", type=int, default=3,
                    help="timing sessions per kernel; the one with the lowest median is kept (default 3; more "
                         "sessions resist other processes on a shared machine)")
+    p.add_argument("--quiet-limit", type=_quiet_limit, default=0.25, metavar="CORES|none",
+                   help="a timing session counts only if other processes used at most CORES cores during it "
+                        "(default 0.25; 'none': no load check). See docs/measurement.md")
     p.add_argument("--backend", default="tvm", help="latency backend (tvm, or roofline for a dry run)")
     _add_folder_options(p, root_extra="; with --retime: where the table is",
                         force="the folder holds a table of another target or an imported table: move it aside "

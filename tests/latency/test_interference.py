@@ -106,3 +106,14 @@ def test_cli_exits_nonzero_naming_loaded_rows(capsys):
     assert _load_verdict({"recheck": {"drifted": True, "n": 1, "median_ratio": 1.3, "limit": 0.1, "rows": rows}},
                          "hw") == 3
     assert "k1 x1.3" in capsys.readouterr().err
+
+
+def test_cli_quiet_limit_option():
+    import argparse
+
+    from hao.cli_latency import _quiet_limit
+
+    assert _quiet_limit("none") is None and _quiet_limit("0.5") == 0.5 and _quiet_limit("0") == 0.0
+    for bad in ("-1", "lots", "nan"):
+        with pytest.raises(argparse.ArgumentTypeError, match="--quiet-limit"):
+            _quiet_limit(bad)
