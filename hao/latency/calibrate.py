@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -179,12 +180,15 @@ def claim_calibration_folder(folder: str | os.PathLike, backend: LatencyBackend,
 def calibrate(hardware: str, kernels: Sequence[KernelSpec], backend: LatencyBackend, *,
               root: str | os.PathLike | None = None, retry_failed: bool = False, progress: bool = True,
               space_name: str | None = None, command: str | None = None,
-              max_kernels: int | None = None, recheck: int = 6) -> CalibrationResult:
+              max_kernels: int | None = None, recheck: int = 6, defer_passes: int = 3,
+              defer_pause_s: float = 10.0) -> CalibrationResult:
     """Measure ``kernels`` (in order) that ``latency_models/<hardware>/`` does not have yet and append them.
 
     ``backend`` is opened and closed here. Returns counts: measured, failed, skipped, wall seconds, and the load
-    checks (docs/measurement.md, "On a shared machine"): ``loaded_rows`` (kernels whose every timing session
-    had other processes on the cores, so they were kept flagged) and ``recheck`` (:func:`recheck_rows` on
+    checks (docs/measurement.md, "On a shared machine"): a kernel whose every timing session had other processes
+    on the cores is set aside and re-measured after the others, in up to ``defer_passes`` passes
+    ``defer_pause_s`` apart; ``loaded_rows`` lists those still loaded in the last pass (written, flagged), and
+    ``recheck`` (:func:`recheck_rows` on
     ``recheck`` seeded rows of this run; 0 = skip). ``hao calibrate`` exits non-zero when either finds load.
     """
     run = plan_run(hardware, kernels, root, retry_failed, max_kernels)
@@ -198,19 +202,38 @@ def calibrate(hardware: str, kernels: Sequence[KernelSpec], backend: LatencyBack
     with measuring(backend, log):
         log.start(backend.describe())
         bar = Progress(progress, len(run.todo), f"calibrate {hardware}")
+        def write(k: KernelSpec, m: Any) -> None:
+            if m.ok:
+                append_row(run.table_p, run.header, measured_row(m, k))
+                log.measured += 1
+                done.append((k, float(m.latency_ms)))
+                if m.extra.get("quiet") is False:
+                    loaded.append(k.short())
+            else:
+                append_row(run.failed_p, run.fheader, failed_row(k, m.impl, m.reason))
+                log.failed += 1
+
+        deferred: list[KernelSpec] = []
         try:
             for k in run.todo:
                 m = backend.measure(k)
-                if m.ok:
-                    append_row(run.table_p, run.header, measured_row(m, k))
-                    log.measured += 1
-                    done.append((k, float(m.latency_ms)))
-                    if m.extra.get("quiet") is False:
-                        loaded.append(k.short())
+                if m.ok and m.extra.get("quiet") is False and defer_passes > 0:
+                    deferred.append(k)  # timed under load: try again later (its schedule is kept, so it is quick)
                 else:
-                    append_row(run.failed_p, run.fheader, failed_row(k, m.impl, m.reason))
-                    log.failed += 1
+                    write(k, m)
                 bar.step(k, m)
+            for p in range(defer_passes):
+                if not deferred:
+                    break
+                time.sleep(defer_pause_s)
+                still = []
+                for k in deferred:
+                    m = backend.measure(k)
+                    if m.ok and m.extra.get("quiet") is False and p < defer_passes - 1:
+                        still.append(k)
+                    else:
+                        write(k, m)  # quiet now, or the last pass: written, flagged if still loaded
+                deferred = still
         finally:
             bar.close()
         if recheck and done:

@@ -70,11 +70,12 @@ class _Flagging(RooflineBackend):
 
 
 def test_calibrate_flags_loaded_rows_and_records_them(tmp_path):
-    res = calibrate("hw", KS, _Flagging(loaded={KS[1].key()}), root=tmp_path, progress=False, recheck=0)
-    assert res["measured"] == len(KS)
+    b = _Flagging(loaded={KS[1].key()})
+    res = calibrate("hw", KS, b, root=tmp_path, progress=False, recheck=0, defer_passes=2, defer_pause_s=0)
+    assert res["measured"] == len(KS) and b.n == len(KS) + 2  # set aside, re-measured twice, then written
     assert res["loaded_rows"] == [KS[1].short()]
     t = LatencyTable.load(tmp_path / "hw")
-    assert list(t.df["other_cores"]) == [0.0, 1.0, 0.0, 0.0]  # every row says how loaded its timing was
+    assert list(t.df["other_cores"]) == [0.0, 0.0, 0.0, 1.0]  # every row says how loaded its timing was
     run = json.loads((tmp_path / "hw" / "meta.json").read_text())["calibration_runs"][-1]
     assert run["n_loaded_rows"] == 1 and run["loaded_rows"] == [KS[1].short()]
 
@@ -117,3 +118,25 @@ def test_cli_quiet_limit_option():
     for bad in ("-1", "lots", "nan"):
         with pytest.raises(argparse.ArgumentTypeError, match="--quiet-limit"):
             _quiet_limit(bad)
+
+
+class _LoadedAtFirst(_Flagging):
+    """Every kernel's first measurement is loaded; later ones are quiet (a job that came and went)."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.seen = set()
+
+    def measure(self, kernel):
+        m = super().measure(kernel)
+        first = kernel.key() not in self.seen
+        self.seen.add(kernel.key())
+        m.extra.update(quiet=not first, other_cores=1.0 if first else 0.0)
+        return m
+
+
+def test_loaded_rows_are_set_aside_and_retimed_when_quiet(tmp_path):
+    res = calibrate("hw", KS, _LoadedAtFirst(), root=tmp_path, progress=False, recheck=0, defer_pause_s=0)
+    assert res["measured"] == len(KS) and res["loaded_rows"] == []
+    t = LatencyTable.load(tmp_path / "hw")
+    assert list(t.df["other_cores"]) == [0.0] * len(KS)
