@@ -50,7 +50,8 @@ def add_search_commands(subparsers: Any) -> None:
     p.add_argument("--space", help="registered space name (see `hao spaces`)")
     p.add_argument("--hardware", help="latency table name under latency_models/ (adds latency_ms)")
     p.add_argument("--solver", default="ilp", help="ilp (default), front (the whole exact Pareto front), optuna, "
-                                                   "random or exhaustive")
+                                                   "random, exhaustive or dmasking (differentiable, needs the "
+                                                   "space's trained supernet)")
     p.add_argument("--budget", action="append", metavar="NAME=VALUE",
                    help="upper bound, repeatable: latency_ms=2.5, size_mb=1.2, bops_g=3")
     p.add_argument("--objectives", help="comma-separated: proxy,latency_ms,size_mb,bops_g,macs_m "
@@ -65,6 +66,7 @@ def add_search_commands(subparsers: Any) -> None:
     p.add_argument("--worker-id", type=int, help="distinct id per separately started worker (default 0)")
     p.add_argument("--study-name", help="Optuna study name (default derived from the problem)")
     p.add_argument("--points", type=int, help="ILP budgets in the sweep (default 16)")
+    p.add_argument("--steps", type=int, help="dmasking: search steps (default 300)")
     p.add_argument("--exact-front", action="store_true", help="ILP: enumerate the whole exact front")
     p.add_argument("--epsilon", type=float, help="front: keep one point per epsilon-box, as a fraction of each "
                                                  "objective's range (0 = exact, default; 0.001 = 0.1%%, with a "
@@ -110,7 +112,7 @@ def add_search_commands(subparsers: Any) -> None:
 #: constructor takes the parameter accepts it (no solver names here: see ``hao.search.make_solver``)
 _SOLVER_OPTIONS = {"storage": "storage", "workers": "n_workers", "worker_id": "worker_id", "sampler": "sampler",
                    "study_name": "study_name", "points": "n_points", "exact_front": "exact_front",
-                   "epsilon": "epsilon"}
+                   "epsilon": "epsilon", "steps": "steps"}
 
 
 def _make_solver(args: argparse.Namespace, out: Path) -> Any:
@@ -119,6 +121,11 @@ def _make_solver(args: argparse.Namespace, out: Path) -> Any:
     params = {p: getattr(args, a) for a, p in _SOLVER_OPTIONS.items() if getattr(args, a) not in (None, False)}
     if "storage" not in params and "storage" in accepted_parameters(SOLVERS.get(args.solver)):
         params["storage"] = f"sqlite:///{out / 'study.db'}"  # a resumable study next to the results
+    accepted = accepted_parameters(SOLVERS.get(args.solver))
+    if "work_dir" in accepted:
+        params["work_dir"] = str(out / "solver_state")  # resumable next to the results
+    if "checkpoint" in accepted and getattr(args, "checkpoint", None):
+        params["checkpoint"] = args.checkpoint  # the space's checkpoint folder (supernet.pt)
     return make_solver(args.solver, seed=args.seed, n_trials=args.trials, **params)
 
 

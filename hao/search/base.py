@@ -267,7 +267,7 @@ def stop_on_interrupt():
 
 SOLVERS: Registry = Registry("solver", base=Solver, entry_points="hao.solvers",
                              builtins=("hao.search.baselines", "hao.search.ilp", "hao.search.front",
-                                       "hao.search.optuna_solver"),
+                                       "hao.search.optuna_solver", "hao.search.dmasking"),
                              hint="Register one with hao.search.register_solver (see CONTRIBUTING.md).")
 
 

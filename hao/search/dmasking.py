@@ -1,0 +1,277 @@
+"""Differentiable search (FBNetV2 DMasking + mixed-precision DNAS) as a solver: ``solver="dmasking"``.
+
+Every decision of the space (per-block kernel and expansion ratio, per-stage depth, per-layer weight and
+activation bits) gets a logit vector (:class:`hao.search.soft.DecisionLogits`). Each step draws Gumbel-softmax
+probabilities at temperature ``tau`` (annealed geometrically from ``tau_start`` to ``tau_end``), runs the relaxed
+supernet on a training batch (:class:`hao.train.soft_mbconv.SoftMBConv`: one max-width weight per layer, every
+choice a mask or a mixture; the supernet's weights are frozen: they come from the trained checkpoint), and
+minimises
+
+    cross-entropy + λ · E[cost] / E_uniform[cost]
+
+where ``E[cost]`` is the **exact** expectation of the additive cost objective (by default the hardware table's
+latency, ``latency_ms``) under the probabilities (:class:`hao.search.soft.ExpectedObjective`; at one-hot choices
+it is the predictor's latency). With a budget on the cost (``--budget latency_ms=...``), λ is adapted during the
+search by dual ascent, ``λ ← λ · exp(η · (E[cost] / budget − 1))``, so that the search settles where the expected
+cost meets the budget; without one, λ stays fixed.
+
+Returns the argmax candidate at the end and every ``snapshot_every`` steps (the search's trajectory) as a normal
+:class:`~hao.search.result.SearchResult`, each row with all of the problem's objectives; ``meta`` records the
+final λ, τ, the expected cost, the cross-entropy and whether the final argmax meets the budget. Seeded
+(``seed``: the Gumbel noise and the batches); resumable (``work_dir``: state written every ``save_every`` steps,
+loaded with ``weights_only=True``); progress shown. MBConv spaces on 1x28x28 input (Fashion-MNIST) by default;
+pass ``supernet`` and ``batches`` for another space of the mbconv family.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hao.errors import ConfigError
+from hao.search.base import STOP, SearchProblem, Solver, register_solver
+from hao.search.result import SearchResult
+
+__all__ = ["DMaskingSolver"]
+
+
+def _check_number(name: str, v: Any, lo: float, hi: float = math.inf, *, integer: bool = False,
+                  open_lo: bool = False) -> None:
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and (not integer or isinstance(v, int))
+    ok = ok and (v > lo if open_lo else v >= lo) and v <= hi
+    if not ok:
+        kind = "an int" if integer else "a number"
+        rng = f"({lo}, {hi}]" if open_lo else f"[{lo}, {hi}]"
+        raise ConfigError(f"The {name!r} parameter of DMaskingSolver must be {kind} in {rng}. Got {v!r} instead "
+                          "(see docs/search.md, 'Differentiable search').")
+
+
+@register_solver("dmasking")
+class DMaskingSolver(Solver):
+    """Differentiable architecture + bit-width search over a trained weight-sharing supernet.
+
+    Args:
+        steps: search steps (one training batch each).
+        batch_size: images per step.
+        lr: Adam learning rate of the architecture logits.
+        tau_start, tau_end: Gumbel-softmax temperature, annealed geometrically.
+        lam: initial weight of the normalised expected cost.
+        lam_rate: dual-ascent rate η of λ when the cost has a budget (0: λ fixed).
+        cost: the additive objective to trade against accuracy (default: ``latency_ms`` when the problem has
+            it, else the first additive non-target objective).
+        snapshot_every: record the argmax candidate every this many steps (plus the final one).
+        checkpoint: the supernet (``supernet.pt`` or its folder; default: the space's committed checkpoint).
+        data: Fashion-MNIST IDX folder (default: Debian's / ``$HAO_FMNIST_DIR``).
+        supernet, batches: a supernet module and a callable ``(generator, batch_size) -> (x, y)`` to use instead
+            of ``checkpoint`` / ``data`` (Python API; tests, other datasets).
+        work_dir: folder for the resumable state (``None``: not resumable).
+        save_every: steps between state writes.
+        threads: torch threads (``None``: leave as is).
+        seed: Gumbel noise and batch order.
+    """
+
+    stops_gracefully = True
+
+    def __init__(self, steps: int = 300, batch_size: int = 64, lr: float = 0.05, tau_start: float = 5.0,
+                 tau_end: float = 0.2, lam: float = 1.0, lam_rate: float = 0.05, cost: str | None = None,
+                 snapshot_every: int = 50, checkpoint: str | None = None, data: str | None = None,
+                 supernet: Any = None, batches: Callable[..., Any] | None = None,
+                 work_dir: str | None = None, save_every: int = 25, threads: int | None = None,
+                 seed: int = 0) -> None:
+        _check_number("steps", steps, 1, integer=True)
+        _check_number("batch_size", batch_size, 1, integer=True)
+        _check_number("lr", lr, 0.0, open_lo=True)
+        _check_number("tau_start", tau_start, 0.0, open_lo=True)
+        _check_number("tau_end", tau_end, 0.0, open_lo=True)
+        _check_number("lam", lam, 0.0)
+        _check_number("lam_rate", lam_rate, 0.0)
+        _check_number("snapshot_every", snapshot_every, 1, integer=True)
+        _check_number("save_every", save_every, 1, integer=True)
+        if threads is not None:
+            _check_number("threads", threads, 1, integer=True)
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise ConfigError(f"The 'seed' parameter of DMaskingSolver must be an int. Got {seed!r} instead.")
+        self.steps, self.batch_size, self.lr = steps, batch_size, float(lr)
+        self.tau_start, self.tau_end = float(tau_start), float(tau_end)
+        self.lam, self.lam_rate, self.cost = float(lam), float(lam_rate), cost
+        self.snapshot_every, self.save_every = snapshot_every, save_every
+        self.checkpoint, self.data, self.supernet, self.batches = checkpoint, data, supernet, batches
+        self.work_dir, self.threads, self.seed = work_dir, threads, seed
+
+    # ------------------------------------------------------------------------------------------------------
+    def _cost_name(self, problem: SearchProblem) -> str:
+        if self.cost is not None:
+            if self.cost not in problem.names or not problem.objective(self.cost).additive:
+                raise ConfigError(f"cost={self.cost!r} must name an additive objective of the problem; its "
+                                  f"objectives are {list(problem.names)}.")
+            return self.cost
+        if "latency_ms" in problem.names:
+            return "latency_ms"
+        others = [n for n in problem.names if n != problem.target and problem.objective(n).additive]
+        if not others:
+            raise ConfigError("dmasking needs an additive cost objective (latency_ms with --hardware, size_mb, "
+                              "bops_g); the problem has none besides its target.")
+        return others[0]
+
+    def _model_and_data(self, space: Any) -> tuple[Any, Callable[..., Any]]:
+        import torch
+
+        net = self.supernet
+        if net is None:
+            from hao.proxy import default_checkpoint_dir
+            from hao.train.supernet import load_supernet
+
+            ckpt = Path(self.checkpoint) if self.checkpoint else default_checkpoint_dir(space.name) / "supernet.pt"
+            if ckpt.is_dir():
+                ckpt = ckpt / "supernet.pt"
+            net = load_supernet(space, ckpt)
+        batches = self.batches
+        if batches is None:
+            if tuple(space.input_shape) != (1, 28, 28):
+                raise ConfigError(f"dmasking trains on Fashion-MNIST by default, which does not fit space "
+                                  f"{space.name!r} (input {tuple(space.input_shape)}); pass batches=... "
+                                  "(a callable (generator, batch_size) -> (x, y)) from Python.")
+            from hao.data import fashion_mnist
+
+            train = fashion_mnist("train", self.data)
+            xs, ys = train.x, train.y
+
+            def batches(gen: torch.Generator, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+                i = torch.randint(0, len(ys), (n,), generator=gen)
+                return xs[i], ys[i]
+        return net, batches
+
+    def solve(self, problem: SearchProblem, *, progress: bool = False) -> SearchResult:
+        import torch
+        import torch.nn.functional as F
+        from tqdm.auto import tqdm
+
+        from hao.io import atomic_torch_save
+        from hao.quant import ActQuant
+        from hao.search.soft import DecisionLogits, ExpectedObjective
+        from hao.train.soft_mbconv import SoftMBConv
+
+        self.check_problem(problem)
+        space = problem.space
+        cost = self._cost_name(problem)
+        budget = problem.budgets.get(cost)
+        expect = ExpectedObjective(space, problem.objective(cost), problem.index)
+        net, batches = self._model_and_data(space)
+        net.train()
+        for p in net.parameters():
+            p.requires_grad_(False)
+        for m in net.modules():  # ranges from each batch (a calibrated range belongs to one sub-network)
+            if isinstance(m, ActQuant):
+                m.calibrated.fill_(False)
+        soft = SoftMBConv(net, space)
+        logits = DecisionLogits(space)
+        opt = torch.optim.Adam(logits.parameters(), lr=self.lr)
+        gen = torch.Generator().manual_seed(self.seed)
+        with torch.no_grad():
+            ref = float(expect(logits.probs(1.0)))  # the uniform distribution's expected cost: the scale
+        ref = ref if ref > 0 else 1.0
+        step, lam, wall_before = 0, self.lam, 0.0
+        snapshots: list[dict[str, Any]] = []
+        history: list[list[float]] = []
+        private = ("supernet", "batches", "work_dir", "threads", "save_every")  # do not change the result
+        settings = {k: v for k, v in vars(self).items() if k not in private}
+        settings.update(space=space.name, cost=cost, budget=budget)
+        state_p = Path(self.work_dir) / "dmasking_state.pt" if self.work_dir else None
+        if state_p is not None and state_p.exists():
+            st = torch.load(state_p, map_location="cpu", weights_only=True)
+            if st["settings"] != json.dumps(settings, sort_keys=True, default=str):
+                raise ConfigError(f"{state_p} belongs to another search (settings differ); use another work_dir "
+                                  "or the same settings to resume.")
+            logits.load_state_dict(st["logits"])
+            opt.load_state_dict(st["optimizer"])
+            gen.set_state(st["gen"])
+            step, lam, wall_before = int(st["step"]), float(st["lam"]), float(st["wall_s"])
+            snapshots, history = json.loads(st["snapshots"]), json.loads(st["history"])
+
+        def save() -> None:
+            if state_p is None:
+                return
+            state_p.parent.mkdir(parents=True, exist_ok=True)
+            atomic_torch_save({"settings": json.dumps(settings, sort_keys=True, default=str),
+                               "logits": logits.state_dict(), "optimizer": opt.state_dict(),
+                               "gen": gen.get_state(), "step": step, "lam": lam,
+                               "wall_s": wall_before + time.perf_counter() - t0,
+                               "snapshots": json.dumps(snapshots), "history": json.dumps(history)}, state_p)
+
+        def snapshot(tag: str) -> None:
+            snapshots.append({"step": step, "source": tag, "candidate": logits.candidate().to_json()})
+
+        t0 = time.perf_counter()
+        threads_before = torch.get_num_threads()
+        if self.threads is not None:
+            torch.set_num_threads(self.threads)
+        bar = tqdm(total=self.steps, initial=step, desc="dmasking", disable=not progress, leave=False)
+        stopped = False
+        try:
+            while step < self.steps:
+                if STOP.is_set():
+                    stopped = True
+                    break
+                frac = step / max(1, self.steps - 1)
+                tau = self.tau_start * (self.tau_end / self.tau_start) ** frac
+                probs = logits.probs(tau, gen)
+                x, y = batches(gen, self.batch_size)
+                ce = F.cross_entropy(soft(x, probs), y)
+                e_cost = expect(probs)
+                loss = ce + lam * e_cost.float() / ref
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                if budget is not None and self.lam_rate > 0:
+                    ratio = float(e_cost.detach()) / budget
+                    lam = float(np.clip(lam * math.exp(self.lam_rate * (ratio - 1.0)), 1e-4, 1e4))
+                step += 1
+                ce_v, cost_v = float(ce.detach()), float(e_cost.detach())
+                history.append([round(ce_v, 5), round(cost_v, 6), round(lam, 6), round(tau, 5)])
+                if step % self.snapshot_every == 0:
+                    snapshot(f"dmasking step {step}")
+                if step % self.save_every == 0:
+                    save()
+                bar.update(1)
+                bar.set_postfix(ce=f"{ce_v:.3f}", cost=f"{cost_v:.4g}", lam=f"{lam:.3g}")
+        finally:
+            bar.close()
+            torch.set_num_threads(threads_before)
+        if not stopped and (not snapshots or snapshots[-1]["step"] != step):
+            snapshot(f"dmasking final (step {step})")
+        save()
+        return self._result(problem, snapshots, history, cost, budget, lam, step, stopped,
+                            wall_before + time.perf_counter() - t0)
+
+    def _result(self, problem: SearchProblem, snapshots: list[dict[str, Any]], history: list[list[float]],
+                cost: str, budget: float | None, lam: float, step: int, stopped: bool, wall: float) -> SearchResult:
+        from hao.space.candidate import Candidate
+
+        seen: dict[str, int] = {}
+        cands, sources = [], []
+        for s in snapshots:  # one row per distinct candidate, listing the steps it was the argmax at
+            if s["candidate"] in seen:
+                sources[seen[s["candidate"]]] += f"; {s['source']}"
+                continue
+            seen[s["candidate"]] = len(cands)
+            cands.append(Candidate.from_json(s["candidate"]))
+            sources.append(s["source"])
+        if not cands:
+            raise ConfigError("dmasking stopped before its first snapshot; run more steps (or resume it).")
+        G, U = problem.index.from_candidates(cands)
+        values = problem.evaluate_indices(G, U)
+        final_cost = float(values[-1, list(problem.names).index(cost)]) if snapshots else math.nan
+        last = history[-1] if history else [math.nan] * 4
+        meta = {"solver": "dmasking", "cost": cost, "budget": budget, "steps_done": step, "stopped_early": stopped,
+                "final_lambda": lam, "final_tau": last[3], "final_cross_entropy": last[0],
+                "final_expected_cost": last[1], "final_argmax_cost": final_cost,
+                "final_meets_budget": None if budget is None else bool(final_cost <= budget), "wall_s": round(wall, 1),
+                "history_every_step": {"columns": ["cross_entropy", "expected_cost", "lambda", "tau"],
+                                       "rows": history[-self.steps:]}}
+        pareto_on = [problem.target, cost] + [b for b in problem.budgets if b != cost]
+        return problem.result(G, U, values, sources, meta, candidates=cands, pareto_on=pareto_on)
