@@ -1,0 +1,40 @@
+"""Smoke test of experiments/dmasking_vs_ilp.py (--smoke: 2 search steps, 2 fine-tuning steps, 200 images)."""
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.experiments.conftest import REPO, load_script
+
+CKPT = Path(os.environ.get("HAO_FMNIST_CHECKPOINT", REPO / "checkpoints" / "mbconv-fmnist"))
+
+
+@pytest.mark.slow
+def test_dmasking_vs_ilp_smoke(tmp_path):
+    if not (CKPT / "sensitivity.json").is_file() or not (CKPT / "supernet.pt").is_file():
+        pytest.skip(f"trained supernet + sensitivities not in {CKPT}")
+    if not (REPO / "latency_models" / "cpu-rocketlake-2t" / "table.csv").is_file():
+        pytest.skip("latency_models/cpu-rocketlake-2t is absent")
+    from hao.data import DatasetNotFoundError, find_fashion_mnist
+    try:
+        find_fashion_mnist()
+    except DatasetNotFoundError as exc:
+        pytest.skip(f"Fashion-MNIST is not installed: {exc}")
+    mod = load_script("dmasking_vs_ilp")
+    assert mod.main(["--out", str(tmp_path), "--smoke", "--threads", "1"]) == 0
+    d = json.loads((tmp_path / "dmasking_vs_ilp.json").read_text())
+    rows = d["rows"]
+    assert {r["method"] for r in rows} == {"ilp", "dmasking", "random"}
+    budget = rows[0]["budget_ms"]
+    ilp = next(r for r in rows if r["method"] == "ilp")
+    assert ilp["meets_budget"] and ilp["predicted_latency_ms"] <= budget
+    # the ILP is the exact optimum of the accuracy model under the budget: no other pick scores better on it
+    for r in rows:
+        if r.get("candidate") and r["meets_budget"]:
+            assert ilp["proxy"] <= r["proxy"] + 1e-9
+            assert 0 <= r["accuracy"] <= 100 and r["search_cpu_min"] >= 0
+    assert (tmp_path / "dmasking_vs_ilp.png").stat().st_size > 0
+    # resumable: a second run reuses every finished row
+    assert mod.main(["--out", str(tmp_path), "--smoke", "--threads", "1"]) == 0
+    assert len((tmp_path / "rows.jsonl").read_text().splitlines()) == 3
