@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--calib-images", type=int, default=2000)
     ap.add_argument("--float32-images", type=int, default=10000,
                     help="test images also run through the float32 fake-quant path (default 10000)")
+    ap.add_argument("--indices", help="comma-separated candidate indices to run first (e.g. 4,2); the rest follow")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--smoke", action="store_true", help="CI setting: no targets enforced")
@@ -96,7 +97,14 @@ def main(argv: list[str] | None = None) -> int:
             done[r["candidate"]] = r
     t_all = time.perf_counter()
     rows = []
-    for i, cand in enumerate(candidates(space, args.candidates, args.seed)):
+    cands = list(enumerate(candidates(space, args.candidates, args.seed)))
+    if args.indices:
+        first = [int(v) for v in args.indices.split(",")]
+        bad = [v for v in first if not 0 <= v < len(cands)]
+        if bad:
+            raise SystemExit(f"--indices {bad}: valid indices are 0..{len(cands) - 1}")
+        cands = [cands[v] for v in first] + [c for c in cands if c[0] not in first]
+    for i, cand in cands:
         if cand.to_json() in done:
             rows.append(done[cand.to_json()])
             continue
