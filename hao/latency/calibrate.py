@@ -198,7 +198,11 @@ def calibrate(hardware: str, kernels: Sequence[KernelSpec], backend: LatencyBack
     done: list[tuple[KernelSpec, float]] = []
     loaded: list[str] = []
     check: dict[str, Any] = {}
-    log.closing = lambda: {"loaded_rows": loaded[:50], "n_loaded_rows": len(loaded), "recheck": check or None}
+    deferred: list[KernelSpec] = []
+    # set_aside_unmeasured: kernels set aside under load and not yet written when the run ended (interrupted);
+    # a re-run measures them again (their schedules are in tuning_db/)
+    log.closing = lambda: {"loaded_rows": loaded[:50], "n_loaded_rows": len(loaded), "recheck": check or None,
+                           "set_aside_unmeasured": len(deferred)}
     with measuring(backend, log):
         log.start(backend.describe())
         bar = Progress(progress, len(run.todo), f"calibrate {hardware}")
@@ -213,7 +217,6 @@ def calibrate(hardware: str, kernels: Sequence[KernelSpec], backend: LatencyBack
                 append_row(run.failed_p, run.fheader, failed_row(k, m.impl, m.reason))
                 log.failed += 1
 
-        deferred: list[KernelSpec] = []
         try:
             for k in run.todo:
                 m = backend.measure(k)
@@ -233,7 +236,7 @@ def calibrate(hardware: str, kernels: Sequence[KernelSpec], backend: LatencyBack
                         still.append(k)
                     else:
                         write(k, m)  # quiet now, or the last pass: written, flagged if still loaded
-                deferred = still
+                deferred[:] = still
         finally:
             bar.close()
         if recheck and done:
