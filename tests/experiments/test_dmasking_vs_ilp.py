@@ -1,26 +1,16 @@
 """Smoke test of experiments/dmasking_vs_ilp.py (--smoke: 2 search steps, 2 fine-tuning steps, 200 images)."""
 import json
-import os
-from pathlib import Path
 
 import pytest
 
-from tests.experiments.conftest import REPO, load_script
+from tests.experiments.conftest import FMNIST_CKPT, load_script, require_fmnist_search_inputs
 
-CKPT = Path(os.environ.get("HAO_FMNIST_CHECKPOINT", REPO / "checkpoints" / "mbconv-fmnist"))
+CKPT = FMNIST_CKPT
 
 
 @pytest.mark.slow
 def test_dmasking_vs_ilp_smoke(tmp_path):
-    if not (CKPT / "sensitivity.json").is_file() or not (CKPT / "supernet.pt").is_file():
-        pytest.skip(f"trained supernet + sensitivities not in {CKPT}")
-    if not (REPO / "latency_models" / "cpu-rocketlake-2t" / "table.csv").is_file():
-        pytest.skip("latency_models/cpu-rocketlake-2t is absent")
-    from hao.data import DatasetNotFoundError, find_fashion_mnist
-    try:
-        find_fashion_mnist()
-    except DatasetNotFoundError as exc:
-        pytest.skip(f"Fashion-MNIST is not installed: {exc}")
+    require_fmnist_search_inputs(CKPT)
     mod = load_script("dmasking_vs_ilp")
     assert mod.main(["--out", str(tmp_path), "--smoke", "--threads", "1"]) == 0
     d = json.loads((tmp_path / "dmasking_vs_ilp.json").read_text())

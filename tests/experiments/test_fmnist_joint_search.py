@@ -1,27 +1,16 @@
 """Smoke test of experiments/fmnist_joint_search.py on its tiny CI setting (--smoke: predictor, no TVM)."""
 import json
-import os
-from pathlib import Path
 
 import pytest
 
-from tests.experiments.conftest import REPO, load_script
+from tests.experiments.conftest import FMNIST_CKPT, load_script, require_fmnist_search_inputs
 
-#: the committed trained supernet + sensitivities (HAO_FMNIST_CHECKPOINT points elsewhere)
-CKPT = Path(os.environ.get("HAO_FMNIST_CHECKPOINT", REPO / "checkpoints" / "mbconv-fmnist"))
+CKPT = FMNIST_CKPT
 
 
 @pytest.mark.slow
 def test_fmnist_smoke(tmp_path):
-    if not (CKPT / "sensitivity.json").is_file() or not (CKPT / "supernet.pt").is_file():
-        pytest.skip(f"trained supernet + sensitivities not in {CKPT} (experiments/train_supernet.py makes them)")
-    if not (REPO / "latency_models" / "cpu-rocketlake-2t" / "table.csv").is_file():
-        pytest.skip("latency_models/cpu-rocketlake-2t is absent")
-    from hao.data import DatasetNotFoundError, find_fashion_mnist
-    try:
-        find_fashion_mnist()
-    except DatasetNotFoundError as exc:
-        pytest.skip(f"Fashion-MNIST is not installed: {exc}")
+    require_fmnist_search_inputs(CKPT)
     fj = load_script("fmnist_joint_search")
     s = fj.main(["--out", str(tmp_path), "--smoke", "--verify-random", "0", "--checkpoint-dir", str(CKPT)])
     d = json.loads((tmp_path / "summary.json").read_text())
