@@ -96,7 +96,7 @@ def test_exhaustive_refuses_large_spaces_and_registry_errors() -> None:
     with pytest.raises(ConfigError, match="more than limit"):
         ExhaustiveSolver(limit=3).solve(_problem())
     assert {"ilp", "optuna", "random", "exhaustive"} <= set(list_solvers())
-    with pytest.raises(ConfigError, match="Known solvers: exhaustive, front, ilp, optuna, random"):
+    with pytest.raises(ConfigError, match="Known solvers: dmasking, exhaustive, front, ilp, optuna, random"):
         get_solver("annealing")
     with pytest.raises(ConfigError, match="n_samples"):
         RandomSolver(n_samples=0)
