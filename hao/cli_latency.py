@@ -144,8 +144,8 @@ def _quiet_limit(text: str) -> float | None:
 
 
 def _load_verdict(res: dict, hardware: str) -> int:
-    """Exit status 3, naming the rows, when the run measured under load (docs/measurement.md, "Measuring on a
-    shared machine"); 0 otherwise. The rows are kept (flagged in the table's ``other_cores`` column)."""
+    """Exit status 3, naming the rows, when the run measured under load (docs/measurement.md, "On a shared
+    machine"); 0 otherwise. The rows are kept (flagged in the table's ``other_cores`` column)."""
     loaded = list(res.get("loaded_rows") or [])
     check = res.get("recheck") or {}
     if not loaded and not check.get("drifted"):

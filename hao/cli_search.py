@@ -119,9 +119,9 @@ def _make_solver(args: argparse.Namespace, out: Path) -> Any:
     from hao.registry import accepted_parameters
     from hao.search.base import SOLVERS, make_solver
     params = {p: getattr(args, a) for a, p in _SOLVER_OPTIONS.items() if getattr(args, a) not in (None, False)}
-    if "storage" not in params and "storage" in accepted_parameters(SOLVERS.get(args.solver)):
-        params["storage"] = f"sqlite:///{out / 'study.db'}"  # a resumable study next to the results
     accepted = accepted_parameters(SOLVERS.get(args.solver))
+    if "storage" not in params and "storage" in accepted:
+        params["storage"] = f"sqlite:///{out / 'study.db'}"  # a resumable study next to the results
     if "work_dir" in accepted:
         params["work_dir"] = str(out / "solver_state")  # resumable next to the results
     if "checkpoint" in accepted and getattr(args, "checkpoint", None):

@@ -188,8 +188,8 @@ def calibrate(hardware: str, kernels: Sequence[KernelSpec], backend: LatencyBack
     checks (docs/measurement.md, "On a shared machine"): a kernel whose every timing session had other processes
     on the cores is set aside and re-measured after the others, in up to ``defer_passes`` passes
     ``defer_pause_s`` apart; ``loaded_rows`` lists those still loaded in the last pass (written, flagged), and
-    ``recheck`` (:func:`recheck_rows` on
-    ``recheck`` seeded rows of this run; 0 = skip). ``hao calibrate`` exits non-zero when either finds load.
+    ``recheck`` is :func:`recheck_rows` on ``recheck`` seeded rows of this run (0 = skip). ``hao calibrate`` exits
+    non-zero when either finds load.
     """
     run = plan_run(hardware, kernels, root, retry_failed, max_kernels)
     log = RunLog(run.folder, hardware, {"started_at": now(), "space": space_name, "command": command,
@@ -206,6 +206,7 @@ def calibrate(hardware: str, kernels: Sequence[KernelSpec], backend: LatencyBack
     with measuring(backend, log):
         log.start(backend.describe())
         bar = Progress(progress, len(run.todo), f"calibrate {hardware}")
+
         def write(k: KernelSpec, m: Any) -> None:
             if m.ok:
                 append_row(run.table_p, run.header, measured_row(m, k))

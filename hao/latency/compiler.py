@@ -145,7 +145,7 @@ def time_interleaved(nets: list[CompiledNetwork], passes: int = 3, repeat: int =
     used during each session) and ``timed_quiet`` (False: every session was loaded)."""
     if not isinstance(passes, int) or isinstance(passes, bool) or passes < 1:
         raise ConfigError(f"timing passes must be an int >= 1, got {passes!r}.")
-    from hao.latency.interference import monitor
+    from hao.latency.interference import keep_session, monitor
 
     best: list[np.ndarray | None] = [None] * len(nets)
     best_q = [False] * len(nets)
@@ -169,8 +169,7 @@ def time_interleaved(nets: list[CompiledNetwork], passes: int = 3, repeat: int =
             it = got[0]
             others[i].append(round(it.other_cores + it.steal_cores, 3) if it.available else None)
             q = it.quiet()
-            # a quiet session beats a loaded one; among equals, the lower median
-            if best[i] is None or (q and not best_q[i]) or (q == best_q[i] and np.median(r) < np.median(best[i])):
+            if keep_session(q, float(np.median(r)), best_q[i], None if best[i] is None else float(np.median(best[i]))):
                 best[i], best_q[i] = r, q
     return [{"ok": False, "error": errors[i], "session_medians_ms": m} if i in errors else
             {"ok": True, "measured_ms": float(np.median(b)), "std_ms": float(b.std()), "repeats": int(b.size),

@@ -11,8 +11,8 @@ is how many cores' worth of work *something else* did during the window (``steal
 gave to other virtual machines). On an otherwise idle machine it stays near 0 (kernel threads, the tick); a
 second job running one busy thread reads ≈ 1.
 
-Only the window of timing runs counts (TVM's ``time_evaluator`` runs in this process); tuning and compiling,
-which use worker processes of their own, are outside it. Linux only: elsewhere :func:`monitor` yields a result
+Only the window of timing runs counts (TVM's ``time_evaluator`` runs in this process); tuning and compiling are
+outside it. Linux only: elsewhere :func:`monitor` yields a result
 with ``available=False`` and nothing is detected (the run records that).
 
 Used by the TVM backend (each timing session is kept only if it was quiet; see
@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Interference", "monitor", "QUIET_OTHER_CORES", "cpu_counters"]
+__all__ = ["Interference", "monitor", "keep_session", "QUIET_OTHER_CORES", "cpu_counters"]
 
 #: A timing window is *quiet* when other processes used at most this many cores on average during it. On an idle
 #: Linux machine the background (kernel threads, the tick, this tool's own shell) measured 0.00-0.05 cores; one
@@ -53,9 +53,17 @@ class Interference:
         True where the counters are unavailable: nothing can be detected there)."""
         return not self.available or (self.other_cores + self.steal_cores) <= limit
 
-    def as_dict(self) -> dict[str, float | bool]:
-        return {"other_cores": round(self.other_cores, 3), "steal_cores": round(self.steal_cores, 3),
-                "wall_s": round(self.wall_s, 3), "available": self.available}
+
+
+def keep_session(quiet: bool, median: float, kept_quiet: bool, kept_median: float | None) -> bool:
+    """Whether a timing session replaces the one kept so far: a quiet session beats a loaded one; between two of
+    the same kind, the lower median wins (nothing makes a kernel faster than it is). ``kept_median=None``: none
+    kept yet."""
+    if kept_median is None:
+        return True
+    if quiet != kept_quiet:
+        return quiet
+    return median < kept_median
 
 
 def cpu_counters() -> tuple[float, float] | None:

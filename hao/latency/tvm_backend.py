@@ -262,7 +262,7 @@ class TVMBackend(LatencyBackend):
         0.5 s, ... 4 s), at most ``max_loaded_sessions`` times. Returns (the kept session's repeats in ms, its
         interference reading, the number of loaded sessions). Kept: the lowest median among quiet sessions, else
         (never quiet) the lowest median of all — then ``extra["quiet"]`` is False and the row is reported."""
-        from hao.latency.interference import monitor
+        from hao.latency.interference import keep_session, monitor
 
         watch = self.rpc is None and self.quiet_limit is not None  # a remote board's load is not visible here
         best = best_int = None
@@ -273,7 +273,7 @@ class TVMBackend(LatencyBackend):
                 r = np.asarray(timer(*targs).results, dtype=np.float64) * 1e3
             it = got[0] if watch else None
             q = it is None or it.quiet(self.quiet_limit)
-            if best is None or (q and not best_q) or (q == best_q and np.median(r) < np.median(best)):
+            if keep_session(q, float(np.median(r)), best_q, None if best is None else float(np.median(best))):
                 best, best_q, best_int = r, q, it
             if q:
                 quiet_n += 1

@@ -26,23 +26,21 @@ import torch.nn.functional as F
 from torch import nn
 
 from hao.errors import ConfigError
-from hao.quant import quantize_weight
+from hao.quant import ActQuant, quantize_weight
 from hao.space.elastic import centre_slice
 
 __all__ = ["SoftMBConv", "soft_act_quant"]
 
 
+#: One uncalibrated quantizer per bit-width: an uncalibrated :class:`ActQuant` quantizes over each batch's own range
+#: (0 included), with straight-through gradients — the sub-network's own quantizer, reused, not re-derived.
+_BATCH_RANGE = {}
+
+
 def _act_quant(x: torch.Tensor, bits: int) -> torch.Tensor:
-    """Asymmetric per-tensor fake quantization over the batch's own range (0 included), straight-through."""
-    if bits == 32:
-        return x
-    lo = torch.clamp(x.detach().amin(), max=0.0)
-    hi = torch.clamp(x.detach().amax(), min=0.0)
-    levels = 2 ** bits - 1
-    scale = (hi - lo).clamp_min(1e-8) / levels
-    zero = torch.round(-lo / scale)
-    q = (torch.clamp(torch.round(x.detach() / scale) + zero, 0, levels) - zero) * scale
-    return x + (q - x).detach()
+    if bits not in _BATCH_RANGE:
+        _BATCH_RANGE[bits] = ActQuant(bits)
+    return _BATCH_RANGE[bits](x)
 
 
 def soft_act_quant(x: torch.Tensor, options: tuple[int, ...], p: torch.Tensor) -> torch.Tensor:
