@@ -124,9 +124,25 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
                      max_kernels=args.kernels if not spaces else None)
         print(json.dumps(res, indent=2))
         return _load_verdict(res, args.hardware)
+    sampler = None
+    if args.adaptive is not None:
+        from hao.latency.adaptive import AdaptiveSampler, executed_pool, usage_weights
+
+        if args.rpc and args.rpc_workers != 1 or args.kernels is not None:
+            raise ConfigError("--adaptive chooses the kernels itself, one batch after another on one backend; drop "
+                              "--kernels and --rpc-workers.")
+        weights: dict = {}
+        for name in spaces:
+            for k, w in usage_weights(get_space(name), seed=args.seed).items():
+                weights[k] = weights.get(k, 0.0) + w
+        plan = [k for k in executed_pool(plan) if k in weights]
+        sampler = AdaptiveSampler(plan, weights, seed=args.seed)
     res = calibrate(args.hardware, plan, backend, root=root, retry_failed=args.retry_failed,
                     progress=not args.no_progress, space_name=",".join(args.space),
-                    command="hao " + " ".join(sys.argv[1:]) if sys.argv else None)
+                    command="hao " + " ".join(sys.argv[1:]) if sys.argv else None,
+                    adaptive=sampler, budget=args.adaptive)
+    if sampler is not None:
+        res = {**res, "adaptive_rounds": sampler.rounds}
     print(json.dumps(res, indent=2))
     return _load_verdict(res, args.hardware)
 
@@ -333,6 +349,10 @@ def add_latency_commands(subparsers: Any) -> None:
     p.add_argument("--kernels", type=int, default=None,
                    help="measure at most N planned kernels (seeded subset); with --retime and no --space: re-time "
                         "at most N rows in this run")
+    p.add_argument("--adaptive", type=int, default=None, metavar="N",
+                   help="measure N kernels chosen adaptively (where the predictor is least sure, weighted by use in "
+                        "the space's networks; sub-8-bit kernels are answered by their int8 rows); see "
+                        "docs/measurement.md. Resumable: rows already in the table count")
     p.add_argument("--trials", type=int, default=8, help="MetaSchedule trials per kernel (default 8)")
     p.add_argument("--threads", type=int, default=2, help="TVM_NUM_THREADS (default 2)")
     p.add_argument("--rpc", default=None, help="HOST:PORT:KEY of a TVM RPC tracker (remote hardware)")

@@ -33,7 +33,7 @@ from hao.registry import Registry
 from hao.kernel import KernelSpec
 
 __all__ = ["Measurement", "LatencyBackend", "RooflineBackend", "BACKENDS", "register_backend", "get_backend",
-           "list_backends", "kernel_precision"]
+           "list_backends", "kernel_precision", "executed_kernel"]
 
 
 def kernel_precision(kernel: KernelSpec) -> str:
@@ -168,6 +168,17 @@ class RooflineBackend(LatencyBackend):
         return {"backend": "roofline", "synthetic": True, "device": "analytic roofline model",
                 "params": {"peak_gmacs": self.peak_gmacs, "bandwidth_gbs": self.bandwidth_gbs,
                            "overhead_us": self.overhead_us}}
+
+
+def executed_kernel(kernel: KernelSpec) -> KernelSpec:
+    """The kernel whose program a mapped kernel runs (:func:`kernel_precision`): ``int8-mapped`` -> the same
+    shape at W8A8, ``fp32-mapped`` -> W32A32; any other kernel is returned unchanged."""
+    prec = kernel_precision(kernel)
+    if prec == "int8-mapped":
+        return replace_bits(kernel, 8, 8)
+    if prec == "fp32-mapped":
+        return replace_bits(kernel, 32, 32)
+    return kernel
 
 
 def replace_bits(kernel: KernelSpec, w_bits: int, a_bits: int) -> KernelSpec:

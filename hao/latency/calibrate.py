@@ -46,6 +46,27 @@ __all__ = ["space_kernels", "plan_kernels", "calibrate", "retime", "CalibrationR
            "claim_calibration_folder", "plan_run", "PlannedRun", "scheduling_priority", "load_average"]
 
 
+def _existing_rows(path: Path, kernels: Sequence[KernelSpec]) -> dict[KernelSpec, float]:
+    """Kernels of ``kernels`` that already have a row in ``path`` (table.csv: with their latency; failed.csv:
+    NaN)."""
+    import pandas as pd
+
+    if not path.is_file() or path.stat().st_size == 0:
+        return {}
+    df = pd.read_csv(path)
+    if df.empty:
+        return {}
+    by_key = {k.key(): k for k in kernels}
+    cols = [c for c in KEY_COLUMNS if c in df.columns]
+    lat = df["latency_ms"].to_numpy(float) if "latency_ms" in df.columns else np.full(len(df), np.nan)
+    out: dict[KernelSpec, float] = {}
+    for vals, v in zip(df[cols].itertuples(index=False, name=None), lat):
+        k = by_key.get(tuple(vals))
+        if k is not None:
+            out[k] = float(v)
+    return out
+
+
 def space_kernels(space: Any) -> list[KernelSpec]:
     """Every distinct kernel that some candidate of ``space`` contains, sorted."""
     seen: set[KernelSpec] = set()
@@ -181,7 +202,7 @@ def calibrate(hardware: str, kernels: Sequence[KernelSpec], backend: LatencyBack
               root: str | os.PathLike | None = None, retry_failed: bool = False, progress: bool = True,
               space_name: str | None = None, command: str | None = None,
               max_kernels: int | None = None, recheck: int = 6, defer_passes: int = 3,
-              defer_pause_s: float = 10.0) -> CalibrationResult:
+              defer_pause_s: float = 10.0, adaptive: Any = None, budget: int | None = None) -> CalibrationResult:
     """Measure ``kernels`` (in order) that ``latency_models/<hardware>/`` does not have yet and append them.
 
     ``backend`` is opened and closed here. Returns counts: measured, failed, skipped, wall seconds, and the load
@@ -190,19 +211,31 @@ def calibrate(hardware: str, kernels: Sequence[KernelSpec], backend: LatencyBack
     ``defer_pause_s`` apart; ``loaded_rows`` lists those still loaded in the last pass (written, flagged), and
     ``recheck`` is :func:`recheck_rows` on ``recheck`` seeded rows of this run (0 = skip). ``hao calibrate`` exits
     non-zero when either finds load.
+
+    ``adaptive`` (an :class:`~hao.latency.adaptive.AdaptiveSampler` over ``kernels``) measures kernels in the
+    order it proposes, refitting after each batch, until the table holds ``budget`` of the pool's kernels (rows
+    already there count: a re-run resumes).
     """
-    run = plan_run(hardware, kernels, root, retry_failed, max_kernels)
+    if adaptive is not None and (not isinstance(budget, int) or budget < 1):
+        raise ConfigError(f"calibrate(adaptive=...) needs budget = the number of kernels to measure (an int >= 1), "
+                          f"got {budget!r}.")
+    run = plan_run(hardware, kernels, root, retry_failed, None if adaptive is not None else max_kernels)
     log = RunLog(run.folder, hardware, {"started_at": now(), "space": space_name, "command": command,
                                         "planned": len(kernels), "to_measure": len(run.todo),
                                         "skipped_existing": run.skipped, "repaired_bytes": run.repaired})
     done: list[tuple[KernelSpec, float]] = []
+    known = _existing_rows(run.table_p, kernels) if adaptive is not None else {}
+    failed_now: list[KernelSpec] = []
     loaded: list[str] = []
     check: dict[str, Any] = {}
     deferred: list[KernelSpec] = []
     # set_aside_unmeasured: kernels set aside under load and not yet written when the run ended (interrupted);
     # a re-run measures them again (their schedules are in tuning_db/)
     log.closing = lambda: {"loaded_rows": loaded[:50], "n_loaded_rows": len(loaded), "recheck": check or None,
-                           "set_aside_unmeasured": len(deferred)}
+                           "set_aside_unmeasured": len(deferred),
+                           "adaptive": None if adaptive is None else
+                           {"budget": budget, "pool": len(kernels), "start": adaptive.start, "batch": adaptive.batch,
+                            "seed": adaptive.seed, "rounds": adaptive.rounds}}
     with measuring(backend, log):
         log.start(backend.describe())
         bar = Progress(progress, len(run.todo), f"calibrate {hardware}")
@@ -212,14 +245,27 @@ def calibrate(hardware: str, kernels: Sequence[KernelSpec], backend: LatencyBack
                 append_row(run.table_p, run.header, measured_row(m, k))
                 log.measured += 1
                 done.append((k, float(m.latency_ms)))
+                known[k] = float(m.latency_ms)
                 if m.extra.get("quiet") is False:
                     loaded.append(k.short())
             else:
                 append_row(run.failed_p, run.fheader, failed_row(k, m.impl, m.reason))
                 log.failed += 1
+                failed_now.append(k)
+
+        def stream() -> Iterable[KernelSpec]:
+            if adaptive is None:
+                yield from run.todo
+                return
+            before = _existing_rows(run.failed_p, kernels) if not retry_failed else {}
+            while len(known) + len(deferred) < budget:
+                batch = adaptive.next(known, failed=[*before, *failed_now, *deferred])
+                if not batch:
+                    return
+                yield from batch[: budget - len(known) - len(deferred)]
 
         try:
-            for k in run.todo:
+            for k in stream():
                 m = backend.measure(k)
                 if m.ok and m.extra.get("quiet") is False and defer_passes > 0:
                     deferred.append(k)  # timed under load: try again later (its schedule is kept, so it is quick)

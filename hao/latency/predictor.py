@@ -10,6 +10,13 @@ Contract (scikit-learn): ``__init__`` stores parameters only; :meth:`fit` learns
 refitted deterministically from the table (fixed ``random_state``), and the only other state — the fitted
 per-network overhead — is stored as JSON (``predictor.json`` next to the table, see :meth:`save_overhead`).
 
+**Mapped kernels.** A sub-8-bit kernel on a CPU table runs the int8 program of its shape (``int8-mapped``,
+:func:`~hao.latency.backend.kernel_precision`): the same code as the table's W8A8 row (on the committed CPU table
+the mapped rows time at 0.99x their W8A8 row, median). A table without mapped rows (``hao calibrate
+--no-space-bits``, the adaptive plan) therefore says everything about them: the predictor answers a mapped
+kernel with the kernel it executes (:func:`~hao.latency.backend.executed_kernel`), looked up or predicted. A
+table that has mapped rows (e.g. an imported GPU table with a real int4 program) keeps them as their own rows.
+
 Network latency = scale·Σ kernel latencies + overhead, overhead = ``overhead_ms_ + overhead_per_kernel_ms_ * n``
 (``network_scale_`` = 1 unless ``network_scale=True``)
 (fitted on whole networks compiled end to end, :meth:`fit_overhead`; zero until then). Measured kernels can be
@@ -29,7 +36,7 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from hao.stats import error_stats  # noqa: F401
 from hao.errors import ConfigError, NotFittedError
 from hao.kernel import OPS, KernelSpec
-from hao.latency.backend import kernel_precision
+from hao.latency.backend import executed_kernel, kernel_precision
 from hao.latency.table import LatencyTable, atomic_write_text, load_table
 
 __all__ = ["LatencyPredictor", "kernel_features", "FEATURE_NAMES", "FlopsBaseline", "error_stats",
@@ -175,6 +182,7 @@ class LatencyPredictor(BaseEstimator, RegressorMixin):
             raise ConfigError(f"LatencyPredictor needs at least 5 rows to fit, got {y.size}.")
         if not np.all(np.isfinite(y)) or np.any(y <= 0):
             raise ConfigError("fit: every latency must be a finite number > 0.")
+        self.maps_to_executed_ = not any(kernel_precision(k).endswith("-mapped") for k in kernels)
         X = kernel_features(kernels)
         ly = np.log(y)
         self.model_ = self._gbr().fit(X, ly)
@@ -194,10 +202,16 @@ class LatencyPredictor(BaseEstimator, RegressorMixin):
             raise NotFittedError("This LatencyPredictor is not fitted yet; call fit(table) or "
                                  "LatencyPredictor.from_table('hardware-name') first.")
 
+    def _executed(self, kernels: Sequence[KernelSpec]) -> list[KernelSpec]:
+        """The kernels as the table's hardware runs them (see "Mapped kernels" in the module docstring)."""
+        if getattr(self, "maps_to_executed_", False):
+            return [executed_kernel(k) for k in kernels]
+        return list(kernels)
+
     def predict(self, kernels: Sequence[KernelSpec], prefer_measured: bool = False) -> np.ndarray:
         """Latency in ms per kernel (model output; measured values instead where ``prefer_measured``)."""
         self._check_fitted()
-        kernels = list(kernels)
+        kernels = self._executed(kernels)
         if not kernels:
             return np.zeros(0)
         out = np.exp(self.model_.predict(kernel_features(kernels)))
@@ -213,7 +227,7 @@ class LatencyPredictor(BaseEstimator, RegressorMixin):
         self._check_fitted()
         if self.quantile_models_ is None:
             raise NotFittedError("predict_interval needs quantiles=(low, high) at construction; it was None.")
-        X = kernel_features(list(kernels))
+        X = kernel_features(self._executed(kernels))
         lo, hi = (np.exp(m.predict(X)) for m in self.quantile_models_)
         return np.minimum(lo, hi), np.maximum(lo, hi)
 
