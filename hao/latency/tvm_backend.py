@@ -128,6 +128,10 @@ class TVMBackend(LatencyBackend):
             refuse_foreign_target(self.target_dict, "TVM latency backend")
         if self.database_dir is not None:
             self.database_dir.mkdir(parents=True, exist_ok=True)
+            if self._table_database:
+                from hao.latency.schedules import restore_schedules
+
+                restore_schedules(self.database_dir, self.target_dict)  # the table's committed schedules
             self.database = ms.database.JSONDatabase(work_dir=str(self.database_dir))
         else:
             self.database = ms.database.MemoryDatabase()
@@ -154,6 +158,15 @@ class TVMBackend(LatencyBackend):
             self.session.close()
         self._work.cleanup()
         self._opened = False
+        if self._table_database:
+            from hao.latency.schedules import pack_schedules
+
+            pack_schedules(self.database_dir)  # keep the table's schedules committable (hao.latency.schedules)
+
+    @property
+    def _table_database(self) -> bool:
+        """Whether the database is a table folder's ``tuning_db/`` (its schedules are packed beside the table)."""
+        return self.database_dir is not None and self.database_dir.name == "tuning_db"
 
     # ---- tuning -----------------------------------------------------------------------------------------
     def schedule(self, mod: Any) -> tuple[Any, int, float]:
