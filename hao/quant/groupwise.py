@@ -1,0 +1,68 @@
+"""Group-wise weight quantization (Q-BERT): a weight matrix split into groups along one axis, one symmetric
+range per group.
+
+Q-BERT (Shen et al., 2020) quantizes each matrix of multi-head attention in groups — one per head, or finer —
+instead of one range for the whole matrix: heads differ in scale, and one head with large weights otherwise
+takes the grid away from all the others. Here ``groups`` contiguous, equal slices along ``axis`` each get
+``s_g = max|W_g| / qmax``:
+
+* Q, K, V projections (``out_features = heads · head_dim``): ``axis=0`` (output rows), ``groups = heads`` is one
+  range per head, ``2 · heads`` two per head …, ``groups = out_features`` is per-channel (hao's default for
+  every other layer, :func:`hao.quant.fake.quantize_weight`);
+* the output projection reads the heads along its input: ``axis=1``.
+
+A group's integer codes are ``clamp(round(W / s_g), -qmax, qmax)``; a deployed kernel stores one scale per
+group. Values equal :func:`~hao.quant.fake.quantize_weight` when ``groups`` equals the size of axis 0 (tested).
+"""
+from __future__ import annotations
+
+import torch
+
+from hao.errors import ConfigError
+from hao.quant.fake import check_bits
+
+__all__ = ["quantize_weight_grouped", "group_scales", "grouped_weight_error"]
+
+
+def _check(w: torch.Tensor, groups: int, axis: int) -> int:
+    if w.dim() < 2:
+        raise ConfigError(f"group-wise quantization needs a matrix (2 or more dims), got shape {tuple(w.shape)}.")
+    if axis not in (0, 1):
+        raise ConfigError(f"axis must be 0 (output rows: Q, K, V) or 1 (input columns: the output projection), got "
+                          f"{axis!r}.")
+    n = w.shape[axis]
+    if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1 or n % groups:
+        divisors = [d for d in range(1, n + 1) if n % d == 0]
+        raise ConfigError(f"groups must divide the {n} {'rows' if axis == 0 else 'columns'} of the weight "
+                          f"(valid: {divisors[:12]}{' …' if len(divisors) > 12 else ''}), got {groups!r}.")
+    return n // groups
+
+
+def group_scales(w: torch.Tensor, bits: int, groups: int, axis: int = 0) -> torch.Tensor:
+    """The ``groups`` scales ``max|W_g| / qmax`` (shape ``(groups,)``)."""
+    check_bits(bits, "w_bits")
+    size = _check(w, groups, axis)
+    qmax = 2 ** (bits - 1) - 1
+    wt = w.detach().movedim(axis, 0).reshape(groups, size, -1)
+    return wt.abs().amax(dim=(1, 2)).clamp_min(1e-12) / qmax
+
+
+def quantize_weight_grouped(w: torch.Tensor, bits: int, groups: int, axis: int = 0) -> torch.Tensor:
+    """``w`` fake-quantized with one symmetric range per group of ``axis`` (straight-through gradient)."""
+    check_bits(bits, "w_bits")
+    if bits == 32:
+        return w
+    size = _check(w, groups, axis)
+    qmax = 2 ** (bits - 1) - 1
+    scale = group_scales(w, bits, groups, axis).repeat_interleave(size)
+    shape = [1] * w.dim()
+    shape[axis] = w.shape[axis]
+    scale = scale.reshape(shape)
+    q = torch.clamp(torch.round(w.detach() / scale), -qmax, qmax) * scale
+    return w + (q - w).detach() if torch.is_grad_enabled() and w.requires_grad else q
+
+
+@torch.no_grad()
+def grouped_weight_error(w: torch.Tensor, bits: int, groups: int, axis: int = 0) -> torch.Tensor:
+    """‖Q(W) − W‖² with ``groups`` ranges along ``axis`` (a scalar tensor)."""
+    return (quantize_weight_grouped(w, bits, groups, axis) - w).pow(2).sum()
