@@ -257,6 +257,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     rep = validate_networks(args.hardware, args.space, n_networks=args.networks, seed=args.seed,
                             trials_per_task=args.trials, calib_networks=args.calib_networks,
                             progress=not args.no_progress, out=args.out, rounds=args.rounds, precision=args.precision,
+                            front=args.front,
                             network_scale={"on": True, "off": False}.get(args.network_scale, args.network_scale))
     if args.json:
         print(json.dumps(rep, indent=2, default=str))
@@ -403,6 +404,9 @@ def add_latency_commands(subparsers: Any) -> None:
                     help="compare with published whole-network latencies instead (columns candidate, measured_ms; "
                          "no TVM, overhead fitted leave-one-out)")
     pv.add_argument("--networks", type=int, default=20, help="validation networks (seeded random candidates)")
+    pv.add_argument("--front", type=int, default=0, metavar="N",
+                    help="also validate N candidates spread over the space's front (proxy vs this table's latency), "
+                         "the networks a search on this table returns")
     pv.add_argument("--calib-networks", type=int, default=4,
                     help="extra networks (other seeds) used only to fit the per-network overhead")
     pv.add_argument("--network-scale", choices=("off", "on", "auto"), default="off",

@@ -138,6 +138,30 @@ def _network_kernels(space: Any, candidate: Any, precision: str) -> list:
     return kernels
 
 
+def front_candidates(space_name: str, hardware: str, n: int, epsilon: float = 0.01) -> list[Any]:
+    """``n`` candidates spread evenly (by latency) over the front of the accuracy proxy vs this table's latency
+    (:class:`~hao.search.front.FrontSolver`, ``epsilon`` of each range; the space's committed sensitivities) —
+    what ``hao search`` hands a user of this table."""
+    from hao.proxy import default_checkpoint_dir
+    from hao.search.api import make_problem
+    from hao.search.front import FrontSolver
+    from hao.space import Candidate
+
+    problem = make_problem(space_name, hardware, objectives=["proxy", "latency_ms"],
+                           checkpoint=default_checkpoint_dir(space_name))
+    front = FrontSolver(objectives=["proxy", "latency_ms"], epsilon=epsilon).solve(problem).pareto()
+    front = front.sort_values("latency_ms").reset_index(drop=True)
+    idx = np.unique(np.linspace(0, len(front) - 1, n).round().astype(int))
+    return [Candidate.from_json(front["config"].iloc[int(i)]) for i in idx]
+
+
+def _by_op(kernels: list, latencies: np.ndarray) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for k, v in zip(kernels, latencies):
+        out[k.op] = out.get(k.op, 0.0) + float(v)
+    return out
+
+
 def build_candidate(space: Any, candidate: Any, precision: str, seed: int, tuner: Tuner) -> Any:
     """The compiled network of one candidate: float (:func:`build_network`) or integer (:mod:`hao.deploy`, the
     table's own int8 programs; weights seeded, activation ranges from seeded random images — latency does not
@@ -178,7 +202,7 @@ def build_candidate(space: Any, candidate: Any, precision: str, seed: int, tuner
 def validate_networks(hardware: str, space_name: str, n_networks: int = 20, seed: int = 0,
                       trials_per_task: int = 8, calib_networks: int = 4, threads: int = 2, progress: bool = True,
                       out: str | os.PathLike | None = None, network_scale: bool | str = False,
-                      rounds: int = 5, precision: str = "fp32") -> dict[str, Any]:
+                      rounds: int = 5, precision: str = "fp32", front: int = 0) -> dict[str, Any]:
     """Run the validation described in the module docstring; returns (and writes) the report dict.
 
     ``network_scale``: False (default; measured = Σkernels + a + b·n), True (also a factor on Σkernels) or
@@ -186,7 +210,10 @@ def validate_networks(hardware: str, space_name: str, n_networks: int = 20, seed
     ``precision``: ``fp32`` (float networks vs the float32 rows), ``int8`` (every layer W8A8, integer network
     of the table's int8 programs vs the int8 rows) or ``mixed`` (the sampled bit-widths; sub-8-bit layers run
     the int8 programs, as their ``int8-mapped`` rows say). Only ``fp32`` writes the overhead fit to
-    ``predictor.json``; the integer precisions report theirs."""
+    ``predictor.json``; the integer precisions report theirs. ``front``: also validate that many candidates of
+    the space's front on this table (:func:`front_candidates`; held out, ``source: "front"``, scored with the
+    random ones and on their own in ``summary["front"]``). Every row carries ``predicted_by_op_ms``, the
+    per-op breakdown of its Σ kernels, to see which layer type a missed network got wrong."""
     from hao.latency.tvm_backend import pin_threads
     from hao.space import get_space
 
@@ -216,6 +243,9 @@ def validate_networks(hardware: str, space_name: str, n_networks: int = 20, seed
         if c.to_json() not in seen:
             seen.add(c.to_json())
             cands.append(c)
+    n_random = len(cands)
+    if front:
+        cands += [c for c in front_candidates(space_name, hardware, front) if c.to_json() not in seen]
     tuner = Tuner(folder / "tuning_db", threads, trials_per_task, seed)
     rows: list[dict[str, Any]] = []
     bar = None
@@ -237,9 +267,11 @@ def validate_networks(hardware: str, space_name: str, n_networks: int = 20, seed
                 res = {"ok": True, **built[i].facts}
             except Exception as exc:  # noqa: BLE001 - recorded in the report
                 res = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:500]}
+            lat = pred.predict(kernels, prefer_measured=True)
             rows.append({"index": i, "role": "overhead-fit" if i < calib_networks else "validation",
+                         "source": "random" if i < n_random else "front",
                          "candidate": c.to_dict(), "n_kernels": len(kernels), "kernels_in_table": n_meas,
-                         "sum_kernels_ms": float(pred.predict(kernels, prefer_measured=True).sum()),
+                         "sum_kernels_ms": float(lat.sum()), "predicted_by_op_ms": _by_op(kernels, lat),
                          "sum_kernels_model_only_ms": float(pred.predict(kernels).sum()),
                          **res})
             if bar is not None:
@@ -258,6 +290,10 @@ def validate_networks(hardware: str, space_name: str, n_networks: int = 20, seed
         built.clear()
         tuner.close()
     summary, coefs = score_rows(rows, network_scale=network_scale)
+    front_rows = [r for r in rows if r["source"] == "front" and r.get("ok")]
+    if len(front_rows) >= 2:
+        summary["front"] = error_stats(np.array([r["predicted_ms"] for r in front_rows]),
+                                       np.array([r["measured_ms"] for r in front_rows]))
     fit_rows = [r for r in rows if r["role"] == "overhead-fit" and r["ok"]]
     # the chosen model is a parameter; the overhead is fitted state, written by fit_overhead only
     pred.set_params(network_scale=summary["model_selection"]["chosen"] == "scale")

@@ -192,3 +192,54 @@ def test_time_interleaved_keeps_each_networks_quietest_session():
     res = time_interleaved([Fake("a", 1.0), Broken(), Fake("c", 0.5)], passes=2, repeat=3)
     assert [r["ok"] for r in res] == [True, False, True] and "device lost" in res[1]["error"]
     assert calls == ["a", "c", "c", "a"]   # the broken network is not timed again; the others are kept
+
+
+def test_front_candidates_are_validated_and_every_row_has_its_per_op_breakdown(tmp_path, monkeypatch):
+    """``front=N`` adds N candidates of the space's front on this table (held out, scored on their own too); the
+    per-op breakdown of each row adds up to its Σ kernels. Compilation and timing are faked: measured = 1.03·Σ."""
+    import hao.latency.validate as v
+    from hao.latency import calibrate as cal
+    from hao.latency.backend import get_backend
+    from hao.latency.table import register_hardware
+    from hao.space import get_space
+
+    sp = get_space("mbconv-fmnist")
+    plan = cal.plan_kernels(cal.space_kernels(sp), precisions=((32, 32), (8, 8)), include_space_bits=False)
+    cal.calibrate("val-front", plan, get_backend("roofline"), root=tmp_path, progress=False, recheck=0)
+    register_hardware(tmp_path / "val-front", "val-front")
+
+    class _NoTuner:
+        tuned_tasks = reused_tasks = transferred_tasks = 0
+
+        def __init__(self, *a, **k):
+            pass
+
+        def close(self):
+            pass
+
+    class _Net:
+        def __init__(self, ms):
+            self.ms, self.facts = ms, {}
+
+    built = []
+
+    def fake_build(space, cand, precision, seed, tuner):
+        ks = v._network_kernels(space, cand, precision)
+        built.append(cand)
+        return _Net(1.03 * float(v.LatencyPredictor.from_table("val-front").predict(ks, prefer_measured=True).sum()))
+
+    monkeypatch.setattr(v, "Tuner", _NoTuner)
+    monkeypatch.setattr(v, "build_candidate", fake_build)
+    monkeypatch.setattr(v, "time_interleaved", lambda nets, passes: [{"ok": True, "measured_ms": n.ms} for n in nets])
+    rep = v.validate_networks("val-front", "mbconv-fmnist", n_networks=3, calib_networks=2, progress=False,
+                              precision="mixed", front=3, out=tmp_path / "r.json")
+    sources = [r["source"] for r in rep["networks"]]
+    assert sources.count("random") == 5 and sources.count("front") == 3
+    front = [r for r in rep["networks"] if r["source"] == "front"]
+    assert all(r["role"] == "validation" for r in front)
+    want = v.front_candidates("mbconv-fmnist", "val-front", 3)
+    assert [r["candidate"] for r in front] == [c.to_dict() for c in want]
+    assert rep["summary"]["front"]["n"] == 3 and rep["summary"]["n"] == 6
+    for r in rep["networks"]:
+        assert sum(r["predicted_by_op_ms"].values()) == pytest.approx(r["sum_kernels_ms"])
+        assert set(r["predicted_by_op_ms"]) <= {"conv2d", "dwconv2d", "dense", "avgpool", "add"}
