@@ -86,11 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     if not reports:
         raise ConfigError(f"no validation reports for {args.space} in {folder}; run `hao latency validate "
                           f"{args.hardware} --space {args.space} --precision fp32|int8|mixed` first.")
-    truth = {k: float(v) for k, v in zip(table.kernels(), table.df["latency_ms"].to_numpy(float))
+    # keyed by the table key (the layout a row records is the program's, e.g. NCHW16c for int8)
+    truth = {k.key(): float(v) for k, v in zip(table.kernels(), table.df["latency_ms"].to_numpy(float))
              if kernel_precision(k) in ("fp32", "int8")}
     weights = usage_weights(space, seed=args.seed)
-    pool = [k for k in sorted(truth) if k in weights]
-    missing = [k for k in weights if k not in truth]
+    pool = sorted(k for k in weights if k.key() in truth)
+    missing = [k for k in weights if k.key() not in truth]
     if missing:
         raise ConfigError(f"{args.hardware} lacks {len(missing)} float32/int8 kernels of {args.space} (e.g. "
                           f"{missing[0].short()}); the replay needs the complete table (`hao calibrate --space "
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     budgets = sorted({min(b, len(pool)) for b in budgets})
 
     def fit_on(chosen):
-        est = LatencyPredictor().fit(chosen, [truth[k] for k in chosen])
+        est = LatencyPredictor().fit(chosen, [truth[k.key()] for k in chosen])
         return lambda ks: float(est.predict(ks, prefer_measured=True).sum())
 
     # adaptive order: the sampler's proposals, measured from the table, until the largest budget
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         for k in batch:
             if len(order) < budgets[-1]:
                 order.append(k)
-                known[k] = truth[k]
+                known[k] = truth[k.key()]
     rows = []
     for b in budgets:
         row = {"kernels": b, "adaptive": _score(fit_on(order[:b]), reports, space)}
