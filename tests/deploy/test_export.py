@@ -41,6 +41,8 @@ def test_export_native_integer_library_runs_without_torch(tmp_path):
     assert d["check"]["same_top1"] and d["check"]["max_abs_diff"] <= d["check"]["tolerance"]
     assert d["kernels"] == [k.short() for k in sp.kernels(cand)]
     assert d["schedules"]["default"] > 0 and d["timing"]["measured_ms"] > 0 and d["timing"]["loadavg_start"]
+    assert len(d["timing"]["session_other_cores"]) == len(d["timing"]["session_medians_ms"])  # the load watch
+    assert d["timing"]["timed_quiet"] in (True, False)
     assert (out / "model.so").stat().st_size > 0 and (out / "integer_network" / "integer_network.npz").is_file()
     assert json.loads((out / "export.json").read_text())["calibrated_on"].startswith("250 Fashion-MNIST")
     example = (out / "run_example.py").read_text()
