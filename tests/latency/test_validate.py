@@ -125,6 +125,18 @@ def test_compiled_network_runs_the_table_kernels_schedules(tmp_path):
     assert r["max_abs_err_vs_torch"] < 1e-3 and r["measured_ms"] > 0
 
 
+class _NoTuner:
+    """Stands in for the Tuner when nothing is compiled."""
+
+    tuned_tasks = reused_tasks = transferred_tasks = 0
+
+    def __init__(self, *a, **k):
+        pass
+
+    def close(self):
+        pass
+
+
 def test_validation_that_compiles_nothing_leaves_the_predictor_alone(tmp_path, monkeypatch):
     """A run where every network fails writes its report (with the errors) but fits nothing."""
     import hao.latency.validate as v
@@ -138,15 +150,6 @@ def test_validation_that_compiles_nothing_leaves_the_predictor_alone(tmp_path, m
     plan = cal.plan_kernels(cal.space_kernels(sp), precisions=((32, 32),), include_space_bits=False)
     cal.calibrate("val-dry", plan, get_backend("roofline"), root=tmp_path, progress=False)
     register_hardware(tmp_path / "val-dry", "val-dry")
-
-    class _NoTuner:
-        tuned_tasks = reused_tasks = transferred_tasks = 0
-
-        def __init__(self, *a, **k):
-            pass
-
-        def close(self):
-            pass
 
     def broken(*a, **k):
         raise RuntimeError("no compiler today")
@@ -207,15 +210,6 @@ def test_front_candidates_are_validated_and_every_row_has_its_per_op_breakdown(t
     plan = cal.plan_kernels(cal.space_kernels(sp), precisions=((32, 32), (8, 8)), include_space_bits=False)
     cal.calibrate("val-front", plan, get_backend("roofline"), root=tmp_path, progress=False, recheck=0)
     register_hardware(tmp_path / "val-front", "val-front")
-
-    class _NoTuner:
-        tuned_tasks = reused_tasks = transferred_tasks = 0
-
-        def __init__(self, *a, **k):
-            pass
-
-        def close(self):
-            pass
 
     class _Net:
         def __init__(self, ms):
