@@ -238,7 +238,8 @@ def calibrate(hardware: str, kernels: Sequence[KernelSpec], backend: LatencyBack
                             "seed": adaptive.seed, "rounds": adaptive.rounds}}
     with measuring(backend, log):
         log.start(backend.describe())
-        bar = Progress(progress, len(run.todo), f"calibrate {hardware}")
+        total = len(run.todo) if adaptive is None else max(budget - len(known), 0)
+        bar = Progress(progress, total, f"calibrate {hardware}")
 
         def write(k: KernelSpec, m: Any) -> None:
             if m.ok:

@@ -2,7 +2,6 @@
 answered by the program they run."""
 from __future__ import annotations
 
-import dataclasses
 import numpy as np
 import pytest
 
@@ -128,4 +127,3 @@ def test_mapped_kernels_are_answered_by_the_program_they_run():
     # a table with its own sub-8-bit rows (e.g. a real int4 program) keeps them
     own = LatencyPredictor(n_estimators=30).fit(rows + [w4a4], lat + [0.5 * _truth(int8)])
     assert own.predict([w4a4], prefer_measured=True)[0] == pytest.approx(0.5 * _truth(int8))
-    assert dataclasses.replace(w4a4) == w4a4
