@@ -1,7 +1,8 @@
 """Shared building blocks (like timm's ``layers/``): every network family imports its blocks from here.
 
-* :class:`ConvBNAct` — conv → BN → ReLU6 (or none): one fused kernel on the hardware;
-* :class:`MBBlock` — the inverted residual of the MBConv spaces;
+* :class:`ConvBNAct` — conv → BN → ReLU6 / h-swish (or none): one fused kernel on the hardware;
+* :class:`SqueezeExcite` — MobileNetV3's squeeze-excite (float32);
+* :class:`MBBlock` — the inverted residual of the MBConv spaces (optionally without expand, with squeeze-excite);
 * :class:`ConvBNBasicBlock` — the residual block of the ResNet spaces (two ConvBNAct units + shortcut);
 * :class:`BasicBlock`, :class:`Bottleneck` — torchvision's ResNet blocks, module for module (``hao.models``).
 """
@@ -12,41 +13,70 @@ from torch import nn
 
 from hao.quant.fake import ActQuant
 
-__all__ = ["ConvBNAct", "MBBlock", "follow_bits", "ConvBNBasicBlock", "BasicBlock", "Bottleneck"]
+__all__ = ["ConvBNAct", "SqueezeExcite", "MBBlock", "follow_bits", "ConvBNBasicBlock", "BasicBlock", "Bottleneck",
+           "ACTIVATIONS"]
+
+#: activations of :class:`ConvBNAct` (``True`` means ``"relu6"``, ``False``/``None`` means none)
+ACTIVATIONS = ("relu6", "hswish")
 
 
 class ConvBNAct(nn.Module):
-    """conv → BN → ReLU6 (or no activation): one fused kernel on the hardware."""
+    """conv → BN → activation (ReLU6, h-swish, or none): one fused kernel on the hardware."""
 
-    def __init__(self, conv: nn.Module, bn: nn.Module, act: bool = True) -> None:
+    def __init__(self, conv: nn.Module, bn: nn.Module, act: bool | str | None = True) -> None:
         super().__init__()
         self.conv, self.bn = conv, bn
-        self.act = nn.ReLU6() if act else nn.Identity()
+        kind = "relu6" if act is True else (None if act in (False, None) else act)
+        if kind is not None and kind not in ACTIVATIONS:
+            raise ValueError(f"ConvBNAct act must be one of {ACTIVATIONS}, True, False or None; got {act!r}.")
+        self.act_kind = kind
+        self.act = {"relu6": nn.ReLU6, "hswish": nn.Hardswish}[kind]() if kind else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.bn(self.conv(x)))
 
 
+class SqueezeExcite(nn.Module):
+    """MobileNetV3's squeeze-excite, in float32: ``x * hsigmoid(expand(relu(reduce(mean_hw(x)))))``, the
+    reduce/expand layers 1x1 convolutions with bias."""
+
+    def __init__(self, channels: int, reduced: int) -> None:
+        super().__init__()
+        self.reduce = nn.Conv2d(channels, reduced, 1, bias=True)
+        self.expand = nn.Conv2d(reduced, channels, 1, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = torch.relu(self.reduce(x.mean((2, 3), keepdim=True)))
+        return x * nn.functional.hardsigmoid(self.expand(s))
+
+
 class MBBlock(nn.Module):
-    """Inverted residual: 1x1 expand → kxk depthwise (stride) → 1x1 project (+ identity when shapes allow).
+    """Inverted residual: 1x1 expand → kxk depthwise (stride) → [squeeze-excite] → 1x1 project (+ identity when
+    shapes allow). ``expand=None`` is MobileNet's expansion-ratio-1 block (depthwise first).
 
     The residual add simulates the integer pipeline that deploys (``hao.deploy``): the identity is the block's
-    input *as the expand layer quantizes it* (one tensor feeds both), and the projection's output is quantized
+    input *as the first layer quantizes it* (one tensor feeds both), and the projection's output is quantized
     to ``out_quant`` (8 bits when the block is quantized, the int8 ``add`` kernel's input) before the add."""
 
-    def __init__(self, expand: ConvBNAct, dw: ConvBNAct, project: ConvBNAct, residual: bool) -> None:
+    def __init__(self, expand: ConvBNAct | None, dw: ConvBNAct, project: ConvBNAct, residual: bool,
+                 se: nn.Module | None = None) -> None:
         super().__init__()
         self.expand, self.dw, self.project = expand, dw, project
+        self.se = se
         self.residual = residual
         if residual:
             self.out_quant = ActQuant(32, optional_state=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.project(self.dw(self.expand(x)))
+        y = self.dw(x if self.expand is None else self.expand(x))
+        if self.se is not None:
+            y = self.se(y)
+        y = self.project(y)
         if not self.residual:
             return y
         follow_bits(self.out_quant, self.project.conv.act_quant)
-        return self.expand.conv.act_quant(x) + self.out_quant(y)
+        first = self.dw if self.expand is None else self.expand
+        return first.conv.act_quant(x) + self.out_quant(y)
 
 
 def follow_bits(point: ActQuant, layer_input: ActQuant) -> None:

@@ -24,3 +24,29 @@ def mbconv_apq224(**kw) -> MBConvSpace:
                stages=((24, 2), (40, 2), (80, 2), (96, 1), (192, 2), (320, 1)), depths=(2, 3, 4),
                kernel_sizes=(3, 5, 7), ratios=(4, 6), w_bits=(4, 6, 8), a_bits=(4, 6, 8), head_channels=1280)
     return MBConvSpace("mbconv-apq224", **(cfg | kw))
+
+
+@register_space("mbv3-fmnist", family="mbconv",
+                description="MobileNetV3-style MBConv supernet for 28x28x1 (Fashion-MNIST): h-swish stem, a fixed "
+                            "ratio-1 first block, squeeze-excite in stages 1 and 3, h-swish in stages 2-3, a "
+                            "feature-mix head; depth {2,3,4} x4, k {3,5,7}, ratio {3,4,6}, per-layer W{4,8}/A{8}")
+def mbv3_fmnist(**kw) -> MBConvSpace:
+    cfg = dict(input_shape=(1, 28, 28), stem_channels=16, stem_act="hswish", first_block=16,
+               stages=((24, 2), (40, 2), (64, 1), (96, 2)), se_stages=(False, True, False, True),
+               hswish_stages=(False, False, True, True), head_channels=192, feature_mix=256,
+               w_bits=(4, 8), a_bits=(8,))
+    return MBConvSpace("mbv3-fmnist", **(cfg | kw))
+
+
+@register_space("ofa-mbv3-224", family="mbconv",
+                description="Once-for-All MobileNetV3 (w1.0) at 224x224x3, float32: h-swish stem 16 (stride 2), "
+                            "ratio-1 first block, stages 24/40/80/112/160 with OFA's squeeze-excite and h-swish, "
+                            "depth {2,3,4}, k {3,5,7}, ratio {3,4,6}, final expand 960, feature mix 1280; the space "
+                            "an OFA block-level latency table (`hao latency import ofa`) prices")
+def ofa_mbv3_224(**kw) -> MBConvSpace:
+    cfg = dict(input_shape=(3, 224, 224), num_classes=1000, stem_channels=16, stem_stride=2, stem_act="hswish",
+               first_block=16, stages=((24, 2), (40, 2), (80, 2), (112, 1), (160, 2)),
+               se_stages=(False, True, False, True, True), hswish_stages=(False, False, True, True, True),
+               depths=(2, 3, 4), kernel_sizes=(3, 5, 7), ratios=(3, 4, 6), head_channels=960, feature_mix=1280,
+               w_bits=(32,), a_bits=(32,), pin_bits=32)
+    return MBConvSpace("ofa-mbv3-224", **(cfg | kw))

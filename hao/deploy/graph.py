@@ -257,6 +257,15 @@ def integer_network(model: Any, input_shape: tuple[int, int, int]) -> IntegerNet
     if model.training:
         raise ConfigError("integer_network needs an eval-mode model (call model.eval()).")
     blocks = list(model.blocks())
+    v3 = [what for what, on in (
+        ("a first block", getattr(model, "first", None) is not None),
+        ("a feature-mix layer", getattr(model, "feature_mix", None) is not None),
+        ("squeeze-excite", any(getattr(b, "se", None) is not None for b in blocks)),
+        ("h-swish", any(getattr(m, "act_kind", None) == "hswish" for m in model.modules()))) if on]
+    if v3:
+        raise ConfigError(f"integer_network compiles the MobileNetV2 block only; this model uses {', '.join(v3)} "
+                          f"(MobileNetV3 options of the MBConv space), which have no integer program yet. Deploy it "
+                          f"as PyTorch, or search a space without those options ({DOC}).")
     head_in = _grid(model.head.conv.act_quant, "head.conv input")
     entry = [_grid(b.expand.conv.act_quant, f"block {i} input") for i, b in enumerate(blocks)] + [head_in]
     in_grid = _grid(model.stem.conv.act_quant, "stem input")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from hao.kernel import KEY_COLUMNS, KernelSpec
+from hao.kernel import BLOCK_OPS, KEY_COLUMNS, KernelSpec
 from hao.space.base import SearchSpace
 
 __all__ = ["coverage", "space_kernels", "bit_mismatch_warning"]
@@ -17,10 +17,11 @@ __all__ = ["coverage", "space_kernels", "bit_mismatch_warning"]
 _W, _A = KEY_COLUMNS.index("w_bits"), KEY_COLUMNS.index("a_bits")
 
 
-def space_kernels(space: SearchSpace) -> list[KernelSpec]:
-    """Every distinct kernel any candidate of ``space`` can contain (all unit options and the fixed kernels)."""
+def space_kernels(space: SearchSpace, granularity: str = "kernel") -> list[KernelSpec]:
+    """Every distinct kernel any candidate of ``space`` can contain (all unit options and the fixed kernels);
+    ``granularity="block"``: the block kernels a block-level table times."""
     from hao.search.objectives import _kernel_index
-    return list(_kernel_index(space, True)["unique"])
+    return list(_kernel_index(space, True, granularity)["unique"])
 
 
 def bit_mismatch_warning(space_pairs: set[tuple[int, int]], table_pairs: set[tuple[int, int]],
@@ -38,8 +39,10 @@ def bit_mismatch_warning(space_pairs: set[tuple[int, int]], table_pairs: set[tup
 
 def coverage(space: SearchSpace, table: Any) -> dict[str, Any]:
     """Per op and in total: the space's distinct kernels, how many the table measured (looked up) and how many
-    the predictor must predict; the bit-width pairs of each; warnings."""
-    ks = space_kernels(space)
+    the predictor must predict; the bit-width pairs of each; warnings. A block-level table is checked against
+    the space's block kernels."""
+    granularity = getattr(table, "granularity", "kernel")
+    ks = space_kernels(space, granularity)
     index = table._key_index()
     hit = [k.key() in index for k in ks]
     per_op: dict[str, dict[str, int]] = {}
@@ -56,7 +59,12 @@ def coverage(space: SearchSpace, table: Any) -> dict[str, Any]:
     by_pair = Counter((k.w_bits, k.a_bits) for k in ks)
     missing_pairs = sorted(space_pairs - table_pairs)
     n_missing = sum(by_pair[p] for p in missing_pairs)
-    return {"space": space.name, "hardware": table.name, "kernels": len(ks), "measured": int(sum(hit)),
+    if granularity == "block" and not any(k.op in BLOCK_OPS for k in ks):
+        warnings.append(f"table {table.name!r} times whole blocks, but space {space.name!r} emits no block kernels "
+                        f"({list(BLOCK_OPS)}): every kernel is predicted from block rows. Use a space with "
+                        "MBConv blocks (docs/table_schema.md, 'Block-level tables').")
+    return {"space": space.name, "hardware": table.name, "granularity": granularity, "kernels": len(ks),
+            "measured": int(sum(hit)),
             "predicted": int(len(ks) - sum(hit)), "share_measured": float(sum(hit) / max(1, len(ks))),
             "per_op": dict(sorted(per_op.items())),
             "space_bits": [f"w{w}a{a}" for w, a in sorted(space_pairs)],

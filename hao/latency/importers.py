@@ -87,6 +87,9 @@ class TableImporter(ABC):
         from hao.folders import claim_folder, refuse_package_folder
 
         what = f"hao latency import {self.name}"
+        if source is None and not self.default_file:
+            raise ConfigError(f"{what}: this format has no shipped default file (its tables are per device); pass "
+                              f"--source PATH ({self.file_format}; see docs/table_schema.md).")
         src = Path(source) if source is not None else shared_data_dir() / self.default_file
         if not src.is_file():
             raise ConfigError(f"{what}: source file {src} does not exist. Pass --source PATH (the published file "
@@ -122,6 +125,7 @@ class TableImporter(ABC):
 
 
 IMPORTERS: Registry = Registry("table importer", base=TableImporter, entry_points="hao.table_importers",
+                               builtins=("hao.latency.ofa_importer",),
                                hint="Register your own with @hao.latency.register_importer('name') (see "
                                     "CONTRIBUTING.md).")
 

@@ -35,7 +35,7 @@ from sklearn.base import BaseEstimator, RegressorMixin
 
 from hao.stats import error_stats  # noqa: F401
 from hao.errors import ConfigError, NotFittedError
-from hao.kernel import OPS, KernelSpec
+from hao.kernel import BLOCK_OPS, OPS, KernelSpec
 from hao.latency.backend import executed_kernel, kernel_precision
 from hao.latency.table import LatencyTable, atomic_write_text, load_table
 
@@ -47,7 +47,8 @@ FEATURE_NAMES = (
     ("log_macs", "log_in_bytes", "log_w_bytes", "log_out_bytes", "log_intensity", "log_elems",
      "in_channels", "out_channels", "in_hw", "out_hw", "kernel", "stride", "w_bits", "a_bits", "log_batch",
      "ch_pad_in16", "ch_pad_out16", "log_ch_in", "log_ch_out")
-    + tuple(f"op_{o}" for o in OPS) + tuple(f"prec_{p}" for p in _PREC))
+    + tuple(f"op_{o}" for o in OPS) + tuple(f"prec_{p}" for p in _PREC)
+    + ("log_mid_channels", "se", "hswish", "idskip"))
 
 
 def _pad_ratio(c: int, m: int = 16) -> float:
@@ -72,6 +73,7 @@ def kernel_features(kernels: Sequence[KernelSpec]) -> np.ndarray:
                      math.log(k.out_channels))
         X[i, 19 + OPS.index(k.op)] = 1.0
         X[i, 19 + len(OPS) + _PREC.index(prec)] = 1.0
+        X[i, -4:] = (math.log1p(k.mid_channels), k.se, k.hswish, k.idskip)  # composite blocks only (else 0)
     return X
 
 
@@ -172,8 +174,12 @@ class LatencyPredictor(BaseEstimator, RegressorMixin):
             kernels = table.kernels()
             latency_ms = table.df["latency_ms"].to_numpy(float)
             self.hardware_ = table.name
+            self.granularity_ = table.granularity
         elif latency_ms is None:
             raise ConfigError("LatencyPredictor.fit(kernels, latency_ms): latency_ms is required with a kernel list.")
+        else:
+            kernels = list(kernels)
+            self.granularity_ = "block" if any(k.op in BLOCK_OPS for k in kernels) else "kernel"
         kernels = list(kernels)
         y = np.asarray(latency_ms, dtype=float)
         if len(kernels) != y.size:

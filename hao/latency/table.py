@@ -28,7 +28,7 @@ import pandas as pd
 
 from hao.errors import ConfigError, TableError
 from hao.io import atomic_write_text
-from hao.kernel import BITS, KEY_COLUMNS, OPS, KernelSpec
+from hao.kernel import BITS, BLOCK_COLUMNS, BLOCK_OPS, KEY_COLUMNS, OPS, KernelSpec
 
 __all__ = ["LatencyTable", "REQUIRED_COLUMNS", "TABLE_COLUMNS", "validate_frame", "read_table_csv", "list_hardware",
            "list_invalid", "shadowed_by", "hardware_dir", "register_hardware", "load_table", "models_root",
@@ -146,6 +146,30 @@ def validate_frame(df: pd.DataFrame, file: str = "<table>") -> pd.DataFrame:
             vals.append(fv)
         out[c] = np.asarray(vals, dtype=np.float64)
     out["repeats"] = out["repeats"].astype(np.int64)
+    is_block = out["op"].isin(BLOCK_OPS).to_numpy()
+    if is_block.any():
+        lacking = [c for c in BLOCK_COLUMNS if c not in out.columns]
+        if lacking:
+            i = int(np.flatnonzero(is_block)[0]) + 1
+            raise TableError(f"{_where(file, i, lacking[0])}: a composite {out['op'].iloc[i - 1]!r} row needs the "
+                             f"block key columns {list(BLOCK_COLUMNS)} (missing {lacking}); see "
+                             "docs/table_schema.md, \"Block-level tables\".")
+    for c in BLOCK_COLUMNS:
+        if c not in out.columns:
+            continue
+        vals = []
+        for i, (v, blk) in enumerate(zip(out[c], is_block), start=1):
+            try:
+                fv = float(v) if str(v).strip() else 0.0
+            except (TypeError, ValueError):
+                raise TableError(f"{_where(file, i, c)}: {v!r} is not a number; expected an int >= 0.") from None
+            if math.isnan(fv) and not blk:
+                fv = 0.0
+            if math.isnan(fv) or math.isinf(fv) or fv != int(fv) or fv < 0 or fv > 2 ** 31 - 1:
+                raise TableError(f"{_where(file, i, c)}: {v!r} is not an int >= 0"
+                                 f"{' (0 or 1)' if c != 'mid_channels' else ''}.")
+            vals.append(int(fv))
+        out[c] = np.asarray(vals, dtype=np.int64)
     for c in ("vnni", "tuning_trials"):
         if c in out.columns:
             num = pd.to_numeric(out[c], errors="coerce").replace([np.inf, -np.inf], np.nan)
@@ -156,18 +180,27 @@ def validate_frame(df: pd.DataFrame, file: str = "<table>") -> pd.DataFrame:
     if "layout" not in out.columns:
         out["layout"] = "NHWC"
     seen: dict[tuple, int] = {}
-    for i, key in enumerate(zip(*(out[c] for c in KEY_COLUMNS)), start=1):
-        key = tuple(x.item() if hasattr(x, "item") else x for x in key)
-        if key in seen:
-            raise TableError(f"{_where(file, i, 'op')}: duplicate kernel key {dict(zip(KEY_COLUMNS, key))}; "
-                             f"first seen in row {seen[key]}. Keep one of the two rows.")
-        seen[key] = i
+    for i, r in enumerate(out.itertuples(index=False), start=1):
         try:
-            KernelSpec(*key[:5], kernel=key[5], stride=key[6], groups=key[7], batch=key[8], w_bits=key[9],
-                       a_bits=key[10])
+            spec = _row_kernel(r)
         except Exception as exc:  # noqa: BLE001 - KernelSpec's ConfigError names the field
             raise TableError(f"{_where(file, i, None)}: not a valid kernel: {exc}") from None
+        key = spec.key()
+        if key in seen:
+            cols = KEY_COLUMNS + (BLOCK_COLUMNS if spec.op in BLOCK_OPS else ())
+            raise TableError(f"{_where(file, i, 'op')}: duplicate kernel key {dict(zip(cols, key))}; "
+                             f"first seen in row {seen[key]}. Keep one of the two rows.")
+        seen[key] = i
     return out.reset_index(drop=True)
+
+
+def _row_kernel(r: Any) -> KernelSpec:
+    """The :class:`KernelSpec` of a typed table row (a namedtuple of :func:`validate_frame`'s frame)."""
+    layout = getattr(r, "layout", "NHWC")
+    extra = {c: int(getattr(r, c)) for c in BLOCK_COLUMNS if r.op in BLOCK_OPS and hasattr(r, c)}
+    return KernelSpec(r.op, int(r.in_channels), int(r.out_channels), int(r.in_h), int(r.in_w), int(r.kernel),
+                      int(r.stride), int(r.groups), int(r.w_bits), int(r.a_bits), int(r.batch),
+                      layout if isinstance(layout, str) and layout else "NHWC", **extra)
 
 
 def _read_meta(path: Path) -> dict[str, Any]:
@@ -204,6 +237,13 @@ class LatencyTable:
         self.meta = dict(meta)
         self.path = path
         self._index: dict[tuple, int] | None = None
+        if self.df["op"].isin(BLOCK_OPS).any():
+            declared = self.meta.get("key_columns_extra")
+            if self.meta.get("granularity") != "block" or list(declared or []) != list(BLOCK_COLUMNS):
+                raise TableError(f"{source}: the table holds composite block rows ({list(BLOCK_OPS)}), so its "
+                                 f"meta.json must declare \"granularity\": \"block\" and \"key_columns_extra\": "
+                                 f"{list(BLOCK_COLUMNS)} (got granularity={self.meta.get('granularity')!r}, "
+                                 f"key_columns_extra={declared!r}); see docs/table_schema.md, \"Block-level tables\".")
 
     @classmethod
     def load(cls, folder: str | os.PathLike) -> "LatencyTable":
@@ -223,8 +263,8 @@ class LatencyTable:
     def save(self, folder: str | os.PathLike) -> Path:
         """Write ``table.csv`` and ``meta.json`` atomically into ``folder``."""
         folder = Path(folder)
-        cols = [c for c in TABLE_COLUMNS if c in self.df.columns] + [
-            c for c in self.df.columns if c not in TABLE_COLUMNS]
+        order = REQUIRED_COLUMNS + BLOCK_COLUMNS + TABLE_COLUMNS[len(REQUIRED_COLUMNS):]
+        cols = [c for c in order if c in self.df.columns] + [c for c in self.df.columns if c not in order]
         atomic_write_text(folder / "table.csv", self.df[cols].to_csv(index=False, lineterminator="\n"))
         atomic_write_text(folder / "meta.json", json.dumps(self.meta, indent=2, sort_keys=False) + "\n")
         self.path = folder
@@ -240,15 +280,18 @@ class LatencyTable:
 
     def _key_index(self) -> dict[tuple, int]:
         if self._index is None:
-            self._index = {tuple(x.item() if hasattr(x, "item") else x for x in key): i
-                           for i, key in enumerate(zip(*(self.df[c] for c in KEY_COLUMNS)))}
+            self._index = {k.key(): i for i, k in enumerate(self.kernels())}
         return self._index
 
     def kernels(self) -> list[KernelSpec]:
-        return [KernelSpec(r.op, int(r.in_channels), int(r.out_channels), int(r.in_h), int(r.in_w),
-                           int(r.kernel), int(r.stride), int(r.groups), int(r.w_bits), int(r.a_bits),
-                           int(r.batch), str(r.layout) if isinstance(r.layout, str) and r.layout else "NHWC")
-                for r in self.df.itertuples(index=False)]
+        return [_row_kernel(r) for r in self.df.itertuples(index=False)]
+
+    @property
+    def granularity(self) -> str:
+        """``"block"`` when the table times whole blocks (composite ops such as ``mbconv``, declared by
+        ``meta.json["granularity"]``), else ``"kernel"``. Spaces then emit block kernels for it
+        (:meth:`hao.space.SearchSpace.kernels` with ``granularity="block"``)."""
+        return "block" if self.meta.get("granularity") == "block" else "kernel"
 
     def keys(self) -> set[tuple]:
         return set(self._key_index())

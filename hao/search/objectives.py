@@ -202,38 +202,41 @@ class CallableObjective(Objective):
 _KERNEL_INDEX: "weakref.WeakKeyDictionary[SearchSpace, dict[bool, dict[str, Any]]]" = weakref.WeakKeyDictionary()
 
 
-def _kernel_index(space: SearchSpace, include_fixed: bool) -> dict[str, Any]:
+def _kernel_index(space: SearchSpace, include_fixed: bool, granularity: str = "kernel") -> dict[str, Any]:
     """Every kernel of every option of every unit (then the fixed kernels), de-duplicated; computed once per
-    space and shared by all kernel-based objectives (size, BOPs, latency)."""
+    space and granularity and shared by all kernel-based objectives (size, BOPs, latency)."""
     per_space = _KERNEL_INDEX.setdefault(space, {})
-    if include_fixed in per_space:
-        return per_space[include_fixed]
+    if (include_fixed, granularity) in per_space:
+        return per_space[(include_fixed, granularity)]
+    unit_fn, fixed_fn = space.granularity_hooks(granularity)
     slots: list[tuple[int, int]] = []
     kernels: list[KernelSpec] = []
     for j, u in enumerate(space.units()):
         for o, loc in enumerate(space.unit_options(u)):
-            ks = space.unit_kernels(u.name, loc)
+            ks = unit_fn(u.name, loc)
             kernels.extend(ks)
             slots.extend([(j, o)] * len(ks))
-    pre, post = space.fixed_kernels() if include_fixed else ([], [])
+    pre, post = fixed_fn() if include_fixed else ([], [])
     allk = kernels + list(pre) + list(post)
     # many options share kernels (the expand conv does not depend on the depthwise bits): cost each once
     uniq: dict[KernelSpec, int] = {}
     inv = np.fromiter((uniq.setdefault(k, len(uniq)) for k in allk), dtype=np.int64, count=len(allk))
     out = {"unique": list(uniq), "inv": inv, "slots": np.asarray(slots, dtype=np.int64).reshape(-1, 2),
            "n_unit_kernels": len(kernels)}
-    per_space[include_fixed] = out
+    per_space[(include_fixed, granularity)] = out
     return out
 
 
 def kernel_objective(space: SearchSpace, name: str, cost: Callable[[list[KernelSpec]], Any],
-                     constant: float = 0.0, unit: str = "", include_fixed: bool = True) -> AdditiveObjective:
-    """Sum of a per-kernel cost over a candidate's kernels.
+                     constant: float = 0.0, unit: str = "", include_fixed: bool = True,
+                     granularity: str = "kernel") -> AdditiveObjective:
+    """Sum of a per-kernel cost over a candidate's kernels (``granularity="block"``: its block kernels, for a
+    block-level table).
 
     ``cost(kernels)`` must return one value per kernel; it is called once with the kernels of every option of
     every unit (plus the fixed kernels), so a predictor pays its per-call overhead once.
     """
-    idx = _kernel_index(space, include_fixed)
+    idx = _kernel_index(space, include_fixed, granularity)
     ukernels = idx["unique"]
     uvals = np.asarray(cost(ukernels), dtype=np.float64).reshape(-1) if ukernels else np.zeros(0)
     if uvals.shape[0] != len(ukernels):
@@ -274,8 +277,10 @@ def latency_objective(space: SearchSpace, predictor: Any, name: str = "latency_m
     predictions + the per-network overhead (a + b·kernels).
 
     ``predictor`` is a fitted ``hao.latency.LatencyPredictor`` or any object with ``predict(kernels)`` returning
-    ms per kernel. The overhead is taken from ``overhead_ms`` if given, else from the predictor's
-    ``overhead_ms_`` attribute (0 if it has none); the scale from its ``network_scale_`` (1 if it has none).
+    ms per kernel. A predictor fitted on a block-level table (``granularity_ == "block"``) is asked for the
+    space's block kernels (:meth:`~hao.space.SearchSpace.unit_blocks`). The overhead is taken from
+    ``overhead_ms`` if given, else from the predictor's ``overhead_ms_`` attribute (0 if it has none); the
+    scale from its ``network_scale_`` (1 if it has none).
     """
     if callable(getattr(predictor, "predict", None)):
         fn = predictor.predict
@@ -301,15 +306,16 @@ def latency_objective(space: SearchSpace, predictor: Any, name: str = "latency_m
         out = np.asarray(fn(ks, prefer_measured=True) if measured else fn(ks), dtype=np.float64)
         return scale * out + per_kernel
 
+    granularity = str(getattr(predictor, "granularity_", "kernel"))
     from hao.latency.coverage import bit_mismatch_warning, predictor_bit_pairs
     have = predictor_bit_pairs(predictor)
     if have is not None:
-        uses = {(k.w_bits, k.a_bits) for k in _kernel_index(space, True)["unique"]}
+        uses = {(k.w_bits, k.a_bits) for k in _kernel_index(space, True, granularity)["unique"]}
         msg = bit_mismatch_warning(uses, have, str(getattr(predictor, "hardware_", "the table")))
         if msg:
             import warnings
             warnings.warn(msg + " (`hao latency check` shows the coverage.)", UserWarning, stacklevel=2)
-    return kernel_objective(space, name, cost, constant=overhead_ms, unit="ms")
+    return kernel_objective(space, name, cost, constant=overhead_ms, unit="ms", granularity=granularity)
 
 
 def proxy_objective(space: SearchSpace, proxy: Any, name: str = "proxy") -> Objective:

@@ -97,6 +97,16 @@ class SearchSpace(ABC):
     def fixed_layers(self) -> list[LayerPerturbation]:
         """Weight layers present in every candidate with fixed (pinned) bits."""
 
+    # ---- optional: block-level tables ----------------------------------------------------------------
+    def unit_blocks(self, unit: str, local: Mapping[str, int] | None) -> list[KernelSpec]:
+        """Kernels of ``unit`` as a *block-level* table times them (composite ops such as ``mbconv``, see
+        :data:`hao.kernel.BLOCK_OPS`). Default: the plain kernels (a space without composite blocks)."""
+        return self.unit_kernels(unit, local)
+
+    def fixed_blocks(self) -> tuple[list[KernelSpec], list[KernelSpec]]:
+        """:meth:`fixed_kernels` as a block-level table times them. Default: the plain fixed kernels."""
+        return self.fixed_kernels()
+
     @abstractmethod
     def supernet(self, seed: int = 0) -> "Any":
         """Create the torch module holding the weights every candidate shares.
@@ -484,15 +494,27 @@ class SearchSpace(ABC):
                 out[r, j] = lookups[j][None if loc is None else tuple(loc[x] for x in u.decisions)]
         return out
 
-    def kernels(self, candidate: Candidate) -> list[KernelSpec]:
-        """The fused kernels the hardware executes for ``candidate``, in network order."""
+    def kernels(self, candidate: Candidate, granularity: str = "kernel") -> list[KernelSpec]:
+        """The fused kernels the hardware executes for ``candidate``, in network order; with
+        ``granularity="block"``, as a block-level table times them (:meth:`unit_blocks`, :meth:`fixed_blocks`)."""
         self.validate(candidate)
+        unit_fn, fixed_fn = self.granularity_hooks(granularity)
         d = candidate.as_dict()
-        pre, post = self.fixed_kernels()
+        pre, post = fixed_fn()
         out = list(pre)
         for u in self._structure()["units"]:
-            out.extend(self.unit_kernels(u.name, self._local(u, d)))
+            out.extend(unit_fn(u.name, self._local(u, d)))
         return out + list(post)
+
+    def granularity_hooks(self, granularity: str) -> tuple[Callable, Callable]:
+        """``(unit_fn, fixed_fn)``: :meth:`unit_kernels`/:meth:`fixed_kernels` for ``"kernel"``,
+        :meth:`unit_blocks`/:meth:`fixed_blocks` for ``"block"``."""
+        if granularity == "kernel":
+            return self.unit_kernels, self.fixed_kernels
+        if granularity == "block":
+            return self.unit_blocks, self.fixed_blocks
+        raise ConfigError(f"granularity must be 'kernel' or 'block', got {granularity!r} (a table's "
+                          "meta.json['granularity']; see docs/table_schema.md).")
 
     def perturbations(self, candidate: Candidate) -> list[LayerPerturbation]:
         """Per weight layer of the supernet: what ``candidate`` removes and how it quantizes (see

@@ -13,7 +13,7 @@ from torch import nn
 from hao.quant import ActQuant, QConv2d, QLinear, quantize_weight
 from hao.quant.fake import exact_codes_op, integer_codes
 
-__all__ = ["ElasticConv2d", "ElasticBatchNorm2d", "centre_slice"]
+__all__ = ["ElasticConv2d", "ElasticBatchNorm2d", "ElasticSE", "centre_slice"]
 
 
 def centre_slice(max_k: int, k: int) -> slice:
@@ -96,6 +96,50 @@ class ElasticBatchNorm2d(nn.BatchNorm2d):
             bn.running_var.copy_(self.running_var[:c])
             bn.num_batches_tracked.copy_(self.num_batches_tracked)
         return bn
+
+
+class ElasticSE(nn.Module):
+    """Squeeze-excite whose width follows its input: ``C`` channels in, :func:`hao.kernel.se_channels` (C)
+    reduced channels, the first rows/columns of the largest weights (float32, like :class:`hao.layers.SqueezeExcite`,
+    which :meth:`to_static` cuts out)."""
+
+    def __init__(self, max_channels: int) -> None:
+        super().__init__()
+        from hao.kernel import se_channels
+
+        self.max_channels, self.max_reduced = max_channels, se_channels(max_channels)
+        self.reduce_weight = nn.Parameter(torch.zeros(self.max_reduced, max_channels, 1, 1))
+        self.reduce_bias = nn.Parameter(torch.zeros(self.max_reduced))
+        self.expand_weight = nn.Parameter(torch.zeros(max_channels, self.max_reduced, 1, 1))
+        self.expand_bias = nn.Parameter(torch.zeros(max_channels))
+
+    def reset_parameters(self, generator: torch.Generator) -> None:
+        with torch.no_grad():
+            for w in (self.reduce_weight, self.expand_weight):
+                w.copy_(torch.randn(w.shape, generator=generator) * (1.0 / w[0].numel()) ** 0.5)
+
+    def _slices(self, c: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        from hao.kernel import se_channels
+
+        r = se_channels(c)
+        return (self.reduce_weight[:r, :c], self.reduce_bias[:r], self.expand_weight[:c, :r], self.expand_bias[:c])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rw, rb, ew, eb = self._slices(x.shape[1])
+        s = torch.relu(F.conv2d(x.mean((2, 3), keepdim=True), rw, rb))
+        return x * F.hardsigmoid(F.conv2d(s, ew, eb))
+
+    def to_static(self, c: int) -> nn.Module:
+        from hao.layers import SqueezeExcite
+
+        rw, rb, ew, eb = self._slices(c)
+        se = SqueezeExcite(c, rw.shape[0])
+        with torch.no_grad():
+            se.reduce.weight.copy_(rw)
+            se.reduce.bias.copy_(rb)
+            se.expand.weight.copy_(ew)
+            se.expand.bias.copy_(eb)
+        return se
 
 
 def static_linear(lin: nn.Linear, w_bits: int, a_bits: int) -> QLinear:

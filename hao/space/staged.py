@@ -26,9 +26,10 @@ class StagedSpace(SearchSpace):
 
     def init_stages(self, input_shape: Sequence[int], stem_channels: int, stem_stride: int,
                     stages: Sequence[Sequence[int]], depths: Sequence[int], w_bits: Sequence[int],
-                    a_bits: Sequence[int]) -> None:
+                    a_bits: Sequence[int], entry_channels: int | None = None) -> None:
         """Check and store the common arguments; compute ``self._blocks[(s, b)] = (in_channels, out_channels,
-        stride, in_hw, out_hw)``, ``self.final_channels`` and ``self.final_hw``."""
+        stride, in_hw, out_hw)``, ``self.final_channels`` and ``self.final_hw``. ``entry_channels``: the channels
+        entering the first stage (default ``stem_channels``; differs when a fixed block follows the stem)."""
         from hao.quant import check_bits
 
         if len(input_shape) != 3 or any(int(v) < 1 for v in input_shape):
@@ -48,7 +49,7 @@ class StagedSpace(SearchSpace):
         self.a_bits = tuple(check_bits(b, "a_bits option") for b in a_bits)
         self._blocks: dict[tuple[int, int], tuple[int, int, int, tuple[int, int], tuple[int, int]]] = {}
         h, w = (-(-v // self.stem_stride) for v in self.input_shape[1:])
-        c = self.stem_channels
+        c = self.stem_channels if entry_channels is None else int(entry_channels)
         for s, (cout, stride) in enumerate(self.stages):
             for b in range(self.max_depth):
                 cin, st = (c, stride) if b == 0 else (cout, 1)

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from hao.errors import CandidateError
+from hao.errors import CandidateError, ConfigError
 from hao.space.base import BIT_KINDS, Candidate, SearchSpace, Supernet
 
 
@@ -229,6 +229,14 @@ def check_space(space: SearchSpace, n: int = 200, seed: int = 0, forward: int = 
         m_macs = count_module_macs(model, space.input_shape)
         if k_macs != m_macs:
             raise AssertionError(f"kernel MACs {k_macs} != module MACs {m_macs} for {c.to_json()[:120]}")
+    for c in cands[:20]:  # block kernels (what block-level tables time) do the same work as the plain kernels
+        try:
+            blocks = space.kernels(c, "block")
+        except ConfigError:  # a space may refuse block granularity for some candidates, with a reason
+            continue
+        b_macs, k_macs = sum(k.macs for k in blocks), sum(k.macs for k in space.kernels(c))
+        if b_macs != k_macs:
+            raise AssertionError(f"block-kernel MACs {b_macs} != kernel MACs {k_macs} for {c.to_json()[:120]}")
     if space.has_supernet:
         check_supernet_protocol(space, sup, seed)
     try:

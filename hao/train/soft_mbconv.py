@@ -73,6 +73,11 @@ class SoftMBConv(nn.Module):
         if getattr(space, "family", None) != "mbconv":
             raise ConfigError(f"SoftMBConv relaxes MBConv supernets; space {getattr(space, 'name', space)!r} is of "
                               f"family {getattr(space, 'family', None)!r}. DMasking supports the mbconv family.")
+        v3 = list(getattr(space, "mobilenet_v3_options", []))
+        if v3:
+            raise ConfigError(f"SoftMBConv relaxes the MobileNetV2 block only; space {space.name!r} uses the "
+                              f"MobileNetV3 options {v3}. Search it with solver='ilp', 'front' or 'optuna' "
+                              "(docs/search.md).")
         self.net = supernet
         self.space = space
         st = space._structure()

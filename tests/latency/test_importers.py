@@ -13,8 +13,8 @@ from hao.latency.table import LatencyTable
 
 
 def test_registry():
-    assert list_importers() == ["apq", "haq", "hawq"]
-    with pytest.raises(ConfigError, match=r"Known table importers: apq, haq, hawq"):
+    assert list_importers() == ["apq", "haq", "hawq", "ofa"]
+    with pytest.raises(ConfigError, match=r"Known table importers: apq, haq, hawq, ofa"):
         get_importer("nn-meter")
 
 

@@ -14,7 +14,7 @@ from hao.testing import brute_force_size, check_space, invalid_candidates
 
 # Smaller inputs keep the big quantize-only models fast; structure and sizes do not depend on them.
 FAST_KWARGS = {n: {"input_shape": (3, 64, 64)} for n in ("quant-resnet18", "quant-resnet50", "quant-mobilenetv2",
-                                                          "mbconv-apq224")}
+                                                          "mbconv-apq224", "ofa-mbv3-224")}
 
 
 def test_expected_spaces_registered():
@@ -153,3 +153,31 @@ def test_bad_space_arguments():
         ResNetSpace("x", stages=((8, 3),))
     with pytest.raises(ConfigError, match="w_bits"):
         MBConvSpace("x", w_bits=(1, 8))
+
+
+def test_mobilenet_v3_options_build_what_they_say():
+    from torch import nn
+
+    from hao.layers import SqueezeExcite
+    space = get_space("mbv3-fmnist")
+    assert space.mobilenet_v3_options == ["se_stages", "hswish_stages", "stem_act", "first_block", "feature_mix"]
+    assert get_space("mbconv-fmnist").mobilenet_v3_options == []
+    net = space.build(space.largest())
+    n_se = sum(isinstance(m, SqueezeExcite) for m in net.modules())
+    assert n_se == sum(space.max_depth for s in space.se_stages if s)
+    assert isinstance(net.stem.act, nn.Hardswish) and isinstance(net.stages[0][0].dw.act, nn.ReLU6)
+    assert isinstance(net.stages[3][0].expand.act, nn.Hardswish) and net.first.expand is None
+    assert net.feature_mix.out_features == 256 and isinstance(net.feature_act, nn.Hardswish)
+    with pytest.raises(ConfigError, match="one bool per stage"):
+        MBConvSpace("x", se_stages=(True,))
+
+
+def test_mobilenet_v3_options_are_refused_where_unsupported():
+    from hao.deploy.graph import integer_network
+    from hao.train.soft_mbconv import SoftMBConv
+    space = get_space("mbv3-fmnist")
+    net = space.build(space.largest()).eval()
+    with pytest.raises(ConfigError, match="MobileNetV2 block only"):
+        integer_network(net, space.input_shape)
+    with pytest.raises(ConfigError, match="MobileNetV3 options"):
+        SoftMBConv(space.supernet(0), space)
