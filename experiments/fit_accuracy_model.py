@@ -42,7 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from proxy_fidelity import make_candidates  # noqa: E402
 
 
-def _cached_eval(space, net, cands, calib, batches, path: Path, tag: str, progress: bool) -> list[dict]:
+def _cached_eval(space, net, cands, calib, batches, path: Path, tag: str, progress: bool,
+                exact: bool = True) -> list[dict]:
     """hao evaluate's measurement, cached per candidate in a JSON-lines file keyed by ``tag``."""
     from hao.train.candidates import evaluate_candidates
     done: dict[int, dict] = {}
@@ -59,7 +60,8 @@ def _cached_eval(space, net, cands, calib, batches, path: Path, tag: str, progre
         with open(path, "a") as fh:
             fh.write(json.dumps({"tag": tag, "row": row}) + "\n")
 
-    return evaluate_candidates(space, net, cands, calib, batches, done=done, on_row=on_row, progress=progress)
+    return evaluate_candidates(space, net, cands, calib, batches, done=done, on_row=on_row, progress=progress,
+                               exact=exact)
 
 
 def paired_tau_gap(a: np.ndarray, b: np.ndarray, y: np.ndarray, boot: int = 500, seed: int = 0) -> dict[str, float]:
@@ -120,6 +122,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--seed", type=int, default=0, help="split and calibration seed")
     p.add_argument("--hardware", default=None, help="latency table for the bins (default: the first cpu-* table)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--float-eval", action="store_true",
+                   help="measure accuracies on the float32 fake-quant path (~2x faster) instead of the exact integer "
+                        "arithmetic of the deployment (top-1 agreement of the two: 99.75-100%%, docs/deployment.md)")
     p.add_argument("--smoke", action="store_true", help="tiny settings for CI")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
@@ -154,6 +159,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     calib2 = list(loader(train.subset(a.calib_images, seed=a.seed + 2), 250))
     val_b, test_b = list(loader(val, 500)), list(loader(test, 500))
     tag = f"{(folder / 'supernet.pt').stat().st_size}|{a.seed}|{a.calib_images}|{a.val_images}"
+    exact = not a.float_eval
 
     # 2. architecture terms on the validation images
     cache = out / "arch_terms.partial.jsonl"
@@ -168,11 +174,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         with open(cache, "a") as fh:
             fh.write(json.dumps({"tag": tag, "key": key, "row": row}) + "\n")
 
-    arch = measure_arch_terms(space, net, calib, val_b, done=done, on_row=on_arch, progress=progress)
+    arch = measure_arch_terms(space, net, calib, val_b, done=done, on_row=on_arch, progress=progress, exact=exact)
     arch.save(out / "arch_terms.json")
     # 3. fit on validation accuracies of the fit seeds
     fit_c = [c for _, c in make_candidates(space, a.n_fit, 0, 0, a.fit_seed)]
-    fit_rows = _cached_eval(space, net, fit_c, calib, val_b, out / "fit_val.jsonl", tag, progress)
+    etag = tag + ("|float" if a.float_eval else "")  # architecture terms are always float32 (loss differences)
+    fit_rows = _cached_eval(space, net, fit_c, calib, val_b, out / "fit_val.jsonl", etag, progress, exact)
     fit_y = np.array([r["accuracy"] for r in fit_rows])
     groups = build_term_groups(space, table, ArchTerms.load(out / "arch_terms.json"))
     model = CalibratedAccuracyModel(space, groups).fit(fit_c, fit_y)
@@ -184,7 +191,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     sets = make_candidates(space, a.n_test, a.n_sub, a.n_sub, a.test_seed)
     test_c = [c for _, c in sets]
     kinds = np.array([k for k, _ in sets])
-    rows = _cached_eval(space, net, test_c, calib, test_b, out / "test.jsonl", tag, progress)
+    rows = _cached_eval(space, net, test_c, calib, test_b, out / "test.jsonl", etag, progress, exact)
     y = np.array([r["accuracy"] for r in rows])
     pred, sd = model.predict(test_c)
     base = baselines(space, table, fit_c, fit_y, test_c, a.seed)
@@ -219,7 +226,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                              if ok else None}
     # test-retest ceiling: the same candidates, another calibration subset
     ceil_c = test_c[: a.n_ceiling]
-    again = _cached_eval(space, net, ceil_c, calib2, test_b, out / "retest.jsonl", tag + "|calib2", progress)
+    again = _cached_eval(space, net, ceil_c, calib2, test_b, out / "retest.jsonl", etag + "|calib2", progress, exact)
     report["ceiling"] = kendall_tau(y[: a.n_ceiling], np.array([r["accuracy"] for r in again]), seed=a.seed)
     report["prediction_error"] = {"mae_points": float(np.mean(np.abs(pred - y))),
                                   "share_within_1_sigma": float(np.mean(np.abs(pred - y) <= sd))}
