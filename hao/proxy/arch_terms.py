@@ -174,7 +174,7 @@ def measure_arch_terms(space: SearchSpace, supernet: Any, calib: list, val: list
         if key in done:
             rows[key] = done[key]
         else:
-            r = evaluate_full(prepare_subnet(space.build(cand, supernet), calib), val, exact=exact)
+            r = evaluate_full(prepare_subnet(space.build(cand, supernet), calib, channels_last=True), val, exact=exact)
             rows[key] = {"loss": r.loss, "accuracy": 100.0 * r.accuracy, "n": r.n}
             if on_row is not None:
                 on_row(key, rows[key])

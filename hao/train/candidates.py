@@ -68,7 +68,7 @@ def evaluate_candidates(space: SearchSpace, supernet: Any, candidates: Sequence[
         if i in done:
             rows.append(done[i])
             continue
-        model = prepare_subnet(space.build(cand, supernet), calib).eval()
+        model = prepare_subnet(space.build(cand, supernet), calib, channels_last=True).eval()
         r = evaluate_full(model, test, exact=exact)
         row = {"index": i, "accuracy": 100.0 * r.accuracy, "accuracy_se": 100.0 * r.accuracy_se, "loss": r.loss,
                "n_images": r.n, "candidate": cand.to_json()}

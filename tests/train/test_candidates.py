@@ -64,7 +64,7 @@ def test_evaluate_matches_a_hand_evaluation_and_resumes(tmp_path, fmnist, capsys
     batches = list(loader(test.subset(200, seed=7), 500))
     # hao evaluate computes what deploys (exact accumulators); the float32 path's rounding depends on the CPU's
     # kernels and may flip an image (AMD znver5, AVX-512: 82.5 vs 83.0 on these 200 images)
-    ref = evaluate_full(prepare_subnet(space.build(cands[0], net), calib), batches, exact=True)
+    ref = evaluate_full(prepare_subnet(space.build(cands[0], net), calib, channels_last=True), batches, exact=True)
     assert float(rows[0]["accuracy"]) == pytest.approx(100 * ref.accuracy, abs=1e-3)
     assert int(rows[0]["n_images"]) == 200 and float(rows[0]["accuracy"]) > 60  # the trained supernet
     # --out exists: refused, unchanged
