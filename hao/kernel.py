@@ -36,8 +36,9 @@ KEY_COLUMNS = ("op", "in_channels", "out_channels", "in_h", "in_w", "kernel", "s
 
 def se_channels(mid: int, divisor: int = 8) -> int:
     """Squeeze-excite width of a block with ``mid`` expanded channels: ``mid // 4`` rounded to the nearest
-    multiple of ``divisor`` (never below ``divisor``, never more than 10% under ``mid // 4``) — MobileNetV3's rule."""
-    v = mid / 4
+    multiple of ``divisor`` (never below ``divisor``, never more than 10% under ``mid // 4``) — MobileNetV3's rule
+    as OFA and torchvision apply it."""
+    v = mid // 4
     out = max(divisor, int(v + divisor / 2) // divisor * divisor)
     if out < 0.9 * v:
         out += divisor
@@ -88,6 +89,9 @@ class KernelSpec:
             for name in ("se", "hswish", "idskip"):
                 if getattr(self, name) not in (0, 1):
                     raise ConfigError(f"KernelSpec.{name} must be 0 or 1, got {getattr(self, name)!r}.")
+            if self.groups != 1:
+                raise ConfigError(f"KernelSpec.groups of an {self.op!r} block must be 1 (its depthwise layer is "
+                                  f"implied), got {self.groups}.")
             if self.idskip and (self.stride != 1 or self.in_channels != self.out_channels):
                 raise ConfigError(f"KernelSpec idskip=1 needs stride 1 and in_channels == out_channels, got stride "
                                   f"{self.stride}, {self.in_channels} -> {self.out_channels} channels.")
@@ -163,7 +167,7 @@ class KernelSpec:
         """Element operations of pooling / add kernels (reads of the input)."""
         if self.op in BLOCK_OPS:
             return sum(p.elementwise_ops for p in self.block_parts())
-        if self.op == "avgpool":
+        if self.op == "avgpool" or (self.op == "dense" and self.in_h * self.in_w > 1):  # a pooled dense reads HxW
             return self.batch * self.in_channels * self.in_h * self.in_w
         if self.op == "add":
             return self.batch * self.in_channels * self.in_h * self.in_w

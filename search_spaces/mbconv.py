@@ -38,15 +38,29 @@ def mbv3_fmnist(**kw) -> MBConvSpace:
     return MBConvSpace("mbv3-fmnist", **(cfg | kw))
 
 
+def _ofa_mbv3(name: str, stem: int, widths: tuple[int, ...], head: int, mix: int, kw: dict) -> MBConvSpace:
+    """Once-for-All's MobileNetV3 space at one width: h-swish stem (stride 2), a ratio-1 first block as wide as the
+    stem, five stages with OFA's squeeze-excite and h-swish placement, final expand ``head``, feature mix ``mix``."""
+    cfg = dict(input_shape=(3, 224, 224), num_classes=1000, stem_channels=stem, stem_stride=2, stem_act="hswish",
+               first_block=stem, stages=tuple(zip(widths, (2, 2, 2, 1, 2))),
+               se_stages=(False, True, False, True, True), hswish_stages=(False, False, True, True, True),
+               depths=(2, 3, 4), kernel_sizes=(3, 5, 7), ratios=(3, 4, 6), head_channels=head, feature_mix=mix,
+               w_bits=(32,), a_bits=(32,), pin_bits=32)
+    return MBConvSpace(name, **(cfg | kw))
+
+
 @register_space("ofa-mbv3-224", family="mbconv",
                 description="Once-for-All MobileNetV3 (w1.0) at 224x224x3, float32: h-swish stem 16 (stride 2), "
                             "ratio-1 first block, stages 24/40/80/112/160 with OFA's squeeze-excite and h-swish, "
-                            "depth {2,3,4}, k {3,5,7}, ratio {3,4,6}, final expand 960, feature mix 1280; the space "
-                            "an OFA block-level latency table (`hao latency import ofa`) prices")
+                            "depth {2,3,4}, k {3,5,7}, ratio {3,4,6}, final expand 960, feature mix 1280; priced by "
+                            "OFA block-level latency tables (`hao latency import ofa`)")
 def ofa_mbv3_224(**kw) -> MBConvSpace:
-    cfg = dict(input_shape=(3, 224, 224), num_classes=1000, stem_channels=16, stem_stride=2, stem_act="hswish",
-               first_block=16, stages=((24, 2), (40, 2), (80, 2), (112, 1), (160, 2)),
-               se_stages=(False, True, False, True, True), hswish_stages=(False, False, True, True, True),
-               depths=(2, 3, 4), kernel_sizes=(3, 5, 7), ratios=(3, 4, 6), head_channels=960, feature_mix=1280,
-               w_bits=(32,), a_bits=(32,), pin_bits=32)
-    return MBConvSpace("ofa-mbv3-224", **(cfg | kw))
+    return _ofa_mbv3("ofa-mbv3-224", 16, (24, 40, 80, 112, 160), 960, 1280, kw)
+
+
+@register_space("ofa-mbv3-w12-224", family="mbconv",
+                description="Once-for-All MobileNetV3 at width 1.2 and 224x224x3, float32 (stem 24, first block 24, "
+                            "stages 32/48/96/136/192, final expand 1152, feature mix 1536): the network OFA's "
+                            "published per-device latency lookup tables time")
+def ofa_mbv3_w12_224(**kw) -> MBConvSpace:
+    return _ofa_mbv3("ofa-mbv3-w12-224", 24, (32, 48, 96, 136, 192), 1152, 1536, kw)

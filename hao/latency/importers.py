@@ -32,7 +32,7 @@ import pandas as pd
 
 from hao.errors import ConfigError, TableError
 from hao.registry import Registry
-from hao.kernel import KEY_COLUMNS
+from hao.kernel import BLOCK_COLUMNS, KEY_COLUMNS
 from hao.latency.table import LatencyTable, default_write_root, shadowed_by
 
 __all__ = ["TableImporter", "IMPORTERS", "register_importer", "get_importer", "list_importers", "shared_data_dir",
@@ -50,7 +50,8 @@ def shared_data_dir() -> Path:
 def merge_duplicates(df: pd.DataFrame) -> pd.DataFrame:
     """Rows with the same kernel key -> one row: median latency, std of the values, repeats = count."""
     agg = {"latency_ms": "median"}
-    g = df.groupby(list(KEY_COLUMNS), sort=False, dropna=False)
+    keys = list(KEY_COLUMNS) + [c for c in BLOCK_COLUMNS if c in df.columns]  # blocks differ in these too
+    g = df.groupby(keys, sort=False, dropna=False)
     out = g.agg(**{"latency_ms": ("latency_ms", "median"), "std_ms": ("latency_ms", lambda s: float(np.std(s))),
                    "repeats": ("latency_ms", "size")}).reset_index()
     rest = [c for c in df.columns if c not in out.columns]

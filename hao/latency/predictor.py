@@ -39,26 +39,31 @@ from hao.kernel import BLOCK_OPS, OPS, KernelSpec
 from hao.latency.backend import executed_kernel, kernel_precision
 from hao.latency.table import LatencyTable, atomic_write_text, load_table
 
-__all__ = ["LatencyPredictor", "kernel_features", "FEATURE_NAMES", "FlopsBaseline", "error_stats",
-           "fit_overhead_coefs"]
+__all__ = ["LatencyPredictor", "kernel_features", "FEATURE_NAMES", "BLOCK_FEATURE_NAMES", "FlopsBaseline",
+           "error_stats", "fit_overhead_coefs"]
 
 _PREC = ("fp32", "fp32-mapped", "int8", "int8-mapped")
+_PLAIN_OPS = tuple(o for o in OPS if o not in BLOCK_OPS)
 FEATURE_NAMES = (
     ("log_macs", "log_in_bytes", "log_w_bytes", "log_out_bytes", "log_intensity", "log_elems",
      "in_channels", "out_channels", "in_hw", "out_hw", "kernel", "stride", "w_bits", "a_bits", "log_batch",
      "ch_pad_in16", "ch_pad_out16", "log_ch_in", "log_ch_out")
-    + tuple(f"op_{o}" for o in OPS) + tuple(f"prec_{p}" for p in _PREC)
-    + ("log_mid_channels", "se", "hswish", "idskip"))
+    + tuple(f"op_{o}" for o in _PLAIN_OPS) + tuple(f"prec_{p}" for p in _PREC))
+#: appended to :data:`FEATURE_NAMES` by a predictor fitted on a block-level table (only then: extra columns,
+#: even constant ones, change a subsampled boosted fit, and plain tables' predictions must not move)
+BLOCK_FEATURE_NAMES = tuple(f"op_{o}" for o in BLOCK_OPS) + ("log_mid_channels", "se", "hswish", "idskip")
 
 
 def _pad_ratio(c: int, m: int = 16) -> float:
     return (-(-c // m) * m) / c
 
 
-def kernel_features(kernels: Sequence[KernelSpec]) -> np.ndarray:
-    """(n, len(FEATURE_NAMES)) float matrix. Bytes are those of the executed precision (int8-mapped kernels
-    move int8 bytes, since that is what runs)."""
-    X = np.zeros((len(kernels), len(FEATURE_NAMES)), dtype=np.float64)
+def kernel_features(kernels: Sequence[KernelSpec], block: bool = False) -> np.ndarray:
+    """(n, len(FEATURE_NAMES)) float matrix; with ``block``, :data:`BLOCK_FEATURE_NAMES` appended (composite
+    ops need them; without ``block`` a composite kernel is refused). Bytes are those of the executed precision
+    (int8-mapped kernels move int8 bytes, since that is what runs)."""
+    n_plain = len(FEATURE_NAMES)
+    X = np.zeros((len(kernels), n_plain + (len(BLOCK_FEATURE_NAMES) if block else 0)), dtype=np.float64)
     for i, k in enumerate(kernels):
         prec = kernel_precision(k)
         ebytes = 4.0 if prec.startswith("fp32") else 1.0
@@ -71,9 +76,16 @@ def kernel_features(kernels: Sequence[KernelSpec]) -> np.ndarray:
                      k.out_channels, k.in_h, k.out_h, k.kernel, k.stride, k.w_bits, k.a_bits, math.log(k.batch),
                      _pad_ratio(k.in_channels), _pad_ratio(k.out_channels), math.log(k.in_channels),
                      math.log(k.out_channels))
-        X[i, 19 + OPS.index(k.op)] = 1.0
-        X[i, 19 + len(OPS) + _PREC.index(prec)] = 1.0
-        X[i, -4:] = (math.log1p(k.mid_channels), k.se, k.hswish, k.idskip)  # composite blocks only (else 0)
+        if k.op in BLOCK_OPS:
+            if not block:
+                raise ConfigError(f"kernel_features: {k.short()} is a composite block; a predictor fitted on a "
+                                  "kernel-level table cannot price it (fit it on a block-level table; "
+                                  "docs/table_schema.md, 'Block-level tables').")
+            X[i, n_plain + BLOCK_OPS.index(k.op)] = 1.0
+            X[i, -4:] = (math.log1p(k.mid_channels), k.se, k.hswish, k.idskip)
+        else:
+            X[i, 19 + _PLAIN_OPS.index(k.op)] = 1.0
+        X[i, 19 + len(_PLAIN_OPS) + _PREC.index(prec)] = 1.0
     return X
 
 
@@ -189,7 +201,8 @@ class LatencyPredictor(BaseEstimator, RegressorMixin):
         if not np.all(np.isfinite(y)) or np.any(y <= 0):
             raise ConfigError("fit: every latency must be a finite number > 0.")
         self.maps_to_executed_ = not any(kernel_precision(k).endswith("-mapped") for k in kernels)
-        X = kernel_features(kernels)
+        self.block_features_ = self.granularity_ == "block" or any(k.op in BLOCK_OPS for k in kernels)
+        X = kernel_features(kernels, self.block_features_)
         ly = np.log(y)
         self.model_ = self._gbr().fit(X, ly)
         self.quantile_models_ = None
@@ -220,7 +233,7 @@ class LatencyPredictor(BaseEstimator, RegressorMixin):
         kernels = self._executed(kernels)
         if not kernels:
             return np.zeros(0)
-        out = np.exp(self.model_.predict(kernel_features(kernels)))
+        out = np.exp(self.model_.predict(kernel_features(kernels, getattr(self, "block_features_", False))))
         if prefer_measured:
             for i, k in enumerate(kernels):
                 v = self.measured_.get(k.key())
@@ -233,7 +246,7 @@ class LatencyPredictor(BaseEstimator, RegressorMixin):
         self._check_fitted()
         if self.quantile_models_ is None:
             raise NotFittedError("predict_interval needs quantiles=(low, high) at construction; it was None.")
-        X = kernel_features(self._executed(kernels))
+        X = kernel_features(self._executed(kernels), getattr(self, "block_features_", False))
         lo, hi = (np.exp(m.predict(X)) for m in self.quantile_models_)
         return np.minimum(lo, hi), np.maximum(lo, hi)
 

@@ -10,6 +10,7 @@ progress.
 from __future__ import annotations
 
 import csv
+import json
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -117,6 +118,14 @@ def retime(hardware: str, backend: LatencyBackend, kernels: Sequence[KernelSpec]
     if not table_p.is_file():
         raise ConfigError(f"--retime re-measures an existing table, but {table_p} does not exist. Measure it "
                           f"first with `hao calibrate --hardware {hardware} --space ...` (without --retime).")
+    meta_p = folder / "meta.json"
+    if meta_p.is_file():
+        meta = json.loads(meta_p.read_text())
+        if meta.get("granularity") == "block" or meta.get("importer"):
+            raise ConfigError(f"--retime re-measures rows hao measured itself, with their stored schedules; "
+                              f"{folder} holds an imported table (importer {meta.get('importer')!r}, granularity "
+                              f"{meta.get('granularity', 'kernel')!r}), which hao cannot re-time. Re-import it, or "
+                              "measure your own table with `hao calibrate` (docs/table_schema.md).")
     repaired = repair_tail(table_p) + repair_tail(side_p)
     header, rows, by_key = _read_table(table_p)
     selected, not_in_table = _select(table_p, rows, by_key, kernels)

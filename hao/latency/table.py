@@ -155,7 +155,7 @@ def validate_frame(df: pd.DataFrame, file: str = "<table>") -> pd.DataFrame:
                              f"block key columns {list(BLOCK_COLUMNS)} (missing {lacking}); see "
                              "docs/table_schema.md, \"Block-level tables\".")
     for c in BLOCK_COLUMNS:
-        if c not in out.columns:
+        if c not in out.columns or not is_block.any():  # a plain table may use these names for its own columns
             continue
         vals = []
         for i, (v, blk) in enumerate(zip(out[c], is_block), start=1):

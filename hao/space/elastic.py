@@ -100,29 +100,30 @@ class ElasticBatchNorm2d(nn.BatchNorm2d):
 
 class ElasticSE(nn.Module):
     """Squeeze-excite whose width follows its input: ``C`` channels in, :func:`hao.kernel.se_channels` (C)
-    reduced channels, the first rows/columns of the largest weights (float32, like :class:`hao.layers.SqueezeExcite`,
-    which :meth:`to_static` cuts out)."""
+    reduced channels, the first rows/columns of the largest ``reduce``/``expand`` layers (float32). Parameter
+    names equal :class:`hao.layers.SqueezeExcite`'s, which :meth:`to_static` cuts out (a trained teacher's
+    state dict loads into the supernet)."""
 
     def __init__(self, max_channels: int) -> None:
         super().__init__()
         from hao.kernel import se_channels
 
         self.max_channels, self.max_reduced = max_channels, se_channels(max_channels)
-        self.reduce_weight = nn.Parameter(torch.zeros(self.max_reduced, max_channels, 1, 1))
-        self.reduce_bias = nn.Parameter(torch.zeros(self.max_reduced))
-        self.expand_weight = nn.Parameter(torch.zeros(max_channels, self.max_reduced, 1, 1))
-        self.expand_bias = nn.Parameter(torch.zeros(max_channels))
+        self.reduce = nn.Conv2d(max_channels, self.max_reduced, 1, bias=True)
+        self.expand = nn.Conv2d(self.max_reduced, max_channels, 1, bias=True)
 
     def reset_parameters(self, generator: torch.Generator) -> None:
         with torch.no_grad():
-            for w in (self.reduce_weight, self.expand_weight):
+            for conv in (self.reduce, self.expand):
+                w = conv.weight
                 w.copy_(torch.randn(w.shape, generator=generator) * (1.0 / w[0].numel()) ** 0.5)
+                conv.bias.zero_()
 
     def _slices(self, c: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         from hao.kernel import se_channels
 
         r = se_channels(c)
-        return (self.reduce_weight[:r, :c], self.reduce_bias[:r], self.expand_weight[:c, :r], self.expand_bias[:c])
+        return (self.reduce.weight[:r, :c], self.reduce.bias[:r], self.expand.weight[:c, :r], self.expand.bias[:c])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rw, rb, ew, eb = self._slices(x.shape[1])

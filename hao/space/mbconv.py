@@ -350,8 +350,10 @@ class MBConvSpace(StagedSpace):
         if fb is not None:
             pre += [fb] if block else fb.block_parts()
         feat = self.feature_mix or self.head_channels
-        post = [KernelSpec("conv2d", last, self.head_channels, fh, fw, 1, 1, 1, pin, pin),
-                KernelSpec("avgpool", self.head_channels, self.head_channels, fh, fw, 1, 1, 1, 32, pin)]
+        post = [KernelSpec("conv2d", last, self.head_channels, fh, fw, 1, 1, 1, pin, pin)]
+        if block and not self.feature_mix:  # block tables (ProxylessNAS's "Logits") time pool + classifier as one
+            return pre, post + [KernelSpec("dense", feat, self.num_classes, fh, fw, 1, 1, 1, pin, pin)]
+        post.append(KernelSpec("avgpool", self.head_channels, self.head_channels, fh, fw, 1, 1, 1, 32, pin))
         if self.feature_mix:
             post.append(KernelSpec("dense", self.head_channels, self.feature_mix, 1, 1, 1, 1, 1, pin, pin))
         post.append(KernelSpec("dense", feat, self.num_classes, 1, 1, 1, 1, 1, pin, pin))

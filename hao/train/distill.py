@@ -100,6 +100,8 @@ def stage_forward(net: torch.nn.Module, stage: int, x: torch.Tensor, depth: int 
 def _teacher_features(teacher: torch.nn.Module, x: torch.Tensor, stage: int) -> tuple[torch.Tensor, torch.Tensor]:
     with torch.no_grad():
         h = teacher.stem(x)
+        if getattr(teacher, "first", None) is not None:  # a fixed first block (MobileNetV3 option) feeds stage 0
+            h = teacher.first(h)
         for s in range(stage):
             h = stage_forward(teacher, s, h)
         return h, stage_forward(teacher, stage, h)

@@ -80,3 +80,18 @@ def test_network_latency_and_overhead_fit():
     assert p.overhead_ms_ == pytest.approx(0.5, abs=1e-6)
     assert p.overhead_per_kernel_ms_ == pytest.approx(0.1, abs=1e-6)
     assert p.network_latency(nets[0]) == pytest.approx(sums[0] + 0.5 + 0.3, rel=1e-6)
+
+
+def test_plain_tables_predict_as_before_block_features():
+    """Block-level tables added feature columns for composite ops only: a kernel-level table's fit is the one it
+    always was (pinned: predictions of the committed table, recorded before block tables existed — extra columns,
+    even all-zero ones, change a subsampled boosted fit)."""
+    from hao.latency.predictor import FEATURE_NAMES, LatencyPredictor
+    p = LatencyPredictor.from_table("cpu-rocketlake-2t")
+    assert p.block_features_ is False and p.n_features_in_ == len(FEATURE_NAMES) == 28
+    ks = [KernelSpec("conv2d", 16, 96, 28, 28, 1, 1, 1, 8, 8), KernelSpec("dwconv2d", 96, 96, 28, 28, 5, 2, 96, 32, 32),
+          KernelSpec("conv2d", 40, 120, 7, 7, 1, 1, 1, 32, 32)]
+    assert p.predict(ks).tolist() == pytest.approx([0.01396504890445162, 0.019677751537614526, 0.005508230768543525],
+                                                   rel=1e-6)
+    with pytest.raises(ConfigError, match="composite block"):
+        p.predict([KernelSpec("mbconv", 16, 16, 8, 8, 3, 1, mid_channels=48)])

@@ -14,7 +14,7 @@ from hao.testing import brute_force_size, check_space, invalid_candidates
 
 # Smaller inputs keep the big quantize-only models fast; structure and sizes do not depend on them.
 FAST_KWARGS = {n: {"input_shape": (3, 64, 64)} for n in ("quant-resnet18", "quant-resnet50", "quant-mobilenetv2",
-                                                          "mbconv-apq224", "ofa-mbv3-224")}
+                                                          "mbconv-apq224", "ofa-mbv3-224", "ofa-mbv3-w12-224")}
 
 
 def test_expected_spaces_registered():
