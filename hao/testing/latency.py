@@ -85,6 +85,9 @@ def check_importer(importer: Any, source: str | Path | None = None) -> Path:
     imp = get_importer(importer) if isinstance(importer, str) else importer
     if not isinstance(imp, TableImporter):
         raise ConfigError(f"check_importer needs a TableImporter or a registered name, got {type(imp).__name__}.")
+    if source is None and not imp.default_file:
+        raise ConfigError(f"check_importer({imp.name!r}): this importer ships no default file; pass source= (a file "
+                          f"in its format: {imp.file_format}).")
     src = Path(source) if source is not None else shared_data_dir() / imp.default_file
     with tempfile.TemporaryDirectory(prefix="hao-check-importer-") as tmp:
         root = Path(tmp)
