@@ -12,7 +12,7 @@ from typing import Any
 
 from hao.errors import ConfigError
 
-__all__ = ["KernelSpec", "OPS", "BITS", "KEY_COLUMNS", "BLOCK_COLUMNS", "BLOCK_OPS", "se_channels"]
+__all__ = ["KernelSpec", "OPS", "BITS", "KEY_COLUMNS", "BLOCK_COLUMNS", "BLOCK_OPS", "se_channels", "se_kernels"]
 
 #: Kernel kinds. ``conv2d`` is a dense (groups=1) convolution fused with BN and activation (1x1 included),
 #: ``dwconv2d`` a depthwise convolution (groups = channels) fused with BN and activation, ``dense`` a fully
@@ -43,6 +43,15 @@ def se_channels(mid: int, divisor: int = 8) -> int:
     if out < 0.9 * v:
         out += divisor
     return out
+
+
+def se_kernels(mid: int, out_h: int, out_w: int, batch: int = 1) -> list["KernelSpec"]:
+    """The float32 kernels of a squeeze-excite on ``mid`` channels at ``out_h`` x ``out_w``: global pool, reduce
+    and expand dense layers (the channel scaling is element-wise and folded into the next layer's input)."""
+    r = se_channels(mid)
+    return [KernelSpec("avgpool", mid, mid, out_h, out_w, 1, 1, 1, 32, 32, batch),
+            KernelSpec("dense", mid, r, 1, 1, 1, 1, 1, 32, 32, batch),
+            KernelSpec("dense", r, mid, 1, 1, 1, 1, 1, 32, 32, batch)]
 
 
 @dataclass(frozen=True, order=True)
@@ -130,10 +139,7 @@ class KernelSpec:
         parts.append(KernelSpec("dwconv2d", mid, mid, h, w, self.kernel, self.stride, mid, wb, ab, b))
         oh, ow = self.out_h, self.out_w
         if self.se:
-            r = se_channels(mid)
-            parts += [KernelSpec("avgpool", mid, mid, oh, ow, 1, 1, 1, 32, 32, b),
-                      KernelSpec("dense", mid, r, 1, 1, 1, 1, 1, 32, 32, b),
-                      KernelSpec("dense", r, mid, 1, 1, 1, 1, 1, 32, 32, b)]
+            parts += se_kernels(mid, oh, ow, b)
         parts.append(KernelSpec("conv2d", mid, cout, oh, ow, 1, 1, 1, wb, ab, b))
         if self.idskip:
             parts.append(KernelSpec("add", cout, cout, oh, ow, 1, 1, 1, 32, 32 if ab == 32 else 8, b))

@@ -8,16 +8,31 @@
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
 from hao.quant.fake import ActQuant
 
 __all__ = ["ConvBNAct", "SqueezeExcite", "MBBlock", "follow_bits", "ConvBNBasicBlock", "BasicBlock", "Bottleneck",
-           "ACTIVATIONS"]
+           "ACTIVATIONS", "activation", "squeeze_excite"]
 
 #: activations of :class:`ConvBNAct` (``True`` means ``"relu6"``, ``False``/``None`` means none)
 ACTIVATIONS = ("relu6", "hswish")
+
+
+def activation(kind: str) -> nn.Module:
+    """The module of an activation named in :data:`ACTIVATIONS`."""
+    return {"relu6": nn.ReLU6, "hswish": nn.Hardswish}[kind]()
+
+
+def squeeze_excite(x: torch.Tensor, reduce: Callable[[torch.Tensor], torch.Tensor],
+                   expand: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """``x * hsigmoid(expand(relu(reduce(mean_hw(x)))))``, ``reduce``/``expand`` the 1x1 layers (the one formula of
+    :class:`SqueezeExcite`, which passes its modules so that module hooks see them, and of the supernet's elastic
+    squeeze-excite, which passes sliced convolutions)."""
+    return x * nn.functional.hardsigmoid(expand(torch.relu(reduce(x.mean((2, 3), keepdim=True)))))
 
 
 class ConvBNAct(nn.Module):
@@ -30,7 +45,7 @@ class ConvBNAct(nn.Module):
         if kind is not None and kind not in ACTIVATIONS:
             raise ValueError(f"ConvBNAct act must be one of {ACTIVATIONS}, True, False or None; got {act!r}.")
         self.act_kind = kind
-        self.act = {"relu6": nn.ReLU6, "hswish": nn.Hardswish}[kind]() if kind else nn.Identity()
+        self.act = activation(kind) if kind else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.bn(self.conv(x)))
@@ -46,8 +61,7 @@ class SqueezeExcite(nn.Module):
         self.expand = nn.Conv2d(reduced, channels, 1, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = torch.relu(self.reduce(x.mean((2, 3), keepdim=True)))
-        return x * nn.functional.hardsigmoid(self.expand(s))
+        return squeeze_excite(x, self.reduce, self.expand)
 
 
 class MBBlock(nn.Module):

@@ -201,7 +201,7 @@ class LatencyPredictor(BaseEstimator, RegressorMixin):
         if not np.all(np.isfinite(y)) or np.any(y <= 0):
             raise ConfigError("fit: every latency must be a finite number > 0.")
         self.maps_to_executed_ = not any(kernel_precision(k).endswith("-mapped") for k in kernels)
-        self.block_features_ = self.granularity_ == "block" or any(k.op in BLOCK_OPS for k in kernels)
+        self.block_features_ = self.granularity_ == "block"  # block tables must declare it (LatencyTable checks)
         X = kernel_features(kernels, self.block_features_)
         ly = np.log(y)
         self.model_ = self._gbr().fit(X, ly)

@@ -126,9 +126,10 @@ class ElasticSE(nn.Module):
         return (self.reduce.weight[:r, :c], self.reduce.bias[:r], self.expand.weight[:c, :r], self.expand.bias[:c])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from hao.layers import squeeze_excite
+
         rw, rb, ew, eb = self._slices(x.shape[1])
-        s = torch.relu(F.conv2d(x.mean((2, 3), keepdim=True), rw, rb))
-        return x * F.hardsigmoid(F.conv2d(s, ew, eb))
+        return squeeze_excite(x, lambda t: F.conv2d(t, rw, rb), lambda t: F.conv2d(t, ew, eb))
 
     def to_static(self, c: int) -> nn.Module:
         from hao.layers import SqueezeExcite

@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 from hao.errors import ConfigError
-from hao.kernel import KernelSpec, se_channels
-from hao.layers import ConvBNAct, MBBlock, follow_bits
+from hao.kernel import KernelSpec, se_kernels
+from hao.layers import ConvBNAct, MBBlock, activation, follow_bits
 from hao.quant import ActQuant, QLinear
 from hao.space.base import Candidate, Decision, LayerPerturbation
 from hao.space.staged import StagedSpace
@@ -43,8 +43,7 @@ class MBConvNet(nn.Module):
         super().__init__()
         self.stem, self.stages, self.head, self.classifier = stem, stages, head, classifier
         self.first, self.feature_mix = first, feature_mix
-        self.feature_act = {"relu6": nn.ReLU6, "hswish": nn.Hardswish}[feature_act]() if feature_mix is not None \
-            else None
+        self.feature_act = activation(feature_act) if feature_mix is not None else None
         self.pool = nn.AdaptiveAvgPool2d(1)
         # the head's output as the integer pipeline stores it (u8) before the int8 average pool (see MBBlock)
         self.pool_quant = ActQuant(32, optional_state=True)
@@ -308,11 +307,8 @@ class MBConvSpace(StagedSpace):
         bits = {layer: (local[f"{unit}.{layer}.w_bits"], local[f"{unit}.{layer}.a_bits"]) for layer in LAYERS}
         ks = [KernelSpec("conv2d", cin, mid, h, w, 1, 1, 1, *bits["expand"]),
               KernelSpec("dwconv2d", mid, mid, h, w, k, st, mid, *bits["dw"])]
-        if self.se_stages[s]:  # float32 squeeze-excite: pool, reduce, expand (the scaling is element-wise)
-            r = se_channels(mid)
-            ks += [KernelSpec("avgpool", mid, mid, oh, ow, 1, 1, 1, 32, 32),
-                   KernelSpec("dense", mid, r, 1, 1, 1, 1, 1, 32, 32),
-                   KernelSpec("dense", r, mid, 1, 1, 1, 1, 1, 32, 32)]
+        if self.se_stages[s]:
+            ks += se_kernels(mid, oh, ow)
         ks.append(KernelSpec("conv2d", mid, cout, oh, ow, 1, 1, 1, *bits["project"]))
         if st == 1 and cin == cout:
             ks.append(KernelSpec("add", cout, cout, oh, ow, 1, 1, 1, 32, 32 if bits["project"][1] == 32 else 8))

@@ -118,8 +118,9 @@ def prepare_subnet(model: nn.Module, batches: list, *, channels_last: bool = Fal
     ``batches`` is a list of inputs or ``(inputs, labels)`` (it is iterated twice).
 
     ``channels_last=True`` stores the weights channels-last, for speed (PyTorch's CPU convolutions run the
-    MBConv sub-networks 1.5-2x faster so: largest mbconv-fmnist W8A8, 2 threads, calibration on 1,000 images 13.5
-    -> 6.1 s, float32 evaluation of 2,000 images 15.1 -> 10.4 s); :func:`evaluate_full` and
+    MBConv sub-networks ~1.7x faster so: 2 threads, nothing else running, the two layouts interleaved 3 times,
+    medians: 1,000 images through the largest mbconv-fmnist W8A8 sub-network 8.3 -> 4.8 s, through a W4A4
+    kernel-5 ratio-4 depth-3 one 3.3 -> 2.0 s); :func:`evaluate_full` and
     :func:`recalibrate_bn` then feed it channels-last inputs. Float32 sums then run in another order, which moves
     a rare pre-activation across a rounding boundary: measured accuracies of the same candidate can differ by
     a few hundredths of a point (0.15 on one W2A4 candidate and 2,000 images; calibration-subset noise is
