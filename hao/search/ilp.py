@@ -142,19 +142,28 @@ class CompiledILP:
 
     # --------------------------------------------------------------------------------------------------
     def _milp(self, c: np.ndarray, A_ub: np.ndarray | None, b_ub: np.ndarray | None,
-              time_limit: float | None, cols: np.ndarray | None = None) -> Any:
+              time_limit: float | None, cols: np.ndarray | None = None, cutoff: float | None = None) -> Any:
         """HiGHS on the program restricted to the columns ``cols`` (default: all); the returned ``x`` is always
-        full length (dropped columns are 0)."""
+        full length (dropped columns are 0). ``cutoff``: the value of a known solution; HiGHS prunes every node
+        whose bound is above it (the result may then be infeasible: nothing better than the known solution)."""
         keep = np.arange(self.n_var) if cols is None else np.asarray(cols)
         A_eq = self.A_eq[:, keep]
         cons = [LinearConstraint(A_eq, self.b_eq, self.b_eq)]
         if A_ub is not None and len(A_ub):
             cons.append(LinearConstraint(sparse.csr_matrix(A_ub[:, keep]), -np.inf, b_ub))
         opts: dict[str, Any] = {"mip_rel_gap": 0.0, "presolve": True}
+        if cols is not None:
+            # A restricted program is small (tens to a few thousand columns) and reduced-cost fixing has done
+            # presolve's work: on the joint MBConv space HiGHS then spent 75% of a solve in presolve restarts and
+            # the RENS/RINS sub-MIP heuristics (0.9-1.3 s -> 0.2 s, same optimum; benchmarks/search_ilp_budget.py).
+            opts.update(presolve=False, mip_heuristic_run_rens=False, mip_heuristic_run_rins=False)
+        if cutoff is not None:
+            opts["objective_bound"] = float(cutoff)
         if time_limit is not None:
             opts["time_limit"] = float(time_limit)
         n = len(keep)
-        with _quiet_native_stdout():
+        with _quiet_native_stdout(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Unrecognized options", category=RuntimeWarning)
             res = milp(c[keep], integrality=np.ones(n), bounds=Bounds(0, 1), constraints=cons, options=opts)
             if res.status == 4:  # HiGHS presolve can flag a solution at the tolerance edge; solve without it
                 opts["presolve"] = False
@@ -171,40 +180,64 @@ class CompiledILP:
         return res
 
     def _milp_fixed(self, c: np.ndarray, A_ub: np.ndarray | None, b_ub: np.ndarray | None,
-                    time_limit: float | None) -> Any:
-        """The same optimum as :meth:`_milp`, usually 10-100x faster, by **reduced-cost fixing**.
+                    time_limit: float | None, base: np.ndarray | None = None, cutoff: float | None = None) -> Any:
+        """The same optimum as :meth:`_milp` over the columns ``base`` (default: all), usually 10-100x faster, by
+        **reduced-cost fixing**.
 
         The LP relaxation (HiGHS, ~0.05 s) gives the bound ``z_LP`` and each option's reduced cost ``d_j``: any
         solution that uses option ``j`` costs at least ``z_LP + d_j``. A restricted program over the options with
         small ``d_j`` gives a feasible incumbent ``z_inc``; every option with ``d_j > z_inc - z_LP`` then cannot be
         in an optimal solution and is dropped, and the program over the rest is solved exactly. (HiGHS does the
-        same internally, but only after a ~2 s presolve of the full 7,000-column program.)"""
-        A = None if A_ub is None or not len(A_ub) else A_ub
+        same internally, but only after a ~2 s presolve of the full 7,000-column program.)
+
+        ``cutoff``: the value of a solution found elsewhere; only strictly better solutions are looked for, and
+        a result without ``x`` then means "nothing better here"."""
+        base = np.arange(self.n_var) if base is None else np.asarray(base)
+        A = None if A_ub is None or not len(A_ub) else A_ub[:, base]
         with _quiet_native_stdout():
-            lp = linprog(c, A_ub=A, b_ub=b_ub if A is not None else None, A_eq=self.A_eq, b_eq=self.b_eq,
-                         bounds=(0, 1), method="highs")
+            lp = linprog(c[base], A_ub=A, b_ub=b_ub if A is not None else None, A_eq=self.A_eq[:, base],
+                         b_eq=self.b_eq, bounds=(0, 1), method="highs")
+        if lp.status == 2 or (lp.status == 0 and cutoff is not None and lp.fun >= cutoff):
+            return _NoSolution(2, "infeasible" if lp.status == 2 else "no solution better than the cutoff")
         if lp.status != 0 or getattr(lp, "lower", None) is None:
-            return self._milp(c, A_ub, b_ub, time_limit)
-        d = np.maximum(np.asarray(lp.lower.marginals, dtype=float), 0.0)
+            return self._milp(c, A_ub, b_ub, time_limit, base, cutoff)
         scale = max(1.0, abs(float(lp.fun)))
+        d = np.full(self.n_var, np.inf)
+        d[base] = np.maximum(np.asarray(lp.lower.marginals, dtype=float), 0.0)
         always = np.zeros(self.n_var, dtype=bool)
-        always[self.n_x:] = True                      # gate variables are few: never fixed
-        always |= lp.x > 1e-9                         # the LP's own support
+        always[base[base >= self.n_x]] = True         # gate variables are few: never fixed
+        always[base[lp.x > 1e-9]] = True              # the LP's own support
         tau = 1e-3 * scale
-        for _ in range(8):
+        best = None
+
+        def better(r: Any, z: float | None) -> bool:
+            return r.x is not None and (z is None or float(c @ r.x) < z - 1e-9 * scale)
+
+        for _ in range(12):
             cols = np.flatnonzero(always | (d <= tau))
-            if len(cols) == self.n_var:
-                return self._milp(c, A_ub, b_ub, time_limit)
-            res = self._milp(c, A_ub, b_ub, time_limit, cols)
-            if res.x is None:                         # restriction infeasible: widen it
+            if len(cols) == len(base):
+                break
+            z_best = cutoff if best is None else float(c @ best.x)
+            res = self._milp(c, A_ub, b_ub, time_limit, cols, cutoff=z_best)
+            if better(res, z_best):
+                best = res
+            if best is None and cutoff is None:       # restriction infeasible: widen it
                 tau *= 8
                 continue
-            gap = float(c @ res.x) - float(lp.fun)
+            z_best = cutoff if best is None else float(c @ best.x)
+            gap = z_best - float(lp.fun)
             need = d <= gap + 1e-9 * scale
-            if np.all(~need | always | (d <= tau)):   # every column an optimum can use was in the restriction
-                return res
-            return self._milp(c, A_ub, b_ub, time_limit, np.flatnonzero(always | need))
-        return self._milp(c, A_ub, b_ub, time_limit)
+            if np.all(~need | always | (d <= tau)):   # every column a better solution can use was in it
+                return best if best is not None else _NoSolution(2, "no solution better than the cutoff")
+            # widen geometrically rather than straight to the incumbent's gap: each step's optimum is a better
+            # incumbent, so the proving restriction stays near the optimum's gap (HiGHS time grows fast with
+            # columns: 5,492 columns took 2.5 s where the optimum's gap needed 773)
+            tau = min(gap + 1e-9 * scale, 4 * tau)
+        z_best = cutoff if best is None else float(c @ best.x)
+        res = self._milp(c, A_ub, b_ub, time_limit, base, cutoff=z_best)
+        if better(res, z_best):
+            return res
+        return best if best is not None else (res if cutoff is None else _NoSolution(2, "nothing better"))
 
     def _tie_columns(self, x: np.ndarray) -> np.ndarray:
         """Columns of the chosen options, of the chosen gate values, and of every option of the same unit whose
@@ -314,6 +347,15 @@ class CompiledILP:
                              sg * self.cons[k].evaluate_indices(U_all)])
         keep = non_dominated(F, keep="first")
         return [p for p, m in zip(pts, keep) if m]
+
+
+class _NoSolution:
+    """A HiGHS-like result without a solution (``status`` 2: infeasible, or nothing better than a cutoff)."""
+
+    x = None
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status, self.message = status, message
 
 
 @contextlib.contextmanager

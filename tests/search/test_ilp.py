@@ -132,3 +132,9 @@ def test_reduced_cost_fixing_keeps_the_optimum(seed: int) -> None:
         if full.x is not None:
             assert float(model.c0 @ fast.x) == pytest.approx(float(model.c0 @ full.x), rel=1e-9, abs=1e-9)
             assert np.all(model.cost_rows @ fast.x <= b + 1e-6)
+            # with a known solution's value as cutoff, only strictly better solutions count: the optimum's own
+            # value leaves nothing, a looser cutoff gives the optimum back
+            z = float(model.c0 @ full.x)
+            assert model._milp_fixed(model.c0, model.cost_rows, b, None, cutoff=z).x is None
+            loose = model._milp_fixed(model.c0, model.cost_rows, b, None, cutoff=z + 1.0)
+            assert float(model.c0 @ loose.x) == pytest.approx(z, rel=1e-9, abs=1e-9)
