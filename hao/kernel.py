@@ -12,7 +12,8 @@ from typing import Any
 
 from hao.errors import ConfigError
 
-__all__ = ["KernelSpec", "OPS", "BITS", "KEY_COLUMNS", "BLOCK_COLUMNS", "BLOCK_OPS", "se_channels", "se_kernels"]
+__all__ = ["KernelSpec", "OPS", "CNN_OPS", "TOKEN_OPS", "BITS", "KEY_COLUMNS", "BLOCK_COLUMNS", "BLOCK_OPS",
+           "se_channels", "se_kernels"]
 
 #: Kernel kinds. ``conv2d`` is a dense (groups=1) convolution fused with BN and activation (1x1 included),
 #: ``dwconv2d`` a depthwise convolution (groups = channels) fused with BN and activation, ``dense`` a fully
@@ -20,7 +21,17 @@ __all__ = ["KernelSpec", "OPS", "BITS", "KEY_COLUMNS", "BLOCK_COLUMNS", "BLOCK_O
 #: ``mbconv`` is a *composite* op — a whole inverted-residual block timed as one unit, as block-level tables
 #: (OFA / ProxylessNAS lookup tables) time it: 1x1 expand (absent when ``mid_channels == in_channels``),
 #: ``kernel``x``kernel`` depthwise at ``stride``, optional squeeze-excite, 1x1 project, optional identity add.
-OPS = ("conv2d", "dwconv2d", "dense", "avgpool", "add", "mbconv")
+#:
+#: Token ops (transformers; a sequence of ``in_h`` tokens, ``in_w = 1``): ``linear`` a dense layer applied to every
+#: token (``in_channels -> out_channels``, fused with its activation, e.g. GELU); ``bmm`` the batched matmuls of
+#: multi-head attention, ``groups`` = heads, each head an ``in_h x (in_channels/groups)`` by
+#: ``(in_channels/groups) x (out_channels/groups)`` product of two activations (``Q Kᵀ``: ``in_channels`` =
+#: heads·head_dim, ``out_channels`` = heads·tokens; ``A V``: ``in_channels`` = heads·tokens, ``out_channels`` =
+#: heads·head_dim; ``w_bits`` is the second operand's precision); ``softmax`` over rows of
+#: ``in_channels / groups`` (``in_channels = out_channels``), ``layernorm`` over the ``in_channels`` of every token.
+CNN_OPS = ("conv2d", "dwconv2d", "dense", "avgpool", "add")
+TOKEN_OPS = ("linear", "bmm", "softmax", "layernorm")
+OPS = CNN_OPS + ("mbconv",) + TOKEN_OPS
 #: Composite ops (see :data:`BLOCK_COLUMNS`).
 BLOCK_OPS = ("mbconv",)
 #: Extra key columns of composite ops: expanded (mid) channels, squeeze-excite (0/1), h-swish activation (0/1),
@@ -155,6 +166,8 @@ class KernelSpec:
                     * (self.in_channels // self.groups) * self.kernel * self.kernel)
         if self.op == "dense":
             return self.batch * self.in_channels * self.out_channels
+        if self.op in ("linear", "bmm"):
+            return self.batch * self.in_h * self.in_w * (self.in_channels // self.groups) * self.out_channels
         return 0
 
     @property
@@ -164,7 +177,7 @@ class KernelSpec:
             return sum(p.params for p in self.block_parts())
         if self.op in ("conv2d", "dwconv2d"):
             return self.out_channels * (self.in_channels // self.groups) * self.kernel * self.kernel
-        if self.op == "dense":
+        if self.op in ("dense", "linear"):
             return self.in_channels * self.out_channels
         return 0
 
@@ -175,7 +188,7 @@ class KernelSpec:
             return sum(p.elementwise_ops for p in self.block_parts())
         if self.op == "avgpool" or (self.op == "dense" and self.in_h * self.in_w > 1):  # a pooled dense reads HxW
             return self.batch * self.in_channels * self.in_h * self.in_w
-        if self.op == "add":
+        if self.op in ("add", "softmax", "layernorm"):
             return self.batch * self.in_channels * self.in_h * self.in_w
         return 0
 

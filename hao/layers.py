@@ -4,7 +4,9 @@
 * :class:`SqueezeExcite` — MobileNetV3's squeeze-excite (float32);
 * :class:`MBBlock` — the inverted residual of the MBConv spaces (optionally without expand, with squeeze-excite);
 * :class:`ConvBNBasicBlock` — the residual block of the ResNet spaces (two ConvBNAct units + shortcut);
-* :class:`BasicBlock`, :class:`Bottleneck` — torchvision's ResNet blocks, module for module (``hao.models``).
+* :class:`BasicBlock`, :class:`Bottleneck` — torchvision's ResNet blocks, module for module (``hao.models``);
+* :class:`BatchMatMul` — a matmul of two activations (attention's ``Q Kᵀ`` and ``A V``) as a module, so that
+  MAC counters and hooks see it as they see convolutions and linear layers.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from torch import nn
 from hao.quant.fake import ActQuant
 
 __all__ = ["ConvBNAct", "SqueezeExcite", "MBBlock", "follow_bits", "ConvBNBasicBlock", "BasicBlock", "Bottleneck",
-           "ACTIVATIONS", "activation", "squeeze_excite"]
+           "BatchMatMul", "ACTIVATIONS", "activation", "squeeze_excite"]
 
 #: activations of :class:`ConvBNAct` (``True`` means ``"relu6"``, ``False``/``None`` means none)
 ACTIVATIONS = ("relu6", "hswish")
@@ -155,3 +157,11 @@ class Bottleneck(nn.Module):
         y = self.relu(self.bn1(self.conv1(x)))
         y = self.relu(self.bn2(self.conv2(y)))
         return self.relu(self.bn3(self.conv3(y)) + idt)
+
+
+class BatchMatMul(nn.Module):
+    """``torch.matmul(a, b)`` of two activations, batched over the leading dimensions (its MACs: the output's
+    elements times ``a.shape[-1]``)."""
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.matmul(a, b)

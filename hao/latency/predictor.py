@@ -35,7 +35,7 @@ from sklearn.base import BaseEstimator, RegressorMixin
 
 from hao.stats import error_stats  # noqa: F401
 from hao.errors import ConfigError, NotFittedError
-from hao.kernel import BLOCK_OPS, OPS, KernelSpec
+from hao.kernel import BLOCK_OPS, CNN_OPS, TOKEN_OPS, KernelSpec
 from hao.latency.backend import executed_kernel, kernel_precision
 from hao.latency.table import LatencyTable, atomic_write_text, load_table
 
@@ -43,7 +43,7 @@ __all__ = ["LatencyPredictor", "kernel_features", "FEATURE_NAMES", "BLOCK_FEATUR
            "error_stats", "fit_overhead_coefs"]
 
 _PREC = ("fp32", "fp32-mapped", "int8", "int8-mapped")
-_PLAIN_OPS = tuple(o for o in OPS if o not in BLOCK_OPS)
+_PLAIN_OPS = CNN_OPS
 FEATURE_NAMES = (
     ("log_macs", "log_in_bytes", "log_w_bytes", "log_out_bytes", "log_intensity", "log_elems",
      "in_channels", "out_channels", "in_hw", "out_hw", "kernel", "stride", "w_bits", "a_bits", "log_batch",
@@ -76,6 +76,10 @@ def kernel_features(kernels: Sequence[KernelSpec], block: bool = False) -> np.nd
                      k.out_channels, k.in_h, k.out_h, k.kernel, k.stride, k.w_bits, k.a_bits, math.log(k.batch),
                      _pad_ratio(k.in_channels), _pad_ratio(k.out_channels), math.log(k.in_channels),
                      math.log(k.out_channels))
+        if k.op in TOKEN_OPS:
+            raise ConfigError(f"kernel_features: {k.short()} is a transformer (token) kernel; hao has no TVM "
+                              "programs or latency tables for token kernels yet, so no predictor can price it. "
+                              "Search such a space on size/BOPs/accuracy objectives (docs/search.md).")
         if k.op in BLOCK_OPS:
             if not block:
                 raise ConfigError(f"kernel_features: {k.short()} is a composite block; a predictor fitted on a "

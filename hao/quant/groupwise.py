@@ -17,11 +17,12 @@ group. Values equal :func:`~hao.quant.fake.quantize_weight` when ``groups`` equa
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from hao.errors import ConfigError
-from hao.quant.fake import check_bits
+from hao.quant.fake import QLinear, check_bits
 
-__all__ = ["quantize_weight_grouped", "group_scales", "grouped_weight_error"]
+__all__ = ["quantize_weight_grouped", "group_scales", "grouped_weight_error", "QGroupLinear"]
 
 
 def _check(w: torch.Tensor, groups: int, axis: int) -> int:
@@ -66,3 +67,30 @@ def quantize_weight_grouped(w: torch.Tensor, bits: int, groups: int, axis: int =
 def grouped_weight_error(w: torch.Tensor, bits: int, groups: int, axis: int = 0) -> torch.Tensor:
     """‖Q(W) − W‖² with ``groups`` ranges along ``axis`` (a scalar tensor)."""
     return (quantize_weight_grouped(w, bits, groups, axis) - w).pow(2).sum()
+
+
+class QGroupLinear(QLinear):
+    """:class:`~hao.quant.QLinear` whose weight is quantized with ``groups`` ranges along ``axis`` (Q-BERT);
+    ``groups=None`` keeps hao's per-output-channel ranges. It always computes the defining form
+    ``linear(Q_a(x), Q_w(W))`` (no integer-code fast path: that path assumes per-output-channel scales)."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, w_bits: int = 32,
+                 a_bits: int = 32, groups: int | None = None, axis: int = 0) -> None:
+        super().__init__(in_features, out_features, bias, w_bits=w_bits, a_bits=a_bits)
+        if axis not in (0, 1):
+            raise ConfigError(f"QGroupLinear axis must be 0 (output rows) or 1 (input columns), got {axis!r}.")
+        self.axis = axis
+        self.groups = groups
+        if groups is not None:
+            _check(self.weight, groups, axis)
+
+    def _quantized_weight(self) -> torch.Tensor:
+        if self.groups is None:
+            return super()._quantized_weight()
+        return quantize_weight_grouped(self.weight, self.w_bits, self.groups, self.axis)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(self.act_quant(x), self._quantized_weight(), self.bias)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", groups={self.groups}, axis={self.axis}"

@@ -13,16 +13,21 @@ from hao.space.base import BIT_KINDS, Candidate, SearchSpace, Supernet
 
 
 def count_module_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
-    """MACs of every Conv2d / Linear in ``model`` for one input, counted with forward hooks (ground truth)."""
+    """MACs of every Conv2d / Linear / :class:`hao.layers.BatchMatMul` in ``model`` for one input, counted with
+    forward hooks (ground truth)."""
+    from hao.layers import BatchMatMul
     total = [0]
 
-    def hook(m: nn.Module, inp: tuple[torch.Tensor], out: torch.Tensor) -> None:
+    def hook(m: nn.Module, inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
         if isinstance(m, nn.Conv2d):
             total[0] += out.numel() * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
+        elif isinstance(m, BatchMatMul):
+            total[0] += out.numel() * inp[0].shape[-1]
         else:
             total[0] += out.numel() * m.in_features
 
-    hs = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    hs = [m.register_forward_hook(hook) for m in model.modules()
+          if isinstance(m, (nn.Conv2d, nn.Linear, BatchMatMul))]
     was = model.training
     model.eval()
     try:

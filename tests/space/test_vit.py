@@ -1,0 +1,117 @@
+"""The ViT family: structure (brute-force size), weight sharing against a reference written with plain torch
+ops, group-wise quantization of the head-split matrices, token kernels."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import hao
+from hao.errors import CandidateError, ConfigError
+from hao.kernel import KernelSpec
+from hao.quant.groupwise import quantize_weight_grouped
+from hao.space.vit import ViTSpace
+from hao.testing import check_space
+from hao.testing.spaces import brute_force_size, count_module_macs
+
+TINY = dict(input_shape=(1, 8, 8), patch=4, embed=8, head_dim=4, depths=(1, 2), heads=(1, 2), mlp_ratios=(1, 2),
+            w_bits=(4, 8), a_bits=(8,), groups=(0, 1))
+
+
+def test_tiny_space_size_is_brute_force_and_passes_the_battery():
+    sp = ViTSpace("vit-tiny", **TINY)
+    assert sp.size() == brute_force_size(sp) == sum(1 for _ in sp.enumerate())
+    check_space(sp, n=50, forward=3)
+
+
+def test_registered_space_and_invalid_candidates():
+    sp = hao.get_space("vit-fmnist")
+    assert sp.family == "vit" and sp.tokens == 49 and sp.size() > 10**19
+    with pytest.raises(CandidateError, match=r"L0.heads.*allowed values: \[1, 2, 4\]"):
+        sp.make({"L0.heads": 3})
+    with pytest.raises(CandidateError, match="allowed values"):
+        sp.make({"L1.qkv.groups": 5})
+    with pytest.raises(ConfigError, match="patch=5 must be a positive divisor"):
+        ViTSpace("bad", patch=5)
+
+
+def _reference_forward(net, space, cand, x):
+    """The candidate's network computed from the supernet's full weights with plain torch ops (float bits)."""
+    d = cand.as_dict()
+    p, e, hd = space.patch, space.embed, space.head_dim
+    b = x.shape[0]
+    t = x.unfold(2, p, p).unfold(3, p, p).permute(0, 2, 3, 1, 4, 5).reshape(b, -1, x.shape[1] * p * p)
+    z = F.linear(t, net.patch_embed.weight, net.patch_embed.bias) + net.pos
+    for i in range(d["depth"]):
+        blk, h = net.blocks[i], d[f"L{i}.heads"]
+        w = h * hd
+        y = blk.attn.norm(z)
+        q, k, v = (F.linear(y, m.weight[:w], m.bias[:w]).reshape(b, -1, h, hd).transpose(1, 2)
+                   for m in (blk.attn.q, blk.attn.k, blk.attn.v))
+        a = torch.softmax(q @ k.transpose(-2, -1) / hd ** 0.5, dim=-1)
+        z = z + F.linear((a @ v).transpose(1, 2).reshape(b, -1, w), blk.attn.o.weight[:, :w], blk.attn.o.bias)
+        hid = d[f"L{i}.mlp_ratio"] * e
+        y = F.gelu(F.linear(blk.mlp.norm(z), blk.mlp.fc1.weight[:hid], blk.mlp.fc1.bias[:hid]))
+        z = z + F.linear(y, blk.mlp.fc2.weight[:, :hid], blk.mlp.fc2.bias)
+    return F.linear(net.norm(z).mean(1), net.classifier.weight, net.classifier.bias)
+
+
+def test_weight_sharing_slices_heads_hidden_units_and_blocks():
+    sp = ViTSpace("vit-float", embed=16, head_dim=4, heads=(1, 2, 4), mlp_ratios=(1, 2), depths=(1, 2, 3),
+                  w_bits=(32,), a_bits=(32,), groups=(0,), pin_bits=32)
+    net = sp.supernet(seed=3).eval()
+    x = torch.randn(2, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    rng = np.random.default_rng(0)
+    for c in [sp.largest(), sp.smallest()] + [sp.sample(rng) for _ in range(4)]:
+        with torch.no_grad():
+            ref = _reference_forward(net, sp, c, x)
+            built = sp.build(c, net).eval()(x)
+            sp.activate(net, c)
+            shared = net(x)
+        torch.testing.assert_close(built, ref, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(shared, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_groups_follow_heads_and_axis():
+    sp = hao.get_space("vit-fmnist")
+    c = sp.make({"depth": 2, "L0.heads": 2, "L0.qkv.groups": 2, "L0.o.groups": 0, "L0.qkv.w_bits": 4})
+    m = sp.build(c)
+    q, o = m.blocks[0].attn.q, m.blocks[0].attn.o
+    assert (q.groups, q.axis, q.out_features) == (4, 0, 32)     # 2 per head x 2 heads, along output rows
+    assert (o.groups, o.axis, o.in_features) == (1, 1, 32)       # one range for the whole matrix
+    with torch.no_grad():
+        torch.testing.assert_close(q._quantized_weight(), quantize_weight_grouped(q.weight, 4, 4, 0))
+
+
+def test_per_head_groups_lose_less_on_an_attention_output_with_an_outlier_head():
+    """Measured on the layer's output: Q's rows of one head scaled x20, 4-bit weights; one range per head
+    keeps the other heads' grid, one range for the matrix does not."""
+    sp = hao.get_space("vit-fmnist")
+    net = sp.supernet(seed=0).eval()
+    with torch.no_grad():
+        net.blocks[0].attn.q.weight[:16] *= 20
+    x = torch.randn(4, 49, 64, generator=torch.Generator().manual_seed(1))
+    errs = {}
+    for code in (0, 1, 2):
+        c = sp.make({"L0.heads": 4, "L0.qkv.w_bits": 4, "L0.qkv.groups": code})
+        q = sp.build(c, net).blocks[0].attn.q.eval()
+        with torch.no_grad():
+            ref = F.linear(x, q.weight, q.bias)
+            errs[code] = float((q(x) - ref)[..., 16:].pow(2).mean())   # error on the three ordinary heads
+    assert errs[1] < 0.1 * errs[0] and errs[2] <= errs[1] * 1.05
+
+
+def test_token_kernels_macs_and_the_predictor_refusal():
+    sp = hao.get_space("vit-fmnist")
+    c = sp.largest()
+    ks = sp.kernels(c)
+    assert {k.op for k in ks} >= {"linear", "bmm", "softmax", "layernorm", "add", "avgpool", "dense"}
+    assert sum(k.macs for k in ks) == count_module_macs(sp.build(c), sp.input_shape)
+    qk = KernelSpec("bmm", 64, 4 * 49, 49, 1, 1, 1, 4)
+    assert qk.macs == 4 * 49 * 16 * 49 and qk.params == 0 and qk.out_h == 49
+    assert KernelSpec("softmax", 196, 196, 49, 1, groups=4).elementwise_ops == 196 * 49
+    assert KernelSpec.from_json(qk.to_json()) == qk
+    from hao.latency.predictor import kernel_features
+    with pytest.raises(ConfigError, match="transformer .token. kernel"):
+        kernel_features([qk])
