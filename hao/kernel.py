@@ -23,14 +23,15 @@ __all__ = ["KernelSpec", "OPS", "CNN_OPS", "TOKEN_OPS", "BITS", "KEY_COLUMNS", "
 #: ``kernel``x``kernel`` depthwise at ``stride``, optional squeeze-excite, 1x1 project, optional identity add.
 #:
 #: Token ops (transformers; a sequence of ``in_h`` tokens, ``in_w = 1``): ``linear`` a dense layer applied to every
-#: token (``in_channels -> out_channels``, fused with its activation, e.g. GELU); ``bmm`` the batched matmuls of
+#: token (``in_channels -> out_channels``, plus bias); ``bmm`` the batched matmuls of
 #: multi-head attention, ``groups`` = heads, each head an ``in_h x (in_channels/groups)`` by
 #: ``(in_channels/groups) x (out_channels/groups)`` product of two activations (``Q Kᵀ``: ``in_channels`` =
 #: heads·head_dim, ``out_channels`` = heads·tokens; ``A V``: ``in_channels`` = heads·tokens, ``out_channels`` =
 #: heads·head_dim; ``w_bits`` is the second operand's precision); ``softmax`` over rows of
-#: ``in_channels / groups`` (``in_channels = out_channels``), ``layernorm`` over the ``in_channels`` of every token.
+#: ``in_channels / groups`` (``in_channels = out_channels``), ``layernorm`` over the ``in_channels`` of every token,
+#: ``gelu`` element-wise. A residual add and the mean over tokens are ``add`` and ``avgpool`` with ``in_w = 1``.
 CNN_OPS = ("conv2d", "dwconv2d", "dense", "avgpool", "add")
-TOKEN_OPS = ("linear", "bmm", "softmax", "layernorm")
+TOKEN_OPS = ("linear", "bmm", "softmax", "layernorm", "gelu")
 OPS = CNN_OPS + ("mbconv",) + TOKEN_OPS
 #: Composite ops (see :data:`BLOCK_COLUMNS`).
 BLOCK_OPS = ("mbconv",)
@@ -188,7 +189,7 @@ class KernelSpec:
             return sum(p.elementwise_ops for p in self.block_parts())
         if self.op == "avgpool" or (self.op == "dense" and self.in_h * self.in_w > 1):  # a pooled dense reads HxW
             return self.batch * self.in_channels * self.in_h * self.in_w
-        if self.op in ("add", "softmax", "layernorm"):
+        if self.op in ("add", "softmax", "layernorm", "gelu"):
             return self.batch * self.in_channels * self.in_h * self.in_w
         return 0
 

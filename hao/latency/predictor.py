@@ -39,7 +39,8 @@ from hao.kernel import BLOCK_OPS, CNN_OPS, TOKEN_OPS, KernelSpec
 from hao.latency.backend import executed_kernel, kernel_precision
 from hao.latency.table import LatencyTable, atomic_write_text, load_table
 
-__all__ = ["LatencyPredictor", "kernel_features", "FEATURE_NAMES", "BLOCK_FEATURE_NAMES", "FlopsBaseline",
+__all__ = ["LatencyPredictor", "kernel_features", "FEATURE_NAMES", "BLOCK_FEATURE_NAMES", "TOKEN_FEATURE_NAMES",
+           "FlopsBaseline",
            "error_stats", "fit_overhead_coefs"]
 
 _PREC = ("fp32", "fp32-mapped", "int8", "int8-mapped")
@@ -52,18 +53,23 @@ FEATURE_NAMES = (
 #: appended to :data:`FEATURE_NAMES` by a predictor fitted on a block-level table (only then: extra columns,
 #: even constant ones, change a subsampled boosted fit, and plain tables' predictions must not move)
 BLOCK_FEATURE_NAMES = tuple(f"op_{o}" for o in BLOCK_OPS) + ("log_mid_channels", "se", "hswish", "idskip")
+#: appended (after any block features) by a predictor fitted on a table with transformer token kernels (only
+#: then, for the same reason)
+TOKEN_FEATURE_NAMES = tuple(f"op_{o}" for o in TOKEN_OPS)
 
 
 def _pad_ratio(c: int, m: int = 16) -> float:
     return (-(-c // m) * m) / c
 
 
-def kernel_features(kernels: Sequence[KernelSpec], block: bool = False) -> np.ndarray:
+def kernel_features(kernels: Sequence[KernelSpec], block: bool = False, token: bool = False) -> np.ndarray:
     """(n, len(FEATURE_NAMES)) float matrix; with ``block``, :data:`BLOCK_FEATURE_NAMES` appended (composite
-    ops need them; without ``block`` a composite kernel is refused). Bytes are those of the executed precision
-    (int8-mapped kernels move int8 bytes, since that is what runs)."""
+    ops need them; without ``block`` a composite kernel is refused), then with ``token``
+    :data:`TOKEN_FEATURE_NAMES` (transformer kernels need them; without ``token`` they are refused). Bytes are
+    those of the executed precision (int8-mapped kernels move int8 bytes, since that is what runs)."""
     n_plain = len(FEATURE_NAMES)
-    X = np.zeros((len(kernels), n_plain + (len(BLOCK_FEATURE_NAMES) if block else 0)), dtype=np.float64)
+    n_block = len(BLOCK_FEATURE_NAMES) if block else 0
+    X = np.zeros((len(kernels), n_plain + n_block + (len(TOKEN_FEATURE_NAMES) if token else 0)), dtype=np.float64)
     for i, k in enumerate(kernels):
         prec = kernel_precision(k)
         ebytes = 4.0 if prec.startswith("fp32") else 1.0
@@ -77,16 +83,19 @@ def kernel_features(kernels: Sequence[KernelSpec], block: bool = False) -> np.nd
                      _pad_ratio(k.in_channels), _pad_ratio(k.out_channels), math.log(k.in_channels),
                      math.log(k.out_channels))
         if k.op in TOKEN_OPS:
-            raise ConfigError(f"kernel_features: {k.short()} is a transformer (token) kernel; hao has no TVM "
-                              "programs or latency tables for token kernels yet, so no predictor can price it. "
-                              "Search such a space on size/BOPs/accuracy objectives (docs/search.md).")
-        if k.op in BLOCK_OPS:
+            if not token:
+                raise ConfigError(f"kernel_features: {k.short()} is a transformer (token) kernel, and this "
+                                  "predictor was fitted on a table without token kernels, so it cannot price it. "
+                                  "Calibrate the table with the transformer space (hao calibrate --space "
+                                  "vit-fmnist), or search on size/BOPs/accuracy objectives (docs/search.md).")
+            X[i, n_plain + n_block + TOKEN_OPS.index(k.op)] = 1.0
+        elif k.op in BLOCK_OPS:
             if not block:
                 raise ConfigError(f"kernel_features: {k.short()} is a composite block; a predictor fitted on a "
                                   "kernel-level table cannot price it (fit it on a block-level table; "
                                   "docs/table_schema.md, 'Block-level tables').")
             X[i, n_plain + BLOCK_OPS.index(k.op)] = 1.0
-            X[i, -4:] = (math.log1p(k.mid_channels), k.se, k.hswish, k.idskip)
+            X[i, n_plain + n_block - 4: n_plain + n_block] = (math.log1p(k.mid_channels), k.se, k.hswish, k.idskip)
         else:
             X[i, 19 + _PLAIN_OPS.index(k.op)] = 1.0
         X[i, 19 + len(_PLAIN_OPS) + _PREC.index(prec)] = 1.0
@@ -206,7 +215,8 @@ class LatencyPredictor(BaseEstimator, RegressorMixin):
             raise ConfigError("fit: every latency must be a finite number > 0.")
         self.maps_to_executed_ = not any(kernel_precision(k).endswith("-mapped") for k in kernels)
         self.block_features_ = self.granularity_ == "block"  # block tables must declare it (LatencyTable checks)
-        X = kernel_features(kernels, self.block_features_)
+        self.token_features_ = any(k.op in TOKEN_OPS for k in kernels)
+        X = kernel_features(kernels, self.block_features_, self.token_features_)
         ly = np.log(y)
         self.model_ = self._gbr().fit(X, ly)
         self.quantile_models_ = None
@@ -231,13 +241,17 @@ class LatencyPredictor(BaseEstimator, RegressorMixin):
             return [executed_kernel(k) for k in kernels]
         return list(kernels)
 
+    def _features(self, kernels: Sequence[KernelSpec]) -> np.ndarray:
+        return kernel_features(kernels, getattr(self, "block_features_", False),
+                               getattr(self, "token_features_", False))
+
     def predict(self, kernels: Sequence[KernelSpec], prefer_measured: bool = False) -> np.ndarray:
         """Latency in ms per kernel (model output; measured values instead where ``prefer_measured``)."""
         self._check_fitted()
         kernels = self._executed(kernels)
         if not kernels:
             return np.zeros(0)
-        out = np.exp(self.model_.predict(kernel_features(kernels, getattr(self, "block_features_", False))))
+        out = np.exp(self.model_.predict(self._features(kernels)))
         if prefer_measured:
             for i, k in enumerate(kernels):
                 v = self.measured_.get(k.key())
@@ -250,7 +264,7 @@ class LatencyPredictor(BaseEstimator, RegressorMixin):
         self._check_fitted()
         if self.quantile_models_ is None:
             raise NotFittedError("predict_interval needs quantiles=(low, high) at construction; it was None.")
-        X = kernel_features(self._executed(kernels), getattr(self, "block_features_", False))
+        X = self._features(self._executed(kernels))
         lo, hi = (np.exp(m.predict(X)) for m in self.quantile_models_)
         return np.minimum(lo, hi), np.maximum(lo, hi)
 

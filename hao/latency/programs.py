@@ -17,6 +17,8 @@ Kernels (table schema: ``latency_models/README.md``):
   to multiples of 16 (output) and 4 (input). ``dense``: the classifier, weights ``[N/16, K/4, 16, 4]``,
   dequantized to float32 logits. ``dwconv2d``/``avgpool``/``add``: plain integer code (nothing to tensorize).
   The int8 programs are exact: outputs must equal the NumPy reference bit for bit.
+* **token kernels** (transformers: ``linear``, ``bmm``, ``softmax``, ``layernorm``, ``gelu``) —
+  :mod:`hao.latency.token_programs`.
 * **below 8 bits** — this CPU has no faster path than int8 (TVM_NOTES: native int4 buffers give wrong results,
   emulated int4 is slower than int8), so such kernels run the int8 kernel and are flagged ``impl=int8-mapped``.
 
@@ -33,7 +35,7 @@ import numpy as np
 
 from hao._imports import lazy_import
 from hao.errors import ConfigError
-from hao.kernel import KernelSpec
+from hao.kernel import TOKEN_OPS, KernelSpec
 from hao.latency import int8_ops as ops
 from hao.latency.backend import kernel_precision
 
@@ -65,8 +67,13 @@ def _torch_conv(x: np.ndarray, w: np.ndarray, stride: int, pad: int, groups: int
 
 
 def build_kernel_func(kernel: KernelSpec) -> KernelProgram:
-    """The TE/topi program for ``kernel`` (sub-8-bit kernels get the int8 program)."""
+    """The TE/topi program for ``kernel`` (sub-8-bit kernels get the int8 program; token kernels come from
+    :mod:`hao.latency.token_programs`)."""
     prec = kernel_precision(kernel)
+    if kernel.op in TOKEN_OPS:
+        from hao.latency.token_programs import token_program
+
+        return token_program(kernel, integer=not prec.startswith("fp32"))
     if kernel.op == "conv2d" and kernel.groups != 1:
         raise ConfigError(f"Grouped conv2d (groups={kernel.groups}) is not supported by the TVM backend; "
                           "use groups=1 or op='dwconv2d' (groups = channels).")

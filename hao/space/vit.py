@@ -143,6 +143,7 @@ class ViTSpace(SearchSpace):
         hidden = local[f"{p}.mlp_ratio"] * e
         return [KernelSpec("layernorm", e, e, t, 1),
                 KernelSpec("linear", e, hidden, t, 1, 1, 1, 1, local[f"{p}.fc1.w_bits"], local[f"{p}.fc1.a_bits"]),
+                KernelSpec("gelu", hidden, hidden, t, 1),
                 KernelSpec("linear", hidden, e, t, 1, 1, 1, 1, local[f"{p}.fc2.w_bits"], local[f"{p}.fc2.a_bits"]),
                 KernelSpec("add", e, e, t, 1)]
 

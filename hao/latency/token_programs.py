@@ -1,0 +1,143 @@
+"""TVM programs of the transformer (token) kernels, with their inputs and NumPy references.
+
+A token kernel works on ``in_h`` tokens (``in_w = 1``, batch 1 per image; ``batch`` images are stacked along the
+tokens). Programs (TE / topi; ``hao.latency.programs`` dispatches here):
+
+* ``linear`` float32 — ``topi.nn.dense`` of the ``(tokens, in)`` activations with ``(out, in)`` weights, plus
+  bias; **int8** — :func:`hao.latency.int8_ops.dense_int8` over the token rows: u8 activations × i8 weights packed
+  ``[out/16, in/4, 16, 4]`` → i32, integer-only dyadic requantization to u8 (exact: bit for bit against NumPy).
+  Sub-8-bit weights or activations run the int8 program, as the convolutions do;
+* ``bmm`` float32 — ``topi.nn.batch_matmul`` of ``(heads, tokens, in/heads)`` by ``(heads, in/heads, out/heads)``
+  (attention's ``Q Kᵀ`` and ``A V``; the space runs them in float32);
+* ``softmax`` — ``topi.nn.softmax`` over the last axis of ``(heads, tokens, in/heads)``;
+* ``layernorm`` — ``topi.nn.layer_norm`` over the channels of ``(tokens, channels)`` with scale and shift;
+* ``gelu`` — ``0.5 x (1 + erf(x / √2))`` element-wise (PyTorch's default, exact-erf GELU).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from hao._imports import lazy_import
+from hao.errors import ConfigError
+from hao.kernel import KernelSpec
+
+__all__ = ["token_program"]
+
+
+def _rows(k: KernelSpec) -> int:
+    return k.batch * k.in_h * k.in_w
+
+
+def token_program(k: KernelSpec, integer: bool) -> Any:
+    """The :class:`~hao.latency.programs.KernelProgram` of token kernel ``k`` (``integer``: the int8 program)."""
+    if integer:
+        if k.op != "linear":
+            raise ConfigError(f"{k.short()}: only 'linear' token kernels have an int8 program; attention's matmuls, "
+                              "softmax, LayerNorm and GELU run in float32 (w_bits = a_bits = 32).")
+        return _linear_int8(k)
+    return _fp32(k)
+
+
+def _fp32(k: KernelSpec) -> Any:
+    lazy_import("tvm")
+    from tvm import te, topi
+
+    from hao.latency.programs import KernelProgram, _finish
+
+    f32 = "float32"
+    T, C, O, G = _rows(k), k.in_channels, k.out_channels, k.groups  # noqa: N806, E741
+    if k.op == "linear":
+        data, wt, bias = (te.placeholder((T, C), f32, "data"), te.placeholder((O, C), f32, "weight"),
+                          te.placeholder((O,), f32, "bias"))
+        out = topi.add(topi.nn.dense(data, wt, out_dtype=f32), bias)
+
+        def make(rng: np.random.Generator) -> list[np.ndarray]:
+            return [rng.standard_normal((T, C), dtype=np.float32),
+                    rng.standard_normal((O, C), dtype=np.float32) * 0.1, rng.standard_normal(O, dtype=np.float32)]
+
+        return KernelProgram(_finish([data, wt, bias, out], te), make,
+                             lambda x: x[0].astype(np.float64) @ x[1].T.astype(np.float64) + x[2], (T, O), f32,
+                             "NC", False)
+    if k.op == "bmm":
+        a = te.placeholder((G, T, C // G), f32, "lhs")
+        b = te.placeholder((G, C // G, O // G), f32, "rhs")
+        out = topi.nn.batch_matmul(a, b, out_dtype=f32, transpose_b=False)
+
+        def make(rng: np.random.Generator) -> list[np.ndarray]:
+            return [rng.standard_normal((G, T, C // G), dtype=np.float32),
+                    rng.standard_normal((G, C // G, O // G), dtype=np.float32)]
+
+        return KernelProgram(_finish([a, b, out], te), make, lambda x: x[0].astype(np.float64) @ x[1],
+                             (G, T, O // G), f32, "GTC", False)
+    if k.op == "softmax":
+        x = te.placeholder((G, T, C // G), f32, "data")
+        out = topi.nn.softmax(x, axis=-1)
+
+        def ref(xs: list[np.ndarray]) -> np.ndarray:
+            z = xs[0].astype(np.float64)
+            e = np.exp(z - z.max(axis=-1, keepdims=True))
+            return e / e.sum(axis=-1, keepdims=True)
+
+        return KernelProgram(_finish([x, out], te), lambda rng: [rng.standard_normal((G, T, C // G),
+                                                                                     dtype=np.float32) * 3],
+                             ref, (G, T, C // G), f32, "GTC", False)
+    if k.op == "layernorm":
+        x, gamma, beta = (te.placeholder((T, C), f32, "data"), te.placeholder((C,), f32, "gamma"),
+                          te.placeholder((C,), f32, "beta"))
+        out = topi.nn.layer_norm(x, gamma, beta, axis=[-1], epsilon=1e-5)
+
+        def ref(xs: list[np.ndarray]) -> np.ndarray:
+            z = xs[0].astype(np.float64)
+            mu, var = z.mean(-1, keepdims=True), z.var(-1, keepdims=True)
+            return (z - mu) / np.sqrt(var + 1e-5) * xs[1] + xs[2]
+
+        def make(rng: np.random.Generator) -> list[np.ndarray]:
+            return [rng.standard_normal((T, C), dtype=np.float32) * 2 + 1, rng.standard_normal(C, dtype=np.float32),
+                    rng.standard_normal(C, dtype=np.float32)]
+
+        return KernelProgram(_finish([x, gamma, beta, out], te), make, ref, (T, C), f32, "NC", False)
+    if k.op == "gelu":
+        x = te.placeholder((T, C), f32, "data")
+        out = te.compute((T, C), lambda i, j: x[i, j] * 0.5 * (1.0 + te.erf(x[i, j] * (1.0 / math.sqrt(2.0)))),
+                         name="gelu")
+
+        def ref(xs: list[np.ndarray]) -> np.ndarray:
+            from scipy.special import erf
+
+            z = xs[0].astype(np.float64)
+            return 0.5 * z * (1.0 + erf(z / math.sqrt(2.0)))
+
+        return KernelProgram(_finish([x, out], te), lambda rng: [rng.standard_normal((T, C), dtype=np.float32) * 2],
+                             ref, (T, C), f32, "NC", False)
+    raise ConfigError(f"{k.short()} is not a token kernel.")  # pragma: no cover - the dispatcher checks
+
+
+def _linear_int8(k: KernelSpec) -> Any:
+    from hao.latency import int8_ops as ops
+    from hao.latency.programs import KernelProgram, _ceil_to
+
+    T, C, O = _rows(k), k.in_channels, k.out_channels  # noqa: N806, E741
+    kp, np_ = _ceil_to(C, 4), _ceil_to(O, 16)
+    qp = np.array([0, 0, 0, 255], np.int32)
+    func = ops.prim_func(ops.dense_int8, [((T, kp), "uint8"), ((np_ // 16, kp // 4, 16, 4), "int8"),
+                                          ((np_,), "int64"), ((np_,), "int32"), ((np_,), "int32"), ((4,), "int32")])
+
+    def w_nat(w: np.ndarray) -> np.ndarray:
+        return w.transpose(0, 2, 1, 3).reshape(np_, kp)
+
+    def make(rng: np.random.Generator) -> list[np.ndarray]:
+        d = rng.integers(0, 256, (T, kp), dtype=np.uint8)
+        w = rng.integers(-128, 128, (np_ // 16, kp // 4, 16, 4), dtype=np.int8)
+        acc = d.astype(np.int64) @ w_nat(w).T.astype(np.int64)
+        mult, shift = ops.dyadic(200.0 / (np.abs(acc).max(axis=0).astype(np.float64) + 1.0))
+        bias = rng.integers(-1000, 1000, np_) * mult.astype(np.int64) + ops.rounding_bias(shift)
+        return [d, w, bias.astype(np.int64), mult.astype(np.int32), shift.astype(np.int32), qp]
+
+    def ref(x: list[np.ndarray]) -> np.ndarray:
+        acc = x[0].astype(np.int64) @ w_nat(x[1]).T.astype(np.int64)
+        return ops.requant_np(acc, x[2], x[3], x[4], zero=int(x[5][1]), lo=int(x[5][2]), hi=int(x[5][3]))
+
+    return KernelProgram(func, make, ref, (T, np_), "uint8", "NC", True)

@@ -1,0 +1,70 @@
+"""TVM programs of the transformer (token) kernels against their NumPy references, and the ViT space's kernels
+all have one."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hao.errors import ConfigError
+from hao.kernel import KernelSpec
+
+tvm = pytest.importorskip("tvm", reason="apache-tvm is not installed")
+
+KERNELS = [KernelSpec("linear", 64, 48, 49, 1), KernelSpec("linear", 64, 40, 49, 1, w_bits=8, a_bits=8),
+           KernelSpec("linear", 30, 20, 7, 1, w_bits=4, a_bits=8),           # padded to 32 x 32, int8-mapped
+           KernelSpec("bmm", 32, 2 * 49, 49, 1, groups=2), KernelSpec("bmm", 2 * 49, 32, 49, 1, groups=2),
+           KernelSpec("softmax", 4 * 49, 4 * 49, 49, 1, groups=4), KernelSpec("layernorm", 64, 64, 49, 1),
+           KernelSpec("gelu", 128, 128, 49, 1)]
+
+
+@pytest.mark.tvm
+@pytest.mark.parametrize("kernel", KERNELS, ids=lambda k: k.short())
+def test_token_programs_equal_their_reference(kernel):
+    from hao.latency.programs import build_kernel_func, check_output
+
+    prog = build_kernel_func(kernel)
+    xs = prog.make_inputs(np.random.default_rng(0))
+    lib = tvm.compile(tvm.IRModule({"main": prog.func}), target=tvm.target.Target({"kind": "llvm"}))
+    dev = tvm.cpu()
+    out = tvm.runtime.tensor(np.zeros(prog.out_shape, prog.out_dtype), dev)
+    lib["main"](*[tvm.runtime.tensor(np.ascontiguousarray(x), dev) for x in xs], out)
+    ref = prog.reference(xs)
+    ok, err, why = check_output(prog, out.numpy(), ref)
+    assert ok, why
+    if prog.integer:
+        assert np.array_equal(out.numpy(), ref) and 0 < ref.mean() < 255   # exact, and not saturated
+
+
+def test_every_vit_kernel_has_a_program_and_attention_has_no_int8_one():
+    import hao
+    from hao.latency.calibrate import space_kernels
+    from hao.latency.programs import build_kernel_func
+
+    ks = space_kernels(hao.get_space("vit-fmnist"))
+    for op in ("linear", "bmm", "softmax", "layernorm", "gelu"):
+        k = next(k for k in ks if k.op == op)
+        assert build_kernel_func(k).func is not None
+    with pytest.raises(ConfigError, match="only 'linear' token kernels have an int8 program"):
+        build_kernel_func(KernelSpec("bmm", 32, 98, 49, 1, groups=2, w_bits=8, a_bits=8))
+
+
+def test_a_predictor_fitted_with_token_kernels_prices_the_vit_space():
+    """Token kernels get their own one-hot features only in a predictor fitted on them; plain tables' feature
+    matrix does not change (their predictions must not move)."""
+    import hao
+    from hao.latency.calibrate import space_kernels
+    from hao.latency.predictor import FEATURE_NAMES, LatencyPredictor, kernel_features
+    from hao.search.objectives import latency_objective
+
+    sp = hao.get_space("vit-fmnist")
+    ks = space_kernels(sp)[::7]
+    y = np.array([1e-3 + 1e-7 * k.macs + 1e-8 * k.elementwise_ops for k in ks])
+    pred = LatencyPredictor(quantiles=None).fit(ks, y)
+    assert pred.token_features_ and pred.n_features_in_ == len(FEATURE_NAMES) + 5
+    lat = latency_objective(sp, pred).evaluate([sp.largest(), sp.smallest()])
+    assert np.all(np.isfinite(lat)) and lat[0] > lat[1] > 0
+    conv = [KernelSpec("conv2d", 8, 8, 8, 8, 3), KernelSpec("dense", 8, 10, 1, 1)]
+    assert kernel_features(conv).shape[1] == len(FEATURE_NAMES)
+    plain = LatencyPredictor(quantiles=None).fit(conv * 3, np.arange(1, 7, dtype=float))
+    with pytest.raises(ConfigError, match="fitted on a table without token kernels"):
+        plain.predict([next(k for k in ks if k.op == "bmm")])
