@@ -37,6 +37,7 @@ from torch import nn
 from hao.errors import ConfigError, HaoError
 from hao.proxy.hutchinson import HessianTraces
 from hao.quant.fake import ActQuant, quantize_weight
+from hao.quant.groupwise import quantize_weight_grouped
 from hao.space.base import LayerPerturbation, SearchSpace
 from hao.space.elastic import centre_slice
 
@@ -96,7 +97,12 @@ def perturbation_sq_norm(w: torch.Tensor, p: LayerPerturbation) -> float:
         return float(w.pow(2).sum())
     kept = _kept(w, p)
     removed = float(w.pow(2).sum() - kept.pow(2).sum())
-    q = float((quantize_weight(kept, p.w_bits) - kept).pow(2).sum()) if p.w_bits != 32 else 0.0
+    if p.w_bits == 32:
+        q = 0.0
+    elif p.w_groups is not None:
+        q = float((quantize_weight_grouped(kept, p.w_bits, p.w_groups, p.w_axis) - kept).pow(2).sum())
+    else:
+        q = float((quantize_weight(kept, p.w_bits) - kept).pow(2).sum())
     return max(removed, 0.0) + q
 
 
@@ -171,7 +177,9 @@ def activation_quant_mse(model: nn.Module, batches: Sequence, paths: Sequence[st
 def _key(p: LayerPerturbation) -> tuple:
     if p.removed:
         return (p.path, "removed")
-    return (p.path, p.out_keep, p.in_keep, p.kernel_keep, p.w_bits)
+    key = (p.path, p.out_keep, p.in_keep, p.kernel_keep, p.w_bits)
+    # group-wise ranges: a sixth field "groups@axis" (keys of per-channel layers keep their five fields)
+    return key if p.w_groups is None or p.w_bits == 32 else key + (f"{p.w_groups}@{p.w_axis}",)
 
 
 def _key_str(k: tuple) -> str:
@@ -182,10 +190,10 @@ def _key_from_str(s: str) -> tuple:
     parts = s.split("|")
     if len(parts) == 2 and parts[1] == "removed":
         return (parts[0], "removed")
-    if len(parts) != 5:
+    if len(parts) not in (5, 6):
         raise HaoError(f"Malformed sensitivity entry key {s!r}; expected 'path|removed' or "
-                       "'path|out_keep|in_keep|kernel_keep|w_bits'.")
-    return (parts[0],) + tuple(None if v == "-" else int(v) for v in parts[1:])
+                       "'path|out_keep|in_keep|kernel_keep|w_bits' (then '|groups@axis' for group-wise ranges).")
+    return (parts[0],) + tuple(None if v == "-" else int(v) for v in parts[1:5]) + tuple(parts[5:])
 
 
 @dataclass

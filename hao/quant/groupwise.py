@@ -70,27 +70,28 @@ def grouped_weight_error(w: torch.Tensor, bits: int, groups: int, axis: int = 0)
 
 
 class QGroupLinear(QLinear):
-    """:class:`~hao.quant.QLinear` whose weight is quantized with ``groups`` ranges along ``axis`` (Q-BERT);
-    ``groups=None`` keeps hao's per-output-channel ranges. It always computes the defining form
+    """:class:`~hao.quant.QLinear` whose weight is quantized with ``w_groups`` ranges along ``w_axis`` (Q-BERT);
+    ``w_groups=None`` keeps hao's per-output-channel ranges. (Named ``w_groups``, not ``groups``: a layer's
+    ``groups`` means grouped convolution everywhere else.) It always computes the defining form
     ``linear(Q_a(x), Q_w(W))`` (no integer-code fast path: that path assumes per-output-channel scales)."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *, w_bits: int = 32,
-                 a_bits: int = 32, groups: int | None = None, axis: int = 0) -> None:
+                 a_bits: int = 32, w_groups: int | None = None, w_axis: int = 0) -> None:
         super().__init__(in_features, out_features, bias, w_bits=w_bits, a_bits=a_bits)
-        if axis not in (0, 1):
-            raise ConfigError(f"QGroupLinear axis must be 0 (output rows) or 1 (input columns), got {axis!r}.")
-        self.axis = axis
-        self.groups = groups
-        if groups is not None:
-            _check(self.weight, groups, axis)
+        if w_axis not in (0, 1):
+            raise ConfigError(f"QGroupLinear w_axis must be 0 (output rows) or 1 (input columns), got {w_axis!r}.")
+        self.w_axis = w_axis
+        self.w_groups = w_groups
+        if w_groups is not None:
+            _check(self.weight, w_groups, w_axis)
 
     def _quantized_weight(self) -> torch.Tensor:
-        if self.groups is None:
+        if self.w_groups is None:
             return super()._quantized_weight()
-        return quantize_weight_grouped(self.weight, self.w_bits, self.groups, self.axis)
+        return quantize_weight_grouped(self.weight, self.w_bits, self.w_groups, self.w_axis)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(self.act_quant(x), self._quantized_weight(), self.bias)
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", groups={self.groups}, axis={self.axis}"
+        return super().extra_repr() + f", w_groups={self.w_groups}, w_axis={self.w_axis}"

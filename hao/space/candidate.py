@@ -55,7 +55,9 @@ class LayerPerturbation:
 
     ``path`` is the module path in the supernet. The kept weights are ``W[:out_keep, :in_keep]`` restricted
     to the centre ``kernel_keep x kernel_keep`` taps (``None`` = keep all along that axis), quantized to
-    ``w_bits`` (32 = float). ``removed`` means the whole layer is dropped (its block is skipped).
+    ``w_bits`` (32 = float) with hao's per-output-channel ranges, or, when ``w_groups`` is set, with ``w_groups``
+    ranges along axis ``w_axis`` of the kept slice (Q-BERT's group-wise quantization,
+    :mod:`hao.quant.groupwise`). ``removed`` means the whole layer is dropped (its block is skipped).
     """
 
     path: str
@@ -65,6 +67,8 @@ class LayerPerturbation:
     out_keep: int | None = None
     in_keep: int | None = None
     kernel_keep: int | None = None
+    w_groups: int | None = None
+    w_axis: int = 0
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@ are pinned at ``pin_bits``; attention's two matmuls, softmax, LayerNorm and GELU
 them as float32 kernels). Group counts change accuracy only: a deployed kernel stores one scale per group, which
 costs no measurable time and a few bytes (counted in no objective).
 
-The Hessian proxy's layer perturbations (``unit_layers``) describe the sliced weights and their bits; they assume
-per-channel ranges (the group-wise sensitivity is not modelled yet).
+The Hessian proxy's layer perturbations (``unit_layers``) describe the sliced weights, their bits and their groups,
+so ‖ΔW‖² (and HAWQ-V2's Ω) is that of the group-wise quantizer the network runs.
 """
 from __future__ import annotations
 
@@ -155,10 +155,13 @@ class ViTSpace(SearchSpace):
             if local is None:
                 return [LayerPerturbation(x, removed=True) for x in paths]
             width = local[f"{p}.heads"] * self.head_dim
-            qkv = {"w_bits": local[f"{p}.qkv.w_bits"], "a_bits": local[f"{p}.qkv.a_bits"]}
+            h = local[f"{p}.heads"]
+            qkv = {"w_bits": local[f"{p}.qkv.w_bits"], "a_bits": local[f"{p}.qkv.a_bits"],
+                   "w_groups": self.groups_of(h, local[f"{p}.qkv.groups"]), "w_axis": 0}
             return [*[LayerPerturbation(x, out_keep=width, **qkv) for x in paths[:3]],
                     LayerPerturbation(paths[3], in_keep=width, w_bits=local[f"{p}.o.w_bits"],
-                                      a_bits=local[f"{p}.o.a_bits"])]
+                                      a_bits=local[f"{p}.o.a_bits"], w_groups=self.groups_of(h, local[f"{p}.o.groups"]),
+                                      w_axis=1)]
         paths = [f"{path}.mlp.fc1", f"{path}.mlp.fc2"]
         if local is None:
             return [LayerPerturbation(x, removed=True) for x in paths]

@@ -44,23 +44,23 @@ class ElasticLinear(nn.Module):
 
     def set_active(self, out: int, inp: int, w_bits: int, a_bits: int, groups: int | None = None,
                    axis: int = 0) -> None:
-        self.out, self.inp, self.w_bits, self.groups, self.axis = out, inp, w_bits, groups, axis
+        self.out, self.inp, self.w_bits, self.w_groups, self.w_axis = out, inp, w_bits, groups, axis
         self.act_quant.bits = a_bits
 
     def _weight(self) -> torch.Tensor:
         w = self.weight[: self.out, : self.inp]
         if self.w_bits == 32:
             return w
-        if self.groups is None:
+        if self.w_groups is None:
             return quantize_weight(w, self.w_bits)
-        return quantize_weight_grouped(w, self.w_bits, self.groups, self.axis)
+        return quantize_weight_grouped(w, self.w_bits, self.w_groups, self.w_axis)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(self.act_quant(x), self._weight(), self.bias[: self.out])
 
     def to_static(self) -> QGroupLinear:
-        q = QGroupLinear(self.inp, self.out, w_bits=self.w_bits, a_bits=self.act_quant.bits, groups=self.groups,
-                         axis=self.axis)
+        q = QGroupLinear(self.inp, self.out, w_bits=self.w_bits, a_bits=self.act_quant.bits, w_groups=self.w_groups,
+                         w_axis=self.w_axis)
         with torch.no_grad():
             q.weight.copy_(self.weight[: self.out, : self.inp])
             q.bias.copy_(self.bias[: self.out])
@@ -69,7 +69,7 @@ class ElasticLinear(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"max {self.max_in}->{self.max_out}, active {self.inp}->{self.out}, w_bits={self.w_bits}, "
-                f"a_bits={self.act_quant.bits}, groups={self.groups}")
+                f"a_bits={self.act_quant.bits}, w_groups={self.w_groups}")
 
 
 class Attention(nn.Module):

@@ -78,8 +78,8 @@ def test_groups_follow_heads_and_axis():
     c = sp.make({"depth": 2, "L0.heads": 2, "L0.qkv.groups": 2, "L0.o.groups": 0, "L0.qkv.w_bits": 4})
     m = sp.build(c)
     q, o = m.blocks[0].attn.q, m.blocks[0].attn.o
-    assert (q.groups, q.axis, q.out_features) == (4, 0, 32)     # 2 per head x 2 heads, along output rows
-    assert (o.groups, o.axis, o.in_features) == (1, 1, 32)       # one range for the whole matrix
+    assert (q.w_groups, q.w_axis, q.out_features) == (4, 0, 32)     # 2 per head x 2 heads, along output rows
+    assert (o.w_groups, o.w_axis, o.in_features) == (1, 1, 32)       # one range for the whole matrix
     with torch.no_grad():
         torch.testing.assert_close(q._quantized_weight(), quantize_weight_grouped(q.weight, 4, 4, 0))
 
@@ -115,3 +115,27 @@ def test_token_kernels_macs_and_the_predictor_refusal():
     from hao.latency.predictor import kernel_features
     with pytest.raises(ConfigError, match="transformer .token. kernel"):
         kernel_features([qk])
+
+
+def test_sensitivities_see_the_group_wise_quantizer():
+    """The layer perturbations carry the groups, so ‖ΔW‖² is the group-wise quantizer's error, and the
+    sensitivity table keys (a sixth field 'groups@axis') survive a save/load."""
+    from hao.proxy.build import compute_sensitivity
+    from hao.proxy.sensitivity import SensitivityTable, perturbation_sq_norm
+    from hao.quant.groupwise import grouped_weight_error
+
+    sp = ViTSpace("vit-tiny", **TINY)
+    c = sp.make({"depth": 2, "L0.heads": 2, "L0.qkv.w_bits": 4, "L0.qkv.groups": 1, "L0.o.groups": 0})
+    p = {x.path: x for x in sp.perturbations(c)}
+    q, o = p["blocks.0.attn.q"], p["blocks.0.attn.o"]
+    assert (q.w_groups, q.w_axis, o.w_groups, o.w_axis) == (2, 0, 1, 1)
+    w = torch.randn(8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    assert perturbation_sq_norm(w, q) == pytest.approx(float(grouped_weight_error(w, 4, 2, 0)))
+    assert perturbation_sq_norm(w, o) == pytest.approx(float(grouped_weight_error(w, o.w_bits, 1, 1)))
+    g = torch.Generator().manual_seed(0)
+    data = [(torch.randn(16, 1, 8, 8, generator=g), torch.randint(0, 10, (16,), generator=g))]
+    table = compute_sensitivity(sp, sp.supernet(0), data, samples=4, seed=0)
+    assert any(len(k) == 6 and k[-1] == "2@0" for k in table.entries)
+    back = SensitivityTable.from_dict(table.to_dict())
+    assert set(back.entries) == set(table.entries)
+    assert back.omega(q) == pytest.approx(table.omega(q))
