@@ -61,14 +61,13 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     for name in spaces:
         kernels.extend(space_kernels(get_space(name)))
     if args.op:
-        from hao.kernel import CNN_OPS
+        from hao.kernel import CNN_OPS, TOKEN_OPS
 
-        plain = list(CNN_OPS)
+        plain = list(CNN_OPS + TOKEN_OPS)
         bad = sorted(set(args.op) - set(plain))
         if bad:
             raise ConfigError(f"--op {', '.join(bad)}: not an op hao calibrate measures; valid ops are "
-                              f"{', '.join(plain)} (composite blocks come from imported block-level tables; "
-                              "transformer token kernels have no TVM programs yet).")
+                              f"{', '.join(plain)} (composite blocks come from imported block-level tables).")
         if not spaces:
             raise ConfigError("--op filters the spaces' plan; give the --space flags too.")
         kernels = [k for k in kernels if k.op in set(args.op)]  # before --kernels limits the plan

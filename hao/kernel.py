@@ -208,8 +208,11 @@ class KernelSpec:
 
     @property
     def input_bytes(self) -> float:
+        """Bytes of the activations read; a ``bmm`` reads its second operand too (at ``w_bits``)."""
         n = self.batch * self.in_channels * self.in_h * self.in_w
-        return n * self.a_bits / 8.0 * (2 if self.op == "add" else 1)
+        second = (self.batch * self.in_channels * self.out_channels // self.groups * self.w_bits / 8.0
+                  if self.op == "bmm" else 0.0)
+        return n * self.a_bits / 8.0 * (2 if self.op == "add" else 1) + second
 
     @property
     def output_bytes(self) -> float:

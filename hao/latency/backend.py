@@ -181,8 +181,15 @@ def executed_kernel(kernel: KernelSpec) -> KernelSpec:
     return kernel
 
 
+#: ops that have float32 programs only (attention's matmuls, softmax, LayerNorm, GELU): a calibration plan keeps
+#: them at 32/32 whatever precisions it asks for
+FLOAT_ONLY_OPS = ("bmm", "softmax", "layernorm", "gelu")
+
+
 def replace_bits(kernel: KernelSpec, w_bits: int, a_bits: int) -> KernelSpec:
-    """The same kernel at other bit-widths (weights of avgpool/add stay 32)."""
+    """The same kernel at other bit-widths (weights of avgpool/add stay 32; float-only ops stay float32)."""
+    if kernel.op in FLOAT_ONLY_OPS:
+        return dataclasses.replace(kernel, w_bits=32, a_bits=32)
     if kernel.op in ("avgpool", "add"):
         return dataclasses.replace(kernel, a_bits=a_bits)
     return dataclasses.replace(kernel, w_bits=w_bits, a_bits=a_bits)

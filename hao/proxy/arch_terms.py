@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from hao.errors import ConfigError
-from hao.space.base import BIT_KINDS, Candidate, SearchSpace
+from hao.space.base import QUANT_KINDS, Candidate, SearchSpace
 
 __all__ = ["ArchTerms", "arch_jobs", "measure_arch_terms", "ARCH_TERMS_FILE"]
 
@@ -33,7 +33,7 @@ ARCH_TERMS_FILE = "arch_terms.json"
 
 def _arch_decisions(space: SearchSpace, unit: Any) -> list[str]:
     kinds = {d.name: d.kind for d in space.decisions()}
-    return [d for d in unit.decisions if kinds[d] not in BIT_KINDS]
+    return [d for d in unit.decisions if kinds[d] not in QUANT_KINDS]
 
 
 def _key(values: dict[str, int]) -> str:

@@ -38,12 +38,13 @@ def supernet_traces(space: SearchSpace, supernet: torch.nn.Module, batches: Sequ
                     calib_batches: Sequence | None = None, recalibrate: bool = True) -> HessianTraces:
     """Per-layer traces of the supernet's largest sub-network with float weights and activations (eval mode).
 
-    ``method="ggn"`` (default; every hao space is piecewise linear, so it is the Hessian trace) also gives the
-    input-activation traces unless ``activations=False``. ``supernet`` is ``space.supernet()`` (possibly
-    trained), activated with ``space.activated`` (``ConfigError`` for a module that is not one; call
-    ``hessian_traces(model, ...)`` for a plain model). BatchNorm statistics are re-estimated for the sub-network
-    on ``calib_batches`` (default: ``batches``) unless ``recalibrate=False``. The supernet's active candidate,
-    bits and BatchNorm statistics are restored afterwards."""
+    ``method="ggn"`` (default; for the convolutional spaces, piecewise linear, it is the Hessian trace; for the
+    ViT family — GELU, softmax, LayerNorm — it is the Gauss-Newton part, use ``"double_backward"`` for the full
+    Hessian) also gives the input-activation traces unless ``activations=False``. ``supernet`` is
+    ``space.supernet()`` (possibly trained), activated with ``space.activated`` (``ConfigError`` for a module
+    that is not one; call ``hessian_traces(model, ...)`` for a plain model). BatchNorm statistics are
+    re-estimated for the sub-network on ``calib_batches`` (default: ``batches``) unless ``recalibrate=False``.
+    The supernet's active candidate, bits and BatchNorm statistics are restored afterwards."""
     if activations is None:
         activations = method == "ggn"
     calib = (list(calib_batches) if calib_batches is not None else list(batches)) if recalibrate else None

@@ -13,7 +13,6 @@ evaluated in eval mode and left exactly as it was; nothing touches the global RN
 """
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -83,7 +82,7 @@ def top_eigenvalues(model: nn.Module, loss_fn: Callable[[Any, Any], torch.Tensor
                           f"{list(keys)[:6]} (see hao.proxy.weight_layers).")
     gen = torch.Generator().manual_seed(seed)
     out: dict[str, LayerEigen] = {}
-    with preserve_model_state(model), contextlib.ExitStack():
+    with preserve_model_state(model):
         model.eval()
         for path in paths:
             hvp = _HVP(model, loss_fn, [keys[path]], "double_backward")
@@ -91,7 +90,8 @@ def top_eigenvalues(model: nn.Module, loss_fn: Callable[[Any, Any], torch.Tensor
             vals, its = [], []
             for x, y in batches:
                 hvp.set_batch(x, y)
-                v = torch.randn(shape, generator=gen, dtype=torch.float64).to(dtype)
+                v = torch.randn(shape, generator=gen, dtype=torch.float64)
+                v = v.to(device=hvp.primals[0].device, dtype=dtype)
                 v = v / v.norm()
                 lam, n = math.nan, 0
                 for n in range(1, iters + 1):

@@ -140,7 +140,9 @@ def activation_quant_mse(model: nn.Module, batches: Sequence, paths: Sequence[st
             if state["pass"] == 1:
                 lo[path] = torch.minimum(lo[path], x.amin()) if path in lo else x.amin()
                 hi[path] = torch.maximum(hi[path], x.amax()) if path in hi else x.amax()
-                info[path] = {"channels": int(x.shape[1]) if x.dim() > 1 else 1,
+                w = getattr(mod, "weight", None)
+                linear = isinstance(w, torch.Tensor) and w.dim() == 2    # features last: (B, C) or (B, T, C)
+                info[path] = {"channels": (int(x.shape[-1]) if linear else int(x.shape[1])) if x.dim() > 1 else 1,
                               "numel": int(x[0].numel()) if x.dim() > 0 else 1,
                               "depthwise": bool(getattr(mod, "depthwise", False) or getattr(mod, "groups", 1) > 1)}
                 return

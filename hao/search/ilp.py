@@ -19,9 +19,6 @@ whole front (target vs the swept cost) by the epsilon-constraint method.
 """
 from __future__ import annotations
 
-import contextlib
-import os
-import sys
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -33,6 +30,7 @@ from scipy.optimize import Bounds, LinearConstraint, linprog, milp
 
 from hao.errors import ConfigError
 from hao.pareto import non_dominated
+from hao.search._highs import _quiet_native_stdout
 from hao.search.base import SearchProblem, Solver, register_solver
 from hao.search.objectives import AdditiveObjective
 from hao.search.result import SearchResult
@@ -168,6 +166,11 @@ class CompiledILP:
             if res.status == 4:  # HiGHS presolve can flag a solution at the tolerance edge; solve without it
                 opts["presolve"] = False
                 res = milp(c[keep], integrality=np.ones(n), bounds=Bounds(0, 1), constraints=cons, options=opts)
+        if res.status == 1 and res.x is None:   # time limit, and no solution (better than the cutoff) found
+            self.n_not_proven += 1
+            warnings.warn(f"HiGHS stopped at time_limit={time_limit}s without a solution better than the best "
+                          "known one; the answer is not proven optimal. Raise time_limit for an exact answer.",
+                          stacklevel=3)
         if res.status == 1 and res.x is not None:
             self.n_not_proven += 1
             warnings.warn(f"HiGHS stopped at time_limit={time_limit}s with a feasible but unproven solution "
@@ -200,7 +203,7 @@ class CompiledILP:
         if lp.status == 2 or (lp.status == 0 and cutoff is not None and lp.fun >= cutoff):
             return _NoSolution(2, "infeasible" if lp.status == 2 else "no solution better than the cutoff")
         if lp.status != 0 or getattr(lp, "lower", None) is None:
-            return self._milp(c, A_ub, b_ub, time_limit, base, cutoff)
+            return self._milp(c, A_ub, b_ub, time_limit, None if len(base) == self.n_var else base, cutoff)
         scale = max(1.0, abs(float(lp.fun)))
         d = np.full(self.n_var, np.inf)
         d[base] = np.maximum(np.asarray(lp.lower.marginals, dtype=float), 0.0)
@@ -234,7 +237,8 @@ class CompiledILP:
             # columns: 5,492 columns took 2.5 s where the optimum's gap needed 773)
             tau = min(gap + 1e-9 * scale, 4 * tau)
         z_best = cutoff if best is None else float(c @ best.x)
-        res = self._milp(c, A_ub, b_ub, time_limit, base, cutoff=z_best)
+        whole = None if len(base) == self.n_var else base       # the whole program keeps HiGHS's presolve
+        res = self._milp(c, A_ub, b_ub, time_limit, whole, cutoff=z_best)
         if better(res, z_best):
             return res
         return best if best is not None else (res if cutoff is None else _NoSolution(2, "nothing better"))
@@ -356,28 +360,6 @@ class _NoSolution:
 
     def __init__(self, status: int, message: str) -> None:
         self.status, self.message = status, message
-
-
-@contextlib.contextmanager
-def _quiet_native_stdout():  # type: ignore[no-untyped-def]
-    """HiGHS's C++ core prints debug lines to fd 1 even with disp=False; silence fd 1 for the call when it is a
-    real file descriptor (the Python-level sys.stdout is untouched)."""
-    try:
-        fd = sys.stdout.fileno()
-    except (AttributeError, OSError, ValueError):
-        yield
-        return
-    sys.stdout.flush()
-    saved = os.dup(fd)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), fd)
-            try:
-                yield
-            finally:
-                os.dup2(saved, fd)
-    finally:
-        os.close(saved)
 
 
 def _progress(enabled: bool, total: int, desc: str) -> Any:

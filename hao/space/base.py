@@ -30,9 +30,10 @@ import numpy as np
 from hao.errors import CandidateError, ConfigError
 from hao.kernel import KernelSpec
 
-__all__ = ["BIT_KINDS", "Decision", "Gate", "Unit", "Candidate", "LayerPerturbation", "SearchSpace", "Supernet"]
+__all__ = ["BIT_KINDS", "QUANT_KINDS", "Decision", "Gate", "Unit", "Candidate", "LayerPerturbation", "SearchSpace",
+           "Supernet"]
 
-from hao.space.candidate import (BIT_KINDS, Candidate, Decision, Gate,  # noqa: E402,F401 (re-exported)
+from hao.space.candidate import (BIT_KINDS, QUANT_KINDS, Candidate, Decision, Gate,  # noqa: E402,F401
                                   LayerPerturbation, Unit)
 
 
@@ -527,8 +528,10 @@ class SearchSpace(ABC):
         return out
 
     def bit_config(self, candidate: Candidate) -> dict[str, dict[str, int]]:
-        """``{module path: {"w_bits": b, "a_bits": b}}`` for every layer present in ``candidate``."""
+        """``{module path: {"w_bits": b, "a_bits": b}}`` for every layer present in ``candidate``, plus
+        ``"w_groups"``/``"w_axis"`` for layers quantized with group-wise ranges."""
         return {p.path: {"w_bits": p.w_bits, "a_bits": p.a_bits}
+                | ({"w_groups": p.w_groups, "w_axis": p.w_axis} if p.w_groups is not None else {})
                 for p in self.perturbations(candidate) if not p.removed}
 
     def encode(self, candidates: Sequence[Candidate]) -> np.ndarray:

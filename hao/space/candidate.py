@@ -11,10 +11,13 @@ from typing import Any
 
 from hao.errors import CandidateError, ConfigError
 
-__all__ = ["BIT_KINDS", "Decision", "Gate", "Unit", "Candidate", "LayerPerturbation"]
+__all__ = ["BIT_KINDS", "QUANT_KINDS", "Decision", "Gate", "Unit", "Candidate", "LayerPerturbation"]
 
 #: ``Decision.kind`` values that choose a bit-width: weight bits, activation bits, or both tied together.
 BIT_KINDS = ("w_bits", "a_bits", "bits")
+#: Kinds that choose how a layer is quantized without changing the architecture: the bit kinds and Q-BERT's
+#: number of quantization ranges (``groups``). Architecture terms ignore them; random-bit training draws them.
+QUANT_KINDS = BIT_KINDS + ("groups",)
 
 
 @dataclass(frozen=True)

@@ -81,6 +81,11 @@ class ViTSpace(SearchSpace):
         self.heads = ints(heads, "heads", 1)
         self.mlp_ratios = ints(mlp_ratios, "mlp_ratios", 1)
         self.groups = ints(groups, "groups", 0)
+        bad = [g for g in self.groups if g and self.head_dim % g]
+        if bad:
+            ok = [g for g in range(1, self.head_dim + 1) if self.head_dim % g == 0]
+            raise ConfigError(f"groups {bad} (ranges per head) must divide head_dim={self.head_dim}: valid values "
+                              f"are 0 (one range per matrix) and {ok}.")
         self.w_bits = tuple(check_bits(b, "w_bits option") for b in w_bits)
         self.a_bits = tuple(check_bits(b, "a_bits option") for b in a_bits)
         self.pin_bits = check_bits(pin_bits, "pin_bits")

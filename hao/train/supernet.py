@@ -22,7 +22,7 @@ from hao.errors import ConfigError
 from hao.train.config import warmup_cosine
 from hao.io import atomic_torch_save
 from hao.quant import optional_state_keys
-from hao.space.base import BIT_KINDS, Candidate, SearchSpace
+from hao.space.base import QUANT_KINDS, Candidate, SearchSpace
 
 __all__ = ["SandwichConfig", "train_supernet", "smallest_candidate", "save_supernet", "load_supernet",
            "file_sha256"]
@@ -64,7 +64,7 @@ def smallest_candidate(space: SearchSpace, rng: np.random.Generator | None = Non
 def _with_random_bits(space: SearchSpace, cand: Candidate, rng: np.random.Generator) -> Candidate:
     d = cand.as_dict()
     for dec in space.decisions():
-        if dec.kind in BIT_KINDS:
+        if dec.kind in QUANT_KINDS:         # bits, and quantization groups where a space has them
             d[dec.name] = int(dec.options[rng.integers(len(dec.options))])
     return space.make(d)
 

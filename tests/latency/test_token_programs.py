@@ -35,15 +35,27 @@ def test_token_programs_equal_their_reference(kernel):
         assert np.array_equal(out.numpy(), ref) and 0 < ref.mean() < 255   # exact, and not saturated
 
 
-def test_every_vit_kernel_has_a_program_and_attention_has_no_int8_one():
+def test_vit_calibration_plan_has_a_correct_program_for_every_row():
+    """The plan of ``hao calibrate --space vit-fmnist`` (fp32 + int8) keeps attention's matmuls, softmax,
+    LayerNorm and GELU in float32, and every planned kernel's program compiles and equals its reference."""
     import hao
-    from hao.latency.calibrate import space_kernels
-    from hao.latency.programs import build_kernel_func
+    from hao.latency.calibrate import plan_kernels, space_kernels
+    from hao.latency.programs import build_kernel_func, check_output
 
-    ks = space_kernels(hao.get_space("vit-fmnist"))
-    for op in ("linear", "bmm", "softmax", "layernorm", "gelu"):
-        k = next(k for k in ks if k.op == op)
-        assert build_kernel_func(k).func is not None
+    plan = plan_kernels(space_kernels(hao.get_space("vit-fmnist")), precisions=[(32, 32), (8, 8)])
+    assert all(k.w_bits == k.a_bits == 32 for k in plan if k.op in ("bmm", "softmax", "layernorm", "gelu"))
+    assert {(k.op, k.w_bits) for k in plan} >= {("linear", 8), ("linear", 32), ("bmm", 32), ("gelu", 32)}
+    seen = set()
+    for k in plan:
+        if (k.op, k.w_bits) in seen:
+            continue
+        seen.add((k.op, k.w_bits))
+        prog = build_kernel_func(k)
+        xs = prog.make_inputs(np.random.default_rng(0))
+        lib = tvm.compile(tvm.IRModule({"main": prog.func}), target=tvm.target.Target({"kind": "llvm"}))
+        out = tvm.runtime.tensor(np.zeros(prog.out_shape, prog.out_dtype), tvm.cpu())
+        lib["main"](*[tvm.runtime.tensor(np.ascontiguousarray(x), tvm.cpu()) for x in xs], out)
+        assert check_output(prog, out.numpy(), prog.reference(xs))[0], k.short()
     with pytest.raises(ConfigError, match="only 'linear' token kernels have an int8 program"):
         build_kernel_func(KernelSpec("bmm", 32, 98, 49, 1, groups=2, w_bits=8, a_bits=8))
 

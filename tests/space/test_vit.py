@@ -10,7 +10,6 @@ import torch.nn.functional as F
 import hao
 from hao.errors import CandidateError, ConfigError
 from hao.kernel import KernelSpec
-from hao.quant.groupwise import quantize_weight_grouped
 from hao.space.vit import ViTSpace
 from hao.testing import check_space
 from hao.testing.spaces import brute_force_size, count_module_macs
@@ -34,6 +33,8 @@ def test_registered_space_and_invalid_candidates():
         sp.make({"L1.qkv.groups": 5})
     with pytest.raises(ConfigError, match="patch=5 must be a positive divisor"):
         ViTSpace("bad", patch=5)
+    with pytest.raises(ConfigError, match=r"groups \[3\] .* must divide head_dim=16: valid .* \[1, 2, 4, 8, 16\]"):
+        ViTSpace("bad", groups=(0, 3))
 
 
 def _reference_forward(net, space, cand, x):
@@ -73,6 +74,30 @@ def test_weight_sharing_slices_heads_hidden_units_and_blocks():
         torch.testing.assert_close(shared, ref, atol=1e-5, rtol=1e-5)
 
 
+def test_quantized_supernet_forward_equals_the_built_network_with_groups():
+    sp = hao.get_space("vit-fmnist")
+    net = sp.supernet(seed=1).eval()
+    x = torch.randn(3, 1, 28, 28, generator=torch.Generator().manual_seed(2))
+    rng = np.random.default_rng(5)
+    for _ in range(3):
+        c = sp.sample(rng)
+        with torch.no_grad():
+            built = sp.build(c, net).eval()(x)
+            sp.activate(net, c)
+            torch.testing.assert_close(net(x), built, atol=1e-5, rtol=1e-5)
+
+
+def test_activation_statistics_count_features_not_tokens():
+    """Token inputs are (batch, tokens, features): a layer's activation 'channels' are its features."""
+    from hao.proxy.sensitivity import activation_quant_mse
+
+    sp = ViTSpace("vit-tiny", **TINY)
+    net = sp.supernet(0).eval()
+    x = [(torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(0)),)]
+    stats = activation_quant_mse(net, x, ["blocks.0.attn.o", "blocks.0.mlp.fc2", "patch_embed"])
+    assert [stats[p]["channels"] for p in ("blocks.0.attn.o", "blocks.0.mlp.fc2", "patch_embed")] == [8, 16, 16]
+
+
 def test_groups_follow_heads_and_axis():
     sp = hao.get_space("vit-fmnist")
     c = sp.make({"depth": 2, "L0.heads": 2, "L0.qkv.groups": 2, "L0.o.groups": 0, "L0.qkv.w_bits": 4})
@@ -81,7 +106,11 @@ def test_groups_follow_heads_and_axis():
     assert (q.w_groups, q.w_axis, q.out_features) == (4, 0, 32)     # 2 per head x 2 heads, along output rows
     assert (o.w_groups, o.w_axis, o.in_features) == (1, 1, 32)       # one range for the whole matrix
     with torch.no_grad():
-        torch.testing.assert_close(q._quantized_weight(), quantize_weight_grouped(q.weight, 4, 4, 0))
+        wq, w = q._quantized_weight(), q.weight
+        for g in range(4):                                          # each 8-row group on its own 4-bit grid
+            s = float(w[8 * g: 8 * g + 8].abs().max()) / 7
+            codes = wq[8 * g: 8 * g + 8] / s
+            assert torch.allclose(codes, codes.round(), atol=1e-4) and float(codes.abs().max()) == pytest.approx(7)
 
 
 def test_per_head_groups_lose_less_on_an_attention_output_with_an_outlier_head():
@@ -125,13 +154,20 @@ def test_sensitivities_see_the_group_wise_quantizer():
     from hao.quant.groupwise import grouped_weight_error
 
     sp = ViTSpace("vit-tiny", **TINY)
-    c = sp.make({"depth": 2, "L0.heads": 2, "L0.qkv.w_bits": 4, "L0.qkv.groups": 1, "L0.o.groups": 0})
+    c = sp.make({"depth": 2, "L0.heads": 1, "L0.qkv.w_bits": 4, "L0.qkv.groups": 1, "L0.o.groups": 0})
     p = {x.path: x for x in sp.perturbations(c)}
     q, o = p["blocks.0.attn.q"], p["blocks.0.attn.o"]
-    assert (q.w_groups, q.w_axis, o.w_groups, o.w_axis) == (2, 0, 1, 1)
+    assert (q.out_keep, q.w_groups, q.w_axis, o.in_keep, o.w_groups, o.w_axis) == (4, 1, 0, 4, 1, 1)
     w = torch.randn(8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    assert perturbation_sq_norm(w, q) == pytest.approx(float(grouped_weight_error(w, 4, 2, 0)))
-    assert perturbation_sq_norm(w, o) == pytest.approx(float(grouped_weight_error(w, o.w_bits, 1, 1)))
+    # the kept slice (first head) is quantized on its own range; the removed rows count whole
+    removed_q, removed_o = float(w[4:].pow(2).sum()), float(w[:, 4:].pow(2).sum())
+    assert perturbation_sq_norm(w, q) == pytest.approx(removed_q + float(grouped_weight_error(w[:4], 4, 1, 0)))
+    want_o = removed_o + float(grouped_weight_error(w[:, :4], o.w_bits, 1, 1))
+    assert perturbation_sq_norm(w, o) == pytest.approx(want_o)
+    c = sp.make({"depth": 2, "L0.heads": 2, "L0.qkv.w_bits": 4, "L0.qkv.groups": 1})
+    q2 = {x.path: x for x in sp.perturbations(c)}["blocks.0.attn.q"]
+    assert perturbation_sq_norm(w, q2) == pytest.approx(float(grouped_weight_error(w, 4, 2, 0)))
+    assert sp.bit_config(c)["blocks.0.attn.q"] == {"w_bits": 4, "a_bits": 8, "w_groups": 2, "w_axis": 0}
     g = torch.Generator().manual_seed(0)
     data = [(torch.randn(16, 1, 8, 8, generator=g), torch.randint(0, 10, (16,), generator=g))]
     table = compute_sensitivity(sp, sp.supernet(0), data, samples=4, seed=0)
