@@ -53,3 +53,32 @@ def test_refuses_to_replace_a_checkpoint(tmp_path):
         assert r.returncode == 2, r.stderr
         assert "nothing was changed" in r.stderr and "--force" in r.stderr and "Traceback" not in r.stderr
     assert (ck / "supernet.pt").read_bytes() == b"trained weights" and (ck / "sensitivity.json").read_text() == "{}"
+
+
+@pytest.mark.slow
+def test_vit_recipe_smoke_teacher_weights_start_the_supernet(tmp_path):
+    """The ViT recipe: the teacher (largest, float32) is saved with the supernet's own parameter names, so it
+    starts the sandwich training directly (``--init teacher.pt``); evaluation and traces run on the ViT."""
+    from hao.data import DatasetNotFoundError, find_fashion_mnist
+    try:
+        find_fashion_mnist()
+    except DatasetNotFoundError as exc:
+        pytest.skip(f"Fashion-MNIST is not installed: {exc}")
+    import torch
+
+    import hao
+    from hao.train.teacher import build_teacher
+    space = hao.get_space("vit-fmnist")
+    (tmp_path / "t").mkdir()
+    teacher = build_teacher(space, seed=3)                    # what train_teacher.py trains and saves (fp16)
+    torch.save({k: v.half() if v.is_floating_point() else v for k, v in teacher.state_dict().items()},
+               tmp_path / "t" / "teacher.pt")
+    ts = load_script("train_supernet")
+    ts.main(["--space", "vit-fmnist", "--out", str(tmp_path / "s"), "--init", str(tmp_path / "t" / "teacher.pt"),
+             "--random-bits-largest", "--steps", "2", "--batch-size", "8", "--calib-images", "32",
+             "--test-images", "64", "--trace-images", "32", "--trace-batch", "16", "--trace-samples", "4",
+             "--threads", "1"])
+    meta = json.loads((tmp_path / "s" / "meta.json").read_text())
+    assert meta["steps"] == 2 and meta["init"].endswith("teacher.pt")
+    t = SensitivityTable.load(tmp_path / "s", checkpoint=tmp_path / "s" / "supernet.pt", space=space)
+    assert any(len(k) == 6 for k in t.entries)          # group-aware entries of the head-split matrices
