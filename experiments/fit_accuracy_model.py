@@ -135,6 +135,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import torch
 
     import hao
+    import hao.paths
     from hao.data import fashion_mnist, loader
     from hao.proxy import SensitivityTable, build_term_groups, default_checkpoint_dir
     from hao.proxy.arch_terms import ArchTerms, measure_arch_terms
