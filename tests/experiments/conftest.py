@@ -28,14 +28,19 @@ def script():
 FMNIST_CKPT = Path(__import__("os").environ.get("HAO_FMNIST_CHECKPOINT", REPO / "checkpoints" / "mbconv-fmnist"))
 
 
+def require_fashion_mnist() -> None:
+    """Skip unless Fashion-MNIST is installed (Debian's dataset-fashion-mnist, or $HAO_FMNIST_DIR)."""
+    from hao.data import DatasetNotFoundError, find_fashion_mnist
+    try:
+        find_fashion_mnist()
+    except DatasetNotFoundError as exc:
+        pytest.skip(f"Fashion-MNIST is not installed: {exc}")
+
+
 def require_fmnist_search_inputs(ckpt: Path = FMNIST_CKPT) -> None:
     """Skip unless the trained supernet + sensitivities, the committed CPU table and Fashion-MNIST are present."""
     if not (ckpt / "sensitivity.json").is_file() or not (ckpt / "supernet.pt").is_file():
         pytest.skip(f"trained supernet + sensitivities not in {ckpt} (experiments/train_supernet.py makes them)")
     if not (REPO / "latency_models" / "cpu-rocketlake-2t" / "table.csv").is_file():
         pytest.skip("latency_models/cpu-rocketlake-2t is absent")
-    from hao.data import DatasetNotFoundError, find_fashion_mnist
-    try:
-        find_fashion_mnist()
-    except DatasetNotFoundError as exc:
-        pytest.skip(f"Fashion-MNIST is not installed: {exc}")
+    require_fashion_mnist()

@@ -5,15 +5,11 @@ import pytest
 import torch
 
 from hao.errors import ConfigError
-from tests.experiments.conftest import load_script
+from tests.experiments.conftest import load_script, require_fashion_mnist
 
 
 def test_distill_supernet_smoke(tmp_path):
-    from hao.data import DatasetNotFoundError, find_fashion_mnist
-    try:
-        find_fashion_mnist()
-    except DatasetNotFoundError as exc:
-        pytest.skip(f"Fashion-MNIST is not installed: {exc}")
+    require_fashion_mnist()
     import hao
     from hao.train import load_supernet
     from hao.train.teacher import TeacherConfig, build_teacher

@@ -5,18 +5,14 @@ import json
 
 import pytest
 
-from tests.experiments.conftest import REPO, load_script
+from tests.experiments.conftest import REPO, load_script, require_fashion_mnist
 
 E2E = REPO / "checkpoints" / "mbconv-fmnist" / "e2e"
 
 
 @pytest.mark.slow
 def test_fit_accuracy_model_smoke(tmp_path):
-    from hao.data import DatasetNotFoundError, find_fashion_mnist
-    try:
-        find_fashion_mnist()
-    except DatasetNotFoundError as exc:
-        pytest.skip(f"Fashion-MNIST is not installed: {exc}")
+    require_fashion_mnist()
     if not (E2E / "supernet.pt").is_file():
         pytest.skip(f"no trained supernet in {E2E}")
     load_script("fit_accuracy_model").main(["--checkpoint-dir", str(E2E), "--out", str(tmp_path), "--smoke",

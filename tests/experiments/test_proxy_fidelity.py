@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.experiments.conftest import REPO, load_script
+from tests.experiments.conftest import REPO, load_script, require_fashion_mnist
 
 CKPT = Path(os.environ.get("HAO_FMNIST_CHECKPOINT", REPO / "checkpoints" / "mbconv-fmnist"))
 
@@ -15,11 +15,7 @@ CKPT = Path(os.environ.get("HAO_FMNIST_CHECKPOINT", REPO / "checkpoints" / "mbco
 def test_proxy_fidelity_smoke(tmp_path):
     if not (CKPT / "sensitivity.json").is_file() or not (CKPT / "supernet.pt").is_file():
         pytest.skip(f"trained supernet + sensitivities not in {CKPT} (experiments/train_supernet.py makes them)")
-    from hao.data import DatasetNotFoundError, find_fashion_mnist
-    try:
-        find_fashion_mnist()
-    except DatasetNotFoundError as exc:
-        pytest.skip(f"Fashion-MNIST is not installed: {exc}")
+    require_fashion_mnist()
     pf = load_script("proxy_fidelity")
     r = pf.main(["--out", str(tmp_path), "--checkpoint-dir", str(CKPT), "--n-joint", "4", "--n-bits", "3",
                  "--n-arch", "3", "--test-images", "200", "--calib-images", "100", "--zeroq-images", "8",

@@ -4,16 +4,12 @@ import json
 import pytest
 
 from hao.proxy import AccuracyProxy, SensitivityTable
-from tests.experiments.conftest import load_script
+from tests.experiments.conftest import load_script, require_fashion_mnist
 
 
 @pytest.mark.slow
 def test_train_supernet_smoke(tmp_path):
-    from hao.data import DatasetNotFoundError, find_fashion_mnist
-    try:
-        find_fashion_mnist()
-    except DatasetNotFoundError as exc:
-        pytest.skip(f"Fashion-MNIST is not installed: {exc}")
+    require_fashion_mnist()
     ts = load_script("train_supernet")
     args = ["--out", str(tmp_path), "--steps", "2", "--batch-size", "8", "--calib-images", "32",
             "--test-images", "64", "--trace-images", "32", "--trace-batch", "16", "--trace-samples", "4",
@@ -59,11 +55,7 @@ def test_refuses_to_replace_a_checkpoint(tmp_path):
 def test_vit_recipe_smoke_teacher_weights_start_the_supernet(tmp_path):
     """The ViT recipe: the teacher (largest, float32) is saved with the supernet's own parameter names, so it
     starts the sandwich training directly (``--init teacher.pt``); evaluation and traces run on the ViT."""
-    from hao.data import DatasetNotFoundError, find_fashion_mnist
-    try:
-        find_fashion_mnist()
-    except DatasetNotFoundError as exc:
-        pytest.skip(f"Fashion-MNIST is not installed: {exc}")
+    require_fashion_mnist()
     import torch
 
     import hao

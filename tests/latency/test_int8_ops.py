@@ -71,17 +71,14 @@ KERNELS = [KernelSpec("conv2d", 1, 16, 12, 12, 3, 1, 1, 8, 8), KernelSpec("conv2
 def test_table_int8_programs_equal_their_reference(kernel):
     from hao.latency.programs import build_kernel_func, check_output
 
+    from tests.latency._programs import run_program
+
     prog = build_kernel_func(kernel)
-    xs = prog.make_inputs(np.random.default_rng(0))
-    lib = tvm.compile(tvm.IRModule({"main": prog.func}), target=tvm.target.Target({"kind": "llvm"}))
-    dev = tvm.cpu()
-    out = tvm.runtime.tensor(np.zeros(prog.out_shape, prog.out_dtype), dev)
-    lib["main"](*[tvm.runtime.tensor(np.ascontiguousarray(x), dev) for x in xs], out)
-    ref = prog.reference(xs)
-    ok, err, why = check_output(prog, out.numpy(), ref)
+    out, ref, _ = run_program(prog)
+    ok, err, why = check_output(prog, out, ref)
     assert ok, why
     if prog.integer:
-        assert np.array_equal(out.numpy(), ref) and 0 < ref.mean() < 255   # exact, and not saturated
-        bad = out.numpy().copy()
+        assert np.array_equal(out, ref) and 0 < ref.mean() < 255   # exact, and not saturated
+        bad = out.copy()
         bad.flat[0] ^= 1
         assert not check_output(prog, bad, ref)[0]                         # one LSB anywhere is a failure

@@ -7,6 +7,7 @@ import pytest
 
 from hao.errors import ConfigError
 from hao.kernel import KernelSpec
+from tests.latency._programs import run_program
 
 tvm = pytest.importorskip("tvm", reason="apache-tvm is not installed")
 
@@ -23,16 +24,11 @@ def test_token_programs_equal_their_reference(kernel):
     from hao.latency.programs import build_kernel_func, check_output
 
     prog = build_kernel_func(kernel)
-    xs = prog.make_inputs(np.random.default_rng(0))
-    lib = tvm.compile(tvm.IRModule({"main": prog.func}), target=tvm.target.Target({"kind": "llvm"}))
-    dev = tvm.cpu()
-    out = tvm.runtime.tensor(np.zeros(prog.out_shape, prog.out_dtype), dev)
-    lib["main"](*[tvm.runtime.tensor(np.ascontiguousarray(x), dev) for x in xs], out)
-    ref = prog.reference(xs)
-    ok, err, why = check_output(prog, out.numpy(), ref)
+    out, ref, _ = run_program(prog)
+    ok, err, why = check_output(prog, out, ref)
     assert ok, why
     if prog.integer:
-        assert np.array_equal(out.numpy(), ref) and 0 < ref.mean() < 255   # exact, and not saturated
+        assert np.array_equal(out, ref) and 0 < ref.mean() < 255   # exact, and not saturated
 
 
 def test_vit_calibration_plan_has_a_correct_program_for_every_row():
@@ -51,11 +47,8 @@ def test_vit_calibration_plan_has_a_correct_program_for_every_row():
             continue
         seen.add((k.op, k.w_bits))
         prog = build_kernel_func(k)
-        xs = prog.make_inputs(np.random.default_rng(0))
-        lib = tvm.compile(tvm.IRModule({"main": prog.func}), target=tvm.target.Target({"kind": "llvm"}))
-        out = tvm.runtime.tensor(np.zeros(prog.out_shape, prog.out_dtype), tvm.cpu())
-        lib["main"](*[tvm.runtime.tensor(np.ascontiguousarray(x), tvm.cpu()) for x in xs], out)
-        assert check_output(prog, out.numpy(), prog.reference(xs))[0], k.short()
+        out, ref, _ = run_program(prog)
+        assert check_output(prog, out, ref)[0], k.short()
     with pytest.raises(ConfigError, match="only 'linear' token kernels have an int8 program"):
         build_kernel_func(KernelSpec("bmm", 32, 98, 49, 1, groups=2, w_bits=8, a_bits=8))
 
