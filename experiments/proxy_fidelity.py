@@ -13,7 +13,10 @@ Hessian, −FLOPs (MACs) and −BOPs (smaller networks are predicted to lose mor
 Candidates draw each layer's bits with a per-candidate probability of low bits (uniform in [0, 1]) so that the
 set spans mild to severe compression. Writes ``candidates.csv``, ``fidelity.json`` and ``traces.csv`` to --out
 and states its wall time. The Hessian proxy has a weight term and, when the sensitivity table carries activation
-statistics (format 2), an activation-bit term; its weights-only variant is scored too.
+statistics (format 2), an activation-bit term; its weights-only variant is scored too. ``--eigen-batches N``
+adds Q-BERT's sensitivity (the top Hessian eigenvalue of each layer, mean + std over N batches, in place of the
+trace; :func:`hao.proxy.eigen_sensitivity`) as ``proxy_eigen``; the count of 2-bit weight layers is a baseline.
+Spaces with quantization groups (``vit-fmnist``) draw each matrix's groups uniformly in every candidate.
 """
 from __future__ import annotations
 
@@ -34,6 +37,8 @@ def _draw_bits(space, rng: np.random.Generator, d: dict) -> dict:
         if dec.kind in ("w_bits", "a_bits"):
             opts = sorted(dec.options)
             d[dec.name] = int(opts[0]) if rng.uniform() < p else int(opts[rng.integers(len(opts))])
+        elif dec.kind == "groups":      # quantization groups (vit-fmnist): uniformly random
+            d[dec.name] = int(dec.options[rng.integers(len(dec.options))])
     return d
 
 
@@ -207,6 +212,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--threads", type=int, default=1, help="threads per worker")
     p.add_argument("--workers", type=int, default=2, help="evaluation processes")
     p.add_argument("--skip-zeroq", action="store_true")
+    p.add_argument("--eigen-batches", type=int, default=0,
+                   help="also score Q-BERT's sensitivity (top Hessian eigenvalue per layer, mean + std over this "
+                        "many batches of --eigen-batch-size training images; 0 = skip)")
+    p.add_argument("--eigen-batch-size", type=int, default=32)
+    p.add_argument("--eigen-iters", type=int, default=30, help="most power-iteration products per layer and batch")
     p.add_argument("--rescore", action="store_true",
                    help="reuse --out/evaluations_raw.csv (same seed and counts) and only recompute the scores")
     p.add_argument("--max-minutes", type=float, default=None,
@@ -306,6 +316,19 @@ def main(argv: list[str] | None = None) -> dict:
                             "trace_zeroq": z.mean, "se_zeroq": z.std_error})
         pd.DataFrame(tr_rows).to_csv(out / "traces.csv", index=False)
 
+    eig = None
+    if a.eigen_batches > 0:    # Q-BERT: top eigenvalue per layer and batch (weights only, as Q-BERT has no activations)
+        from hao.proxy import eigen_sensitivity
+        epath = out / "eigen_sensitivity.json"
+        if epath.exists():
+            et = SensitivityTable.from_dict(json.loads(epath.read_text()))
+        else:
+            ebatches = list(loader(train.subset(a.eigen_batches * a.eigen_batch_size, seed=a.seed + 3),
+                                   a.eigen_batch_size))
+            et = eigen_sensitivity(space, net, ebatches, iters=a.eigen_iters, seed=a.seed, calib_batches=calib)
+            epath.write_text(json.dumps(et.to_dict()))
+        et.weights = layer_weights(net)
+        eig = AccuracyProxy(space, et)
     ref_acc, ref_loss = ref_rows[0]["accuracy"], ref_rows[0]["loss"]
     df = pd.DataFrame(rows)
     df["acc_drop"] = ref_acc - df["accuracy"]
@@ -324,16 +347,19 @@ def main(argv: list[str] | None = None) -> dict:
                                                                arch_weight=fitted["arch_weight"]).score(cs)
     if zq is not None:
         df["proxy_zeroq"] = zq.score(cs)
+    if eig is not None:
+        df["proxy_eigen"] = eig.score(cs)
     kern = [space.kernels(c) for c in cs]
     df["neg_macs"] = [-float(sum(k.macs for k in ks)) for ks in kern]
     df["neg_bops"] = [-float(sum(k.bops for k in ks)) for ks in kern]
     df["random"] = np.random.default_rng(a.seed + 99).uniform(size=len(cs))
     df.to_csv(out / "candidates.csv", index=False)
 
+    df["n_2bit_layers"] = [sum(1 for n, v in c.choices if n.endswith("w_bits") and v == 2) for c in cs]
     scores = [s for s in ("proxy_hessian", "proxy_hessian_fitted_arch_weight", "proxy_hessian_weights_only",
-                          "proxy_zeroq", "proxy_weight_norm",
+                          "proxy_eigen", "proxy_zeroq", "proxy_weight_norm",
                           "term_architecture", "term_weight_bits", "term_activation_bits",
-                          "neg_macs", "neg_bops", "random") if s in df]
+                          "neg_macs", "neg_bops", "n_2bit_layers", "random") if s in df]
     taus: dict = {}
     for kind in ("joint", "bits", "arch", "all"):
         sub = df if kind == "all" else df[df["set"] == kind]

@@ -5,7 +5,8 @@
     proxy = AccuracyProxy(space, table)            # or AccuracyProxy.from_checkpoint(space)
     proxy.score(candidates)                        # ½ Σ Ω per candidate; proxy.unit_costs(), proxy.constant
 """
-from hao.proxy.build import compute_sensitivity, supernet_traces, zeroq_sensitivity, zeroq_traces
+from hao.proxy.build import (compute_sensitivity, eigen_sensitivity, supernet_traces, zeroq_sensitivity,
+                             zeroq_traces)
 from hao.proxy.hutchinson import (HessianTraces, LayerTrace, hessian_traces, preserve_model_state,
                                   weight_layers)
 from hao.proxy.proxy import (ACCURACY_MODELS, AccuracyProxy, BaseAccuracyProxy, WeightNormProxy, default_checkpoint_dir,
@@ -15,11 +16,11 @@ from hao.proxy.sensitivity import (SENSITIVITY_FILE, SensitivityCacheError, Sens
 from hao.proxy.zeroq import distill_batch
 from hao.proxy.arch_terms import ARCH_TERMS_FILE, ArchTerms, measure_arch_terms  # noqa: E402
 from hao.proxy.calibrated import CalibratedAccuracyModel, TermGroups, build_term_groups  # noqa: E402
-from hao.proxy.eigen import LayerEigen, qbert_sensitivity, top_eigenvalues  # noqa: E402
+from hao.proxy.eigen import LayerEigen, eigen_traces, qbert_sensitivity, top_eigenvalues  # noqa: E402
 
 __all__ = ["ARCH_TERMS_FILE", "ArchTerms", "measure_arch_terms", "CalibratedAccuracyModel", "TermGroups",
-           "build_term_groups", "LayerEigen", "qbert_sensitivity", "top_eigenvalues",
-           "ACCURACY_MODELS", "get_accuracy_model", "list_accuracy_models",
+           "build_term_groups", "LayerEigen", "eigen_traces", "qbert_sensitivity", "top_eigenvalues",
+           "eigen_sensitivity", "ACCURACY_MODELS", "get_accuracy_model", "list_accuracy_models",
            "register_accuracy_model", "AccuracyProxy", "activation_quant_mse", "BaseAccuracyProxy", "HessianTraces",
            "LayerTrace", "SENSITIVITY_FILE", "SensitivityCacheError", "SensitivityTable", "WeightNormProxy",
            "compute_sensitivity", "default_checkpoint_dir", "distill_batch", "float_weights", "hessian_traces",

@@ -14,13 +14,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from hao.proxy.eigen import eigen_traces, top_eigenvalues
 from hao.proxy.hutchinson import HessianTraces, hessian_traces
 from hao.proxy.sensitivity import SensitivityTable, activation_quant_mse, float_weights
 from hao.proxy.zeroq import distill_batch
 from hao.space.base import SearchSpace
 from hao.train.evaluate import recalibrated_bn
 
-__all__ = ["supernet_traces", "compute_sensitivity", "zeroq_traces", "zeroq_sensitivity"]
+__all__ = ["supernet_traces", "compute_sensitivity", "zeroq_traces", "zeroq_sensitivity", "eigen_sensitivity"]
 
 
 def _distill(space: SearchSpace, supernet: torch.nn.Module, n: int, steps: int, seed: int,
@@ -98,3 +99,22 @@ def zeroq_sensitivity(space: SearchSpace, supernet: torch.nn.Module, *, n: int =
     table = compute_sensitivity(space, supernet, [(x, y)], seed=seed, meta={"data": "ZeroQ distilled"} | info,
                                 calib_batches=calib, recalibrate=calib is not None, **kw)
     return table, info
+
+
+def eigen_sensitivity(space: SearchSpace, supernet: torch.nn.Module, batches: Sequence, *, iters: int = 30,
+                      tol: float = 1e-3, seed: int = 0, calib_batches: Sequence | None = None,
+                      meta: dict | None = None) -> SensitivityTable:
+    """Q-BERT's sensitivity as a (weights-only) :class:`SensitivityTable`: the top Hessian eigenvalue of every
+    layer of the largest float sub-network, one per batch of ``batches`` (power iteration, at most ``iters``
+    products), summarised as ``mean + std`` (:func:`~hao.proxy.eigen.eigen_traces`). BatchNorm statistics are
+    re-estimated on ``calib_batches`` (default: ``batches``) first, as for the traces. Compare with
+    :func:`compute_sensitivity` (HAWQ-V2 traces) on the same candidates: ``experiments/proxy_fidelity.py
+    --eigen-batches N``."""
+    t0 = time.perf_counter()
+    calib = list(calib_batches) if calib_batches is not None else list(batches)
+    with space.activated(supernet, space.largest()), float_weights(supernet), recalibrated_bn(supernet, calib):
+        eig = top_eigenvalues(supernet, F.cross_entropy, list(batches), iters=iters, tol=tol, seed=seed)
+    m = {"sensitivity": "Q-BERT top Hessian eigenvalue, mean + std over batches",
+         "eigen_data": f"{sum(int(b[0].shape[0]) for b in batches)} images in {len(batches)} batches",
+         "eigen_wall_s": time.perf_counter() - t0} | dict(meta or {})
+    return SensitivityTable.compute(space, supernet, eigen_traces(eig), meta=m)

@@ -22,9 +22,10 @@ import torch
 from torch import nn
 
 from hao.errors import ConfigError
-from hao.proxy.hutchinson import _HVP, _as_batches, preserve_model_state, weight_layers
+from hao.proxy.hutchinson import (_HVP, HessianTraces, LayerTrace, _as_batches, preserve_model_state,
+                                  weight_layers)
 
-__all__ = ["LayerEigen", "top_eigenvalues", "qbert_sensitivity"]
+__all__ = ["LayerEigen", "top_eigenvalues", "qbert_sensitivity", "eigen_traces"]
 
 
 @dataclass(frozen=True)
@@ -112,3 +113,26 @@ def top_eigenvalues(model: nn.Module, loss_fn: Callable[[Any, Any], torch.Tensor
 def qbert_sensitivity(eigen: Mapping[str, LayerEigen]) -> dict[str, float]:
     """``{path: mean(λ) + std(λ)}`` — Q-BERT's per-layer sensitivity."""
     return {p: e.sensitivity for p, e in eigen.items()}
+
+
+def eigen_traces(eigen: Mapping[str, LayerEigen]) -> HessianTraces:
+    """Q-BERT's sensitivity in the shape of :class:`~hao.proxy.hutchinson.HessianTraces`, so that every Ω
+    consumer (:class:`~hao.proxy.sensitivity.SensitivityTable`, the accuracy proxy) can use it unchanged.
+
+    Each layer's "trace" is ``(mean(λ) + std(λ)) · numel``: its per-parameter curvature is then Q-BERT's Ω
+    instead of HAWQ-V2's average ``Tr(H)/n``, and a layer's predicted loss increase becomes
+    ``½ · Ω · ‖ΔW‖²`` (an upper estimate along the top eigenvector's direction). Weights only (no activation
+    traces); ``std_error`` is the spread over batches divided by √batches."""
+    if not eigen:
+        raise ConfigError("eigen_traces needs at least one layer (the output of top_eigenvalues).")
+    layers = []
+    for path, e in eigen.items():
+        n_b = len(e.per_batch)
+        layers.append(LayerTrace(path, e.sensitivity * e.numel, e.std * e.numel / math.sqrt(n_b), n_b, e.numel))
+    total = sum(lt.mean for lt in layers)
+    se = math.sqrt(sum(lt.std_error ** 2 for lt in layers))
+    n_batches = {len(e.per_batch) for e in eigen.values()}
+    return HessianTraces(tuple(layers), total, se, max(n_batches),
+                         info={"method": "qbert_top_eigenvalue", "summary": "mean + std over batches",
+                               "batches": max(n_batches),
+                               "iterations_max": max(max(e.iterations) for e in eigen.values())})

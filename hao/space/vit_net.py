@@ -133,10 +133,11 @@ class ViTNet(nn.Module):
 
     def tokens(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B, tokens, C·patch²), row-major over the patch grid."""
-        b, c, _, _ = x.shape
+        b, c, h, w = x.shape
         p = self.patch
-        t = x.unfold(2, p, p).unfold(3, p, p)               # B, C, H/p, W/p, p, p
-        return t.permute(0, 2, 3, 1, 4, 5).reshape(b, t.shape[2] * t.shape[3], c * p * p)
+        # reshape + permute (not Tensor.unfold, which TVM's PyTorch frontend cannot import)
+        t = x.reshape(b, c, h // p, p, w // p, p).permute(0, 2, 4, 1, 3, 5)   # B, H/p, W/p, C, p, p
+        return t.reshape(b, (h // p) * (w // p), c * p * p)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed(self.tokens(x)) + self.pos

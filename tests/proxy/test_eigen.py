@@ -56,3 +56,44 @@ def test_bad_arguments_name_the_fix():
         top_eigenvalues(model, F.cross_entropy, data, iters=0)
     with pytest.raises(ConfigError, match="not conv/linear layers"):
         top_eigenvalues(model, F.cross_entropy, data, layers=["1"])
+
+
+def test_eigen_traces_make_the_per_parameter_curvature_qberts_sensitivity():
+    from hao.proxy.eigen import LayerEigen, eigen_traces
+    eig = {"a": LayerEigen("a", (2.0, 4.0), (5, 7), 10), "b": LayerEigen("b", (1.0,), (3,), 4)}
+    tr = eigen_traces(eig)
+    assert tr["a"].per_param == pytest.approx(3.0 + 1.0)       # mean 3, population std 1
+    assert tr["b"].per_param == pytest.approx(1.0)
+    assert tr.total == pytest.approx(40.0 + 4.0)
+    assert tr.info["method"] == "qbert_top_eigenvalue" and not tr.activations
+    with pytest.raises(ConfigError, match="at least one layer"):
+        eigen_traces({})
+
+
+def test_eigen_sensitivity_table_scores_bits_by_eigenvalue_times_weight_error():
+    """On vit-fmnist's (untrained) supernet: the eigen table's Ω of a layer is max(mean+std λ, 0)·‖ΔW‖² of that
+    layer (‖ΔW‖² of the group-wise quantizer), and the proxy built on it charges lower bits more."""
+    from hao.proxy import AccuracyProxy, eigen_sensitivity
+    from hao.proxy.eigen import qbert_sensitivity, top_eigenvalues
+    from hao.proxy.sensitivity import float_weights, layer_weights, perturbation_sq_norm
+    from hao.space import get_space
+    from hao.space.base import LayerPerturbation
+    space = get_space("vit-fmnist")
+    net = space.supernet(seed=0)
+    g = torch.Generator().manual_seed(0)
+    batches = [(torch.randn(8, 1, 28, 28, generator=g), torch.randint(0, 10, (8,), generator=g)) for _ in range(2)]
+    table = eigen_sensitivity(space, net, batches, iters=8, tol=1e-3, seed=0)
+    assert table.activations is None and table.traces.info["method"] == "qbert_top_eigenvalue"
+    with space.activated(net, space.largest()), float_weights(net):
+        eig = top_eigenvalues(net, F.cross_entropy, batches, iters=8, tol=1e-3, seed=0)
+    sens = qbert_sensitivity(eig)
+    w = layer_weights(net)
+    checked = 0
+    for path in ("blocks.0.mlp.fc1", "blocks.1.attn.q", "blocks.2.mlp.fc2"):
+        p = LayerPerturbation(path, w_bits=4, a_bits=8)
+        expect = max(sens[path], 0.0) * perturbation_sq_norm(w[path], p)
+        assert table.omega_weights(p) == pytest.approx(expect, rel=1e-4)
+        checked += sens[path] > 0
+    assert checked >= 1                                  # at least one layer with a positive top eigenvalue
+    s = AccuracyProxy(space, table).score([space.uniform(8, 8), space.uniform(2, 4)])
+    assert s[1] > s[0]
