@@ -348,7 +348,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             table = LatencyTable(table.df[keep].reset_index(drop=True),
                                  {**table.meta, "snapshot": f"rows measured_at <= {a.table_rows_before}"},
                                  path=table.path, source=f"{a.hardware} (snapshot)")
-        predictor = LatencyPredictor.from_table(table)
+        predictor = LatencyPredictor.from_table(table, space=space.name)
         # the overhead the search uses (the table's predictor.json, if any); step 4a refits it for verification
         search_overhead = (float(predictor.overhead_ms_), float(predictor.overhead_per_kernel_ms_),
                            float(getattr(predictor, "network_scale_", 1.0)))

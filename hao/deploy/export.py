@@ -74,12 +74,12 @@ def _target(hardware: str, threads: int) -> tuple[dict[str, Any], Path | None]:
     return json.loads(meta["target_json"]), folder
 
 
-def _predicted_ms(hardware: str, kernels: list) -> float | None:
+def _predicted_ms(hardware: str, kernels: list, space: str | None = None) -> float | None:
     from hao.latency.predictor import LatencyPredictor
     from hao.latency.table import load_table
 
     try:
-        pred = LatencyPredictor.from_table(load_table(hardware))
+        pred = LatencyPredictor.from_table(load_table(hardware), space=space)
         return round(float(pred.network_latency(kernels)), 4)
     except Exception:  # noqa: BLE001 - a table without int8 rows still exports
         return None
@@ -181,7 +181,7 @@ def export_integer(model: Any, space: Any, candidate: Any, out: str | os.PathLik
                     **({"out_grid": vars(o.out)} if o.out is not None else {})} for o in net.ops],
         "kernels": [k.short() for k in kernels],
         "schedules": {**counts, "database": str(db_dir), "tuning_trials": trials if backend is not None else 0},
-        "predicted_ms": _predicted_ms(hardware, kernels) if folder is not None else None,
+        "predicted_ms": _predicted_ms(hardware, kernels, space.name) if folder is not None else None,
         "check": check, "timing": timing, "build_s": build_s,
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": platform.machine(),
     }

@@ -290,20 +290,32 @@ class LatencyPredictor(BaseEstimator, RegressorMixin):
             s, n, y, self.network_scale)
         return self
 
-    def save_overhead(self, folder: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
-        """Write the non-refittable state (overhead) and the parameters as JSON (no pickle)."""
+    def save_overhead(self, folder: str | os.PathLike, extra: dict[str, Any] | None = None,
+                      space: str | None = None) -> Path:
+        """Write the non-refittable state (overhead) and the parameters as JSON (no pickle).
+
+        With ``space``, the overhead is stored for that space's networks (``by_space``; the glue between
+        kernels differs between families, e.g. a transformer's reshapes), the entries of other spaces are kept,
+        and the top-level overhead (used for spaces without an entry) is set only if the file had none."""
         self._check_fitted()
         p = Path(folder) / "predictor.json"
-        atomic_write_text(p, json.dumps({"params": self.get_params(), "network_scale": self.network_scale_,
-                                         "overhead_ms": self.overhead_ms_,
-                                         "overhead_per_kernel_ms": self.overhead_per_kernel_ms_,
-                                         **(extra or {})}, indent=2, default=list) + "\n")
+        own = {"network_scale": self.network_scale_, "overhead_ms": self.overhead_ms_,
+               "overhead_per_kernel_ms": self.overhead_per_kernel_ms_, **(extra or {})}
+        old: dict[str, Any] = json.loads(p.read_text()) if space is not None and p.is_file() else {}
+        if space is None:
+            doc = {"params": self.get_params(), **own}
+        else:
+            top = {k: v for k, v in old.items() if k not in ("params", "by_space")} or own
+            doc = {"params": self.get_params(), **top, "by_space": {**old.get("by_space", {}), space: own}}
+        atomic_write_text(p, json.dumps(doc, indent=2, default=list) + "\n")
         return p
 
     @classmethod
-    def from_table(cls, table: str | os.PathLike | LatencyTable, **params: Any) -> "LatencyPredictor":
+    def from_table(cls, table: str | os.PathLike | LatencyTable, space: str | None = None,
+                   **params: Any) -> "LatencyPredictor":
         """Fit on a hardware table (name, folder or :class:`LatencyTable`) and load its ``predictor.json``
-        overhead if present."""
+        overhead if present: the entry of ``space`` (a space name) when the file has one, else its top-level
+        overhead."""
         t = table if isinstance(table, LatencyTable) else load_table(table)
         saved: dict[str, Any] = {}
         if t.path is not None and (Path(t.path) / "predictor.json").is_file():
@@ -313,7 +325,8 @@ class LatencyPredictor(BaseEstimator, RegressorMixin):
             p["quantiles"] = tuple(p["quantiles"])
         p.update(params)
         est = cls(**p).fit(t)
-        est.overhead_ms_ = float(saved.get("overhead_ms", 0.0))
-        est.overhead_per_kernel_ms_ = float(saved.get("overhead_per_kernel_ms", 0.0))
-        est.network_scale_ = float(saved.get("network_scale", 1.0))
+        over = saved.get("by_space", {}).get(space, saved) if space is not None else saved
+        est.overhead_ms_ = float(over.get("overhead_ms", 0.0))
+        est.overhead_per_kernel_ms_ = float(over.get("overhead_per_kernel_ms", 0.0))
+        est.network_scale_ = float(over.get("network_scale", 1.0))
         return est

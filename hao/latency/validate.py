@@ -234,7 +234,7 @@ def validate_networks(hardware: str, space_name: str, n_networks: int = 20, seed
     folder = hardware_dir(hardware)
     table = load_table(hardware)
     space = get_space(space_name)
-    pred = LatencyPredictor.from_table(table)
+    pred = LatencyPredictor.from_table(table, space=space_name)
     rng = np.random.default_rng(seed)
     cands = []
     seen = set()
@@ -347,6 +347,6 @@ def validate_networks(hardware: str, space_name: str, n_networks: int = 20, seed
         return report
     pred.save_overhead(folder, extra={"fitted_by": f"hao latency validate {hardware} --space {space_name} "
                                                     f"--network-scale {summary['model_selection']['requested']}",
-                                      "validation_report": path.name})
+                                      "validation_report": path.name}, space=space_name)
     report["report_path"] = str(path)
     return report

@@ -37,9 +37,10 @@ def resolve_space(space: str | SearchSpace, **space_kwargs: Any) -> SearchSpace:
     raise ConfigError(f"space must be a registered space name or a SearchSpace, got {type(space).__name__}.")
 
 
-def resolve_predictor(hardware: Any) -> Any:
+def resolve_predictor(hardware: Any, space: str | None = None) -> Any:
     """A fitted latency predictor: a hardware name / table folder (fitted with
-    ``hao.latency.predictor.LatencyPredictor.from_table``), or an object with ``predict(kernels)``."""
+    ``hao.latency.predictor.LatencyPredictor.from_table``, with the per-network overhead fitted for ``space``'s
+    networks when the table has one), or an object with ``predict(kernels)``."""
     if hardware is None:
         return None
     if callable(getattr(hardware, "predict", None)):
@@ -51,7 +52,7 @@ def resolve_predictor(hardware: Any) -> Any:
             raise ConfigError(f"hardware={str(hardware)!r} needs hao.latency.predictor, which failed to import "
                               f"({exc}).") from None
         # the search needs only point predictions: skip the two quantile models of the uncertainty band
-        return LatencyPredictor.from_table(hardware, quantiles=None)
+        return LatencyPredictor.from_table(hardware, space=space, quantiles=None)
     raise ConfigError(f"hardware must be a hardware name (see `hao latency list`), a table folder or a fitted "
                       f"predictor with predict(kernels), got {type(hardware).__name__}.")
 
@@ -108,7 +109,7 @@ def make_problem(space: str | SearchSpace, hardware: Any = None, *,
         objectives = ["proxy", *(["latency_ms"] if hardware is not None else []), "size_mb", "bops_g"]
     if isinstance(objectives, (str, Objective)):
         objectives = [objectives]
-    ctx = ObjectiveContext(sp, predictor=None if hardware is None else (lambda: resolve_predictor(hardware)),
+    ctx = ObjectiveContext(sp, predictor=None if hardware is None else (lambda: resolve_predictor(hardware, sp.name)),
                            accuracy_model=lambda: resolve_proxy(sp, proxy, checkpoint))
     built = [o if isinstance(o, Objective) else make_objective(o, ctx) for o in objectives]
     refs = reference_candidates(sp) if references is True else dict(references or {})

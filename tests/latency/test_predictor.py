@@ -70,6 +70,28 @@ def test_deterministic_refit_and_json_state(tmp_path):
     assert json.loads(p.read_text())["overhead_ms"] == 0.123
 
 
+def test_overhead_per_space_is_kept_apart(tmp_path):
+    """Each space's networks get the overhead fitted on them; a space without an entry gets the top level."""
+    import shutil
+    t = _cpu_table()
+    shutil.copytree(t.path, tmp_path / "hw", ignore=shutil.ignore_patterns("tuning_db", "predictor.json"))
+    folder = tmp_path / "hw"
+    a = LatencyPredictor.from_table(folder, quantiles=None)
+    a.overhead_ms_, a.overhead_per_kernel_ms_ = 0.5, 0.01
+    a.save_overhead(folder, space="mbconv-fmnist")
+    a.overhead_ms_, a.overhead_per_kernel_ms_ = 0.2, 0.03
+    a.save_overhead(folder, space="vit-fmnist")
+    doc = json.loads((folder / "predictor.json").read_text())
+    assert set(doc["by_space"]) == {"mbconv-fmnist", "vit-fmnist"}
+    assert doc["overhead_ms"] == 0.5                          # the first fit is the default; later ones don't move it
+    m = LatencyPredictor.from_table(folder, space="mbconv-fmnist", quantiles=None)
+    v = LatencyPredictor.from_table(folder, space="vit-fmnist", quantiles=None)
+    o = LatencyPredictor.from_table(folder, space="other", quantiles=None)
+    assert (m.overhead_ms_, m.overhead_per_kernel_ms_) == (0.5, 0.01)
+    assert (v.overhead_ms_, v.overhead_per_kernel_ms_) == (0.2, 0.03)
+    assert (o.overhead_ms_, o.overhead_per_kernel_ms_) == (0.5, 0.01)
+
+
 def test_network_latency_and_overhead_fit():
     ks = [KernelSpec("conv2d", c, 2 * c, 16, 16, 3, 1) for c in (4, 8, 16, 32, 64)] * 2
     y = [k.macs * 1e-8 + 0.01 for k in ks]
