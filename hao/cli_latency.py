@@ -269,7 +269,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     rep = validate_networks(args.hardware, args.space, n_networks=args.networks, seed=args.seed,
                             trials_per_task=args.trials, calib_networks=args.calib_networks,
                             progress=not args.no_progress, out=args.out, rounds=args.rounds, precision=args.precision,
-                            front=args.front,
+                            front=args.front, max_rounds=args.max_rounds,
                             network_scale={"on": True, "off": False}.get(args.network_scale, args.network_scale))
     if args.json:
         print(json.dumps(rep, indent=2, default=str))
@@ -436,6 +436,10 @@ def add_latency_commands(subparsers: Any) -> None:
     pv.add_argument("--rounds", type=int, default=5,
                     help="timing passes: every network is built first, then timed once per pass, round robin; "
                          "each network keeps its session with the lowest median (default 5)")
+    pv.add_argument("--max-rounds", type=int, default=None,
+                    help="further passes, for networks without a quiet session in a fast host state (judged by a "
+                         "reference network timed before each session), up to this many (default 4 x --rounds); "
+                         "see docs/measurement.md, 'Host state'")
     pv.add_argument("--threads", type=int, default=2)
     pv.add_argument("--seed", type=int, default=0)
     pv.add_argument("--out", default=None, help="report path (default: <table folder>/validation_<space>[_<precision>]"

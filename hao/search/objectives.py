@@ -311,7 +311,8 @@ def latency_objective(space: SearchSpace, predictor: Any, name: str = "latency_m
     have = predictor_bit_pairs(predictor)
     if have is not None:
         uses = {(k.w_bits, k.a_bits) for k in _kernel_index(space, True, granularity)["unique"]}
-        msg = bit_mismatch_warning(uses, have, str(getattr(predictor, "hardware_", "the table")))
+        msg = bit_mismatch_warning(uses, have, str(getattr(predictor, "hardware_", "the table")),
+                                   int8_answers_sub8=bool(getattr(predictor, "maps_to_executed_", False)))
         if msg:
             import warnings
             warnings.warn(msg + " (`hao latency check` shows the coverage.)", UserWarning, stacklevel=2)

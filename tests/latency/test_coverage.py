@@ -43,3 +43,20 @@ def test_cli_check(capsys):
     assert main(["latency", "check", "--space", "mbconv-fmnist", "--hardware", "cpu-rocketlake-2t", "--json"]) == 0
     rep = json.loads(capsys.readouterr().out)
     assert rep["space"] == "mbconv-fmnist" and rep["kernels"] > 0
+
+
+def test_an_int8_table_without_mapped_rows_covers_sub8_kernels(recwarn):
+    """Sub-8-bit kernels run the int8 program of their shape; a table with W8A8 rows and no mapped rows answers
+    them with those rows (the predictor does exactly that), so neither the check nor the search warns."""
+    full = load_table("cpu-rocketlake-2t")
+    keep = ~full.df["impl"].astype(str).str.contains("-mapped")
+    t = LatencyTable(full.df[keep].reset_index(drop=True), {**full.meta, "hardware": "int8-only"}, source="test")
+    space = hao.get_space("mbconv-fmnist")
+    rep = coverage(space, t)
+    assert "w2a4" in rep["missing_bits"] and rep["warnings"] == []
+    pred = LatencyPredictor(quantiles=None).fit(t)
+    latency_objective(space, pred)
+    assert not [w for w in recwarn if "has no rows" in str(w.message)]
+    from hao.kernel import KernelSpec
+    k8, k2 = KernelSpec("conv2d", 16, 32, 14, 14, 3, 1, 1, 8, 8), KernelSpec("conv2d", 16, 32, 14, 14, 3, 1, 1, 2, 4)
+    assert pred.predict([k2], prefer_measured=True)[0] == pred.predict([k8], prefer_measured=True)[0]
