@@ -221,7 +221,8 @@ def test_time_interleaved_waits_out_a_slow_host_state():
     assert log == ["a", "a", "a", "b", "a", "c", "a", "b", "a", "c", "a", "a", "a", "b"]
     assert [r["measured_ms"] for r in res] == pytest.approx([1.002, 2.002, 0.502])
     assert [r["sessions"] for r in res] == [2, 3, 2] and all(r["fast_state"] for r in res)
-    assert res[1]["host_state_ratio"] == pytest.approx(1.0) and res[1]["session_reference_ms"][0] == pytest.approx(1.601)
+    assert res[1]["host_state_ratio"] == pytest.approx(1.0)
+    assert res[1]["session_reference_ms"][0] == pytest.approx(1.601)
 
     log.clear()
     res = time_interleaved(nets, passes=2, repeat=5)      # no extra pass: b keeps a slow-state session, flagged
