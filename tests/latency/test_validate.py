@@ -197,11 +197,14 @@ def test_time_interleaved_keeps_each_networks_quietest_session():
     assert calls == ["a", "c", "c", "a"]   # the broken network is not timed again; the others are kept
 
 
-def test_time_interleaved_waits_out_a_slow_host_state():
+def test_time_interleaved_waits_out_a_slow_host_state(monkeypatch):
     """A slow host state (every network 1.6x slower for a while, nothing in /proc/stat) is seen through the
     reference network timed before each session; networks that had no fast-state session get extra passes."""
     from hao.errors import ConfigError
+    from hao.latency import interference
     from hao.latency.validate import time_interleaved
+
+    monkeypatch.setattr(interference, "cpu_counters", lambda: None)     # the load watch reads "unavailable": quiet
 
     log = []
 
@@ -259,7 +262,7 @@ def test_front_candidates_are_validated_and_every_row_has_its_per_op_breakdown(t
 
     monkeypatch.setattr(v, "Tuner", _NoTuner)
     monkeypatch.setattr(v, "build_candidate", fake_build)
-    monkeypatch.setattr(v, "time_interleaved", lambda nets, passes: [{"ok": True, "measured_ms": n.ms} for n in nets])
+    monkeypatch.setattr(v, "time_interleaved", lambda nets, passes, **kw: [{"ok": True, "measured_ms": n.ms} for n in nets])
     rep = v.validate_networks("val-front", "mbconv-fmnist", n_networks=3, calib_networks=2, progress=False,
                               precision="mixed", front=3, out=tmp_path / "r.json")
     sources = [r["source"] for r in rep["networks"]]
