@@ -262,7 +262,8 @@ def test_front_candidates_are_validated_and_every_row_has_its_per_op_breakdown(t
 
     monkeypatch.setattr(v, "Tuner", _NoTuner)
     monkeypatch.setattr(v, "build_candidate", fake_build)
-    monkeypatch.setattr(v, "time_interleaved", lambda nets, passes, **kw: [{"ok": True, "measured_ms": n.ms} for n in nets])
+    monkeypatch.setattr(v, "time_interleaved",
+                        lambda nets, passes, **kw: [{"ok": True, "measured_ms": n.ms} for n in nets])
     rep = v.validate_networks("val-front", "mbconv-fmnist", n_networks=3, calib_networks=2, progress=False,
                               precision="mixed", front=3, out=tmp_path / "r.json")
     sources = [r["source"] for r in rep["networks"]]
