@@ -296,7 +296,8 @@ class LatencyPredictor(BaseEstimator, RegressorMixin):
 
         With ``space``, the overhead is stored for that space's networks (``by_space``; the glue between
         kernels differs between families, e.g. a transformer's reshapes), the entries of other spaces are kept,
-        and the top-level overhead (used for spaces without an entry) is set only if the file had none."""
+        and the top-level overhead (used for spaces without an entry) is the first space's (refitting that space
+        updates it)."""
         self._check_fitted()
         p = Path(folder) / "predictor.json"
         own = {"network_scale": self.network_scale_, "overhead_ms": self.overhead_ms_,
@@ -305,7 +306,10 @@ class LatencyPredictor(BaseEstimator, RegressorMixin):
         if space is None:
             doc = {"params": self.get_params(), **own}
         else:
-            top = {k: v for k, v in old.items() if k not in ("params", "by_space")} or own
+            own["space"] = space
+            top = {k: v for k, v in old.items() if k not in ("params", "by_space")}
+            if not top or top.get("space") == space:     # none yet, or this space's earlier fit: replace it
+                top = own
             doc = {"params": self.get_params(), **top, "by_space": {**old.get("by_space", {}), space: own}}
         atomic_write_text(p, json.dumps(doc, indent=2, default=list) + "\n")
         return p

@@ -90,6 +90,10 @@ def test_overhead_per_space_is_kept_apart(tmp_path):
     assert (m.overhead_ms_, m.overhead_per_kernel_ms_) == (0.5, 0.01)
     assert (v.overhead_ms_, v.overhead_per_kernel_ms_) == (0.2, 0.03)
     assert (o.overhead_ms_, o.overhead_per_kernel_ms_) == (0.5, 0.01)
+    a.overhead_ms_ = 0.7
+    a.save_overhead(folder, space="mbconv-fmnist")        # refitting the first space moves the default with it
+    assert json.loads((folder / "predictor.json").read_text())["overhead_ms"] == 0.7
+    assert LatencyPredictor.from_table(folder, space="vit-fmnist", quantiles=None).overhead_ms_ == 0.2
 
 
 def test_network_latency_and_overhead_fit():
