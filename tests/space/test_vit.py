@@ -175,3 +175,15 @@ def test_sensitivities_see_the_group_wise_quantizer():
     back = SensitivityTable.from_dict(table.to_dict())
     assert set(back.entries) == set(table.entries)
     assert back.omega(q) == pytest.approx(table.omega(q))
+
+
+def test_patches_are_the_unfold_patches():
+    """Patches are cut by reshape/permute (TVM's PyTorch frontend cannot import Tensor.unfold): the same tokens."""
+    import torch
+
+    from hao.space import get_space
+    sp = get_space("vit-fmnist")
+    net = sp.build(sp.largest())
+    x = torch.randn(3, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    ref = x.unfold(2, 4, 4).unfold(3, 4, 4).permute(0, 2, 3, 1, 4, 5).reshape(3, 49, 16)
+    assert torch.equal(net.tokens(x), ref)
