@@ -215,8 +215,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if hw:
         from hao.latency.predictor import LatencyPredictor
         from hao.search.objectives import latency_objective
-        pred = LatencyPredictor.from_table(hw, space=space.name, quantiles=None)
-        lat = latency_objective(space, pred).evaluate(test_c)
+        lat_model = LatencyPredictor.from_table(hw, space=space.name, quantiles=None)
+        lat = latency_objective(space, lat_model).evaluate(test_c)
         m = kinds == "joint"
         edges = np.quantile(lat[m], np.linspace(0, 1, a.bins + 1))
         b = np.clip(np.searchsorted(edges, lat[m], side="right") - 1, 0, a.bins - 1)
