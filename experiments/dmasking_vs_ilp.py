@@ -1,12 +1,14 @@
 """DMasking vs the ILP vs random search at the same latency budgets, every pick fine-tuned with the same recipe.
 
-    python experiments/dmasking_vs_ilp.py --out runs/dmask_vs_ilp                # 4 budgets, ~4-6 h on 2 cores
+    python experiments/dmasking_vs_ilp.py --out runs/dmask_vs_ilp --checkpoint-dir checkpoints/mbconv-fmnist/e2e
     python experiments/dmasking_vs_ilp.py --out /tmp/d --smoke                   # CI-sized: minutes, no targets
 
 Per budget (``--targets`` fractions of the predicted-latency range between the space's smallest and largest
-candidate, on ``--hardware``'s table):
+candidate, on ``--hardware``'s table; default: the table of this machine's CPU, ``cpu-<mcpu>-2t``):
 
-* **ilp** — the exact optimum of the accuracy model (``proxy``) under the latency budget (``solver="ilp"``);
+* **ilp** — the exact optimum of the accuracy model under the latency budget (``solver="ilp"``): the calibrated
+  model's predicted accuracy (``accuracy``) when ``--checkpoint-dir`` holds ``accmodel/accuracy_model.json``,
+  else the Hessian proxy's ΔL (``proxy``);
 * **dmasking** — ``solver="dmasking"`` (``--dm-steps`` steps, λ by dual ascent towards the budget), its final
   argmax candidate;
 * **random** — ``--random-samples`` seeded random candidates, the best accuracy-model score among those within
@@ -15,10 +17,15 @@ candidate, on ``--hardware``'s table):
 Each pick is fine-tuned with one :class:`hao.train.finetuning.FinetuneConfig` (``--finetune-steps``; the same for
 all) and evaluated as it deploys (``evaluate_full(exact=True)``) on the test split. Reported per row: the
 candidate, its predicted latency (and whether it meets the budget), real accuracy before and after fine-tuning,
-and the search cost in CPU-minutes (process time of the search alone). TVM timing of the picks is
-``hao latency validate``'s job on the table's own hardware (this script refuses nothing: it reports the
-predictor's latency and says so). Resumable: finished rows are kept in ``OUT/rows.jsonl``; fine-tuning resumes
-per network. Writes ``OUT/dmasking_vs_ilp.json`` and ``OUT/dmasking_vs_ilp.png``.
+and the search cost in CPU-minutes (process time of the search alone). The DMasking search runs over the same
+supernet (``--checkpoint-dir``) that every pick is fine-tuned from.
+
+When this machine is the table's hardware (its LLVM CPU name is the table's ``mcpu``), every pick is then
+compiled as it deploys (the integer network at its bit-widths: :func:`hao.latency.validate.build_candidate`,
+``mixed``) and all picks are timed together in interleaved passes (``time_interleaved``, host-state extra
+passes), so each row also has ``measured_latency_ms`` and ``meets_budget_measured``; elsewhere the rows say why
+they were not timed. Resumable: finished rows are kept in ``OUT/rows.jsonl``; fine-tuning resumes per network.
+Writes ``OUT/dmasking_vs_ilp.json`` and ``OUT/dmasking_vs_ilp.png``.
 """
 from __future__ import annotations
 
@@ -54,7 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", required=True)
     ap.add_argument("--space", default="mbconv-fmnist")
-    ap.add_argument("--hardware", default="cpu-rocketlake-2t")
+    ap.add_argument("--hardware", default=None, help="latency table (default: cpu-<this CPU>-2t)")
+    ap.add_argument("--checkpoint-dir", default=None,
+                    help="supernet folder (default: the space's committed checkpoint); its accmodel/ subfolder, "
+                         "when present, is the accuracy model the ILP and random search maximise")
     ap.add_argument("--targets", default="0.25,0.4,0.55,0.7",
                     help="latency budgets as fractions of the predicted range smallest..largest")
     ap.add_argument("--dm-steps", type=int, default=300)
@@ -64,11 +74,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--calib-images", type=int, default=2000)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--timing-rounds", type=int, default=5, help="interleaved timing passes (0: do not time)")
     ap.add_argument("--smoke", action="store_true", help="tiny settings for CI; no conclusions")
     args = ap.parse_args(argv)
     if args.smoke:
         args.dm_steps, args.random_samples, args.finetune_steps = 2, 50, 2
         args.test_images, args.calib_images, args.targets = 200, 200, "0.5"
+        args.timing_rounds = 0
 
     import torch
 
@@ -86,7 +98,15 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     space = hao.get_space(args.space)
-    ckpt = default_checkpoint_dir(space.name)
+    if args.hardware is None:
+        from hao.latency.target import default_target
+        args.hardware = f"cpu-{default_target()['mcpu']}-2t"
+    ckpt = Path(args.checkpoint_dir) if args.checkpoint_dir else default_checkpoint_dir(space.name)
+    accmodel = ckpt / "accmodel"
+    if (accmodel / "accuracy_model.json").is_file():
+        acc_kw = {"objectives": ["accuracy", "latency_ms"], "proxy": "calibrated", "checkpoint": accmodel}
+    else:
+        acc_kw = {"objectives": ["proxy", "latency_ms"], "checkpoint": ckpt}
     supernet = load_supernet(space, ckpt / "supernet.pt")
     train, test = fashion_mnist("train"), fashion_mnist("test")
     if args.test_images < len(test):
@@ -95,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     test_batches = list(loader(test, 500))
     cfg = FinetuneConfig(steps=args.finetune_steps, seed=args.seed, ckpt_every=max(1, min(50, args.finetune_steps)))
 
-    base = make_problem(space, args.hardware, objectives=["proxy", "latency_ms"], references=False)
+    base = make_problem(space, args.hardware, references=False, **acc_kw)
     lat = base.objective("latency_ms")
     lo, hi = (float(v) for v in lat.bounds())
     fracs = [float(f) for f in args.targets.split(",")]
@@ -108,8 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for f in fracs:
         budget = lo + f * (hi - lo)
-        problem = make_problem(space, args.hardware, objectives=["proxy", "latency_ms"],
-                               budgets={"latency_ms": budget}, references=False)
+        problem = make_problem(space, args.hardware, budgets={"latency_ms": budget}, references=False, **acc_kw)
+        tgt = problem.objective(problem.target)
         for method in ("ilp", "dmasking", "random"):
             if (f, method) in done:
                 rows.append(done[(f, method)])
@@ -118,11 +138,12 @@ def main(argv: list[str] | None = None) -> int:
             if method == "ilp":
                 res = make_solver("ilp", n_points=1).solve(problem)
                 feas = res.df[res.df.feasible]
-                cand = space.candidate_from_json(feas.sort_values("proxy").iloc[0]["config"])
+                best = int(np.argmin(tgt.sign * feas[problem.target].to_numpy()))
+                cand = space.candidate_from_json(feas.iloc[best]["config"])
             elif method == "dmasking":
                 res = make_solver("dmasking", steps=args.dm_steps, seed=args.seed, threads=args.threads,
-                                  work_dir=str(out / f"dm_{f}"), snapshot_every=max(1, args.dm_steps)).solve(
-                    problem, progress=True)
+                                  checkpoint=str(ckpt / "supernet.pt"), work_dir=str(out / f"dm_{f}"),
+                                  snapshot_every=max(1, args.dm_steps)).solve(problem, progress=True)
                 cand = space.candidate_from_json(res.df.iloc[-1]["config"])
             else:
                 cand = _pick_random(problem, args.random_samples, budget, args.seed)
@@ -139,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
                               progress=True)
                 after = evaluate_full(ft["model"].eval(), test_batches, exact=True)
                 row = {"fraction": f, "method": method, "budget_ms": budget, "candidate": cand.to_json(),
-                       "proxy": float(v[0]), "predicted_latency_ms": float(v[1]),
+                       problem.target: float(v[0]), "predicted_latency_ms": float(v[1]),
                        "meets_budget": bool(v[1] <= budget * (1 + 1e-9)),
                        "accuracy_before_finetune": 100 * before.accuracy, "accuracy": 100 * after.accuracy,
                        "accuracy_se": 100 * after.accuracy_se, "search_cpu_min": round(search_cpu_min, 3),
@@ -149,6 +170,13 @@ def main(argv: list[str] | None = None) -> int:
                 fh.write(json.dumps(row) + "\n")
             print(json.dumps({k: row.get(k) for k in ("fraction", "method", "predicted_latency_ms", "meets_budget",
                                                       "accuracy", "search_cpu_min")}), flush=True)
+    timing = _time_picks(space, args, rows, out)
+    for r in rows:
+        t = timing.get("by_candidate", {}).get(r.get("candidate") or "")
+        if t:
+            r["measured_latency_ms"] = t["measured_ms"]
+            r["meets_budget_measured"] = bool(t["measured_ms"] <= r["budget_ms"])
+            r["host_state_ratio"] = t.get("host_state_ratio")
     summary = {}
     for f in fracs:
         by = {r["method"]: r for r in rows if r["fraction"] == f and r.get("candidate")}
@@ -156,14 +184,55 @@ def main(argv: list[str] | None = None) -> int:
         summary[str(f)] = {"budget_ms": lo + f * (hi - lo),
                            "best_within_budget": max(ok, key=lambda m: ok[m]["accuracy"]) if ok else None,
                            "accuracy": {m: round(r["accuracy"], 2) for m, r in by.items()},
-                           "meets_budget": {m: r["meets_budget"] for m, r in by.items()}}
+                           "meets_budget": {m: r["meets_budget"] for m, r in by.items()},
+                           "measured_latency_ms": {m: r.get("measured_latency_ms") for m, r in by.items()},
+                           "search_cpu_min": {m: r["search_cpu_min"] for m, r in by.items()}}
     write_json(out / "dmasking_vs_ilp.json", {"facts": facts, "settings": vars(args), "latency": {
         "source": f"predictor of table {args.hardware} (whole-network TVM timing: hao latency validate on that "
                   "table's hardware)", "range_ms": [lo, hi]}, "finetune": asdict(cfg), "summary": summary,
-        "rows": rows})
+        "timing": {k: v for k, v in timing.items() if k != "by_candidate"}, "rows": rows})
     _plot(out / "dmasking_vs_ilp.png", rows, fracs, lo, hi)
     print(json.dumps(summary, indent=1))
     return 0
+
+
+def _time_picks(space, args, rows: list, out: Path) -> dict:
+    """Whole-network TVM latency of every pick (see the module docstring); cached in ``OUT/timing.json``."""
+    path = out / "timing.json"
+    cands = sorted({r["candidate"] for r in rows if r.get("candidate")})
+    if path.is_file():
+        cached = json.loads(path.read_text())
+        if set(cands) <= set(cached.get("by_candidate", {})):
+            return cached
+    if not args.timing_rounds or not cands:
+        return {"timed": False, "why": "--timing-rounds 0" if not args.timing_rounds else "no picks"}
+    from hao.latency.table import hardware_dir
+    from hao.latency.target import default_target
+
+    table_mcpu = json.loads((hardware_dir(args.hardware) / "meta.json").read_text()).get("mcpu")
+    here = default_target()["mcpu"]
+    if table_mcpu != here:
+        return {"timed": False, "why": f"table {args.hardware} was measured on {table_mcpu}, this machine is "
+                                       f"{here}: a table is timed on its own hardware only"}
+    from hao.latency.runlog import load_average
+    from hao.latency.tuner import Tuner
+    from hao.latency.validate import build_candidate, time_interleaved
+    from hao.space import Candidate
+
+    tuner = Tuner(hardware_dir(args.hardware) / "tuning_db", args.threads, 8, args.seed)
+    try:
+        built = [build_candidate(space, Candidate.from_json(c), "mixed", args.seed, tuner) for c in cands]
+        load0 = load_average()
+        times = time_interleaved(built, passes=args.timing_rounds, max_passes=4 * args.timing_rounds)
+    finally:
+        tuner.close()
+    res = {"timed": True, "hardware": args.hardware, "mcpu": here, "precision": "mixed (integer network)",
+           "passes": args.timing_rounds, "max_passes": 4 * args.timing_rounds, "load_average_start": load0,
+           "load_average_end": load_average(), "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+           "by_candidate": {c: {k: t[k] for k in ("measured_ms", "std_ms", "timed_quiet", "host_state_ratio",
+                                                   "fast_state") if k in t} for c, t in zip(cands, times)}}
+    write_json(path, res)
+    return res
 
 
 def _plot(path: Path, rows: list, fracs: list, lo: float, hi: float) -> None:
