@@ -9,8 +9,9 @@ candidate, on ``--hardware``'s table; default: the table of this machine's CPU, 
 * **ilp** — the exact optimum of the accuracy model under the latency budget (``solver="ilp"``): the calibrated
   model's predicted accuracy (``accuracy``) when ``--checkpoint-dir`` holds ``accmodel/accuracy_model.json``,
   else the Hessian proxy's ΔL (``proxy``);
-* **dmasking** — ``solver="dmasking"`` (``--dm-steps`` steps, λ by dual ascent towards the budget), its final
-  argmax candidate;
+* **dmasking** — ``solver="dmasking"`` (``--dm-steps`` steps over the same supernet, λ by dual ascent towards
+  the budget), its final argmax candidate if it meets the budget, else the last argmax snapshot (every 10 steps)
+  that does;
 * **random** — ``--random-samples`` seeded random candidates, the best accuracy-model score among those within
   the budget (a random search given the same accuracy model).
 
@@ -41,6 +42,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from experiments._common import run_facts, write_json  # noqa: E402
+from experiments._verify import finetune_and_evaluate, time_candidates  # noqa: E402
 
 
 def _pick_random(problem, n: int, budget: float, seed: int):
@@ -89,8 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     from hao.proxy import default_checkpoint_dir
     from hao.search.api import make_problem
     from hao.search.base import make_solver
-    from hao.train.evaluate import evaluate_full, prepare_subnet
-    from hao.train.finetuning import FinetuneConfig, finetune
+    from hao.train.finetuning import FinetuneConfig
     from hao.train.supernet import load_supernet
 
     torch.set_num_threads(args.threads)
@@ -143,8 +144,8 @@ def main(argv: list[str] | None = None) -> int:
             elif method == "dmasking":
                 res = make_solver("dmasking", steps=args.dm_steps, seed=args.seed, threads=args.threads,
                                   checkpoint=str(ckpt / "supernet.pt"), work_dir=str(out / f"dm_{f}"),
-                                  snapshot_every=max(1, args.dm_steps)).solve(problem, progress=True)
-                cand = space.candidate_from_json(res.df.iloc[-1]["config"])
+                                  snapshot_every=max(1, min(10, args.dm_steps))).solve(problem, progress=True)
+                cand = space.candidate_from_json(_dmasking_pick(res.df, budget)["config"])
             else:
                 cand = _pick_random(problem, args.random_samples, budget, args.seed)
             search_cpu_min = (time.process_time() - c0) / 60
@@ -154,23 +155,19 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 G, U = problem.index.from_candidates([cand])
                 v = problem.evaluate_indices(G, U)[0]
-                before = evaluate_full(prepare_subnet(space.build(cand, supernet), calib).eval(), test_batches,
-                                       exact=True)
-                ft = finetune(space, supernet, cand, train, cfg, calib, work_dir=out / f"ft_{f}_{method}",
-                              progress=True)
-                after = evaluate_full(ft["model"].eval(), test_batches, exact=True)
+                acc = finetune_and_evaluate(space, supernet, cand, train, calib, test_batches, cfg,
+                                            out / f"ft_{f}_{method}")
                 row = {"fraction": f, "method": method, "budget_ms": budget, "candidate": cand.to_json(),
                        problem.target: float(v[0]), "predicted_latency_ms": float(v[1]),
                        "meets_budget": bool(v[1] <= budget * (1 + 1e-9)),
-                       "accuracy_before_finetune": 100 * before.accuracy, "accuracy": 100 * after.accuracy,
-                       "accuracy_se": 100 * after.accuracy_se, "search_cpu_min": round(search_cpu_min, 3),
-                       "finetune_wall_s": ft["wall_s"]}
+                       **acc, "search_cpu_min": round(search_cpu_min, 3)}
             rows.append(row)
             with rows_p.open("a") as fh:
                 fh.write(json.dumps(row) + "\n")
             print(json.dumps({k: row.get(k) for k in ("fraction", "method", "predicted_latency_ms", "meets_budget",
                                                       "accuracy", "search_cpu_min")}), flush=True)
-    timing = _time_picks(space, args, rows, out)
+    timing = time_candidates(space, args.hardware, sorted({r["candidate"] for r in rows if r.get("candidate")}),
+                             args.timing_rounds, args.threads, args.seed, out / "timing.json")
     for r in rows:
         t = timing.get("by_candidate", {}).get(r.get("candidate") or "")
         if t:
@@ -196,43 +193,15 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _time_picks(space, args, rows: list, out: Path) -> dict:
-    """Whole-network TVM latency of every pick (see the module docstring); cached in ``OUT/timing.json``."""
-    path = out / "timing.json"
-    cands = sorted({r["candidate"] for r in rows if r.get("candidate")})
-    if path.is_file():
-        cached = json.loads(path.read_text())
-        if set(cands) <= set(cached.get("by_candidate", {})):
-            return cached
-    if not args.timing_rounds or not cands:
-        return {"timed": False, "why": "--timing-rounds 0" if not args.timing_rounds else "no picks"}
-    from hao.latency.table import hardware_dir
-    from hao.latency.target import default_target
-
-    table_mcpu = json.loads((hardware_dir(args.hardware) / "meta.json").read_text()).get("mcpu")
-    here = default_target()["mcpu"]
-    if table_mcpu != here:
-        return {"timed": False, "why": f"table {args.hardware} was measured on {table_mcpu}, this machine is "
-                                       f"{here}: a table is timed on its own hardware only"}
-    from hao.latency.runlog import load_average
-    from hao.latency.tuner import Tuner
-    from hao.latency.validate import build_candidate, time_interleaved
-    from hao.space import Candidate
-
-    tuner = Tuner(hardware_dir(args.hardware) / "tuning_db", args.threads, 8, args.seed)
-    try:
-        built = [build_candidate(space, Candidate.from_json(c), "mixed", args.seed, tuner) for c in cands]
-        load0 = load_average()
-        times = time_interleaved(built, passes=args.timing_rounds, max_passes=4 * args.timing_rounds)
-    finally:
-        tuner.close()
-    res = {"timed": True, "hardware": args.hardware, "mcpu": here, "precision": "mixed (integer network)",
-           "passes": args.timing_rounds, "max_passes": 4 * args.timing_rounds, "load_average_start": load0,
-           "load_average_end": load_average(), "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-           "by_candidate": {c: {k: t[k] for k in ("measured_ms", "std_ms", "timed_quiet", "host_state_ratio",
-                                                   "fast_state") if k in t} for c, t in zip(cands, times)}}
-    write_json(path, res)
-    return res
+def _dmasking_pick(df, budget: float):
+    """The search's final argmax when it meets the budget, else the last argmax snapshot that does (the
+    trajectory ends near the budget, on either side), else the final one."""
+    final = df[df["source"].str.contains("final")]
+    final = final.iloc[-1] if len(final) else df.iloc[-1]
+    if final["latency_ms"] <= budget * (1 + 1e-9):
+        return final
+    ok = df[df["latency_ms"] <= budget * (1 + 1e-9)]
+    return ok.iloc[-1] if len(ok) else final
 
 
 def _plot(path: Path, rows: list, fracs: list, lo: float, hi: float) -> None:

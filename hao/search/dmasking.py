@@ -11,9 +11,12 @@ minimises
 
 where ``E[cost]`` is the **exact** expectation of the additive cost objective (by default the hardware table's
 latency, ``latency_ms``) under the probabilities (:class:`hao.search.soft.ExpectedObjective`; at one-hot choices
-it is the predictor's latency). With a budget on the cost (``--budget latency_ms=...``), λ is adapted during the
-search by dual ascent, ``λ ← λ · exp(η · (E[cost] / budget − 1))``, so that the search settles where the expected
-cost meets the budget; without one, λ stays fixed.
+it is the predictor's latency). With a budget on the cost (``--budget latency_ms=...``), λ is the multiplier of
+the constraint ``E[cost] <= budget`` and follows projected dual ascent from 0, ``λ ← max(0, λ + η · (E[cost] /
+budget − 1))``: it grows while the expected cost is over the budget and shrinks (to 0) while under it, so the
+search settles where the expected cost meets the budget; without one, λ stays fixed at ``lam``. (A multiplicative
+update from λ = 1 was tried first: the cost term dominated the cross-entropy from the first step, drove every
+choice to the cheapest before λ had decayed, and the search ended at half the budget.)
 
 Returns the argmax candidate at the end and every ``snapshot_every`` steps (the search's trajectory) as a normal
 :class:`~hao.search.result.SearchResult`, each row with all of the problem's objectives; ``meta`` records the
@@ -31,7 +34,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from hao.errors import ConfigError
 from hao.search.base import STOP, SearchProblem, Solver, register_solver
@@ -60,8 +62,9 @@ class DMaskingSolver(Solver):
         batch_size: images per step.
         lr: Adam learning rate of the architecture logits.
         tau_start, tau_end: Gumbel-softmax temperature, annealed geometrically.
-        lam: initial weight of the normalised expected cost.
-        lam_rate: dual-ascent rate η of λ when the cost has a budget (0: λ fixed).
+        lam: weight λ of the normalised expected cost; with a budget, its start value (default 0 with a
+            budget, 1 without).
+        lam_rate: dual-ascent step η of λ when the cost has a budget (0: λ fixed).
         cost: the additive objective to trade against accuracy (default: ``latency_ms`` when the problem has
             it, else the first additive non-target objective).
         snapshot_every: record the argmax candidate every this many steps (plus the final one).
@@ -78,7 +81,7 @@ class DMaskingSolver(Solver):
     stops_gracefully = True
 
     def __init__(self, steps: int = 300, batch_size: int = 64, lr: float = 0.05, tau_start: float = 5.0,
-                 tau_end: float = 0.2, lam: float = 1.0, lam_rate: float = 0.05, cost: str | None = None,
+                 tau_end: float = 0.2, lam: float | None = None, lam_rate: float = 0.05, cost: str | None = None,
                  snapshot_every: int = 50, checkpoint: str | None = None, data: str | None = None,
                  supernet: Any = None, batches: Callable[..., Any] | None = None,
                  work_dir: str | None = None, save_every: int = 25, threads: int | None = None,
@@ -88,7 +91,8 @@ class DMaskingSolver(Solver):
         _check_number("lr", lr, 0.0, open_lo=True)
         _check_number("tau_start", tau_start, 0.0, open_lo=True)
         _check_number("tau_end", tau_end, 0.0, open_lo=True)
-        _check_number("lam", lam, 0.0)
+        if lam is not None:
+            _check_number("lam", lam, 0.0)
         _check_number("lam_rate", lam_rate, 0.0)
         _check_number("snapshot_every", snapshot_every, 1, integer=True)
         _check_number("save_every", save_every, 1, integer=True)
@@ -98,7 +102,7 @@ class DMaskingSolver(Solver):
             raise ConfigError(f"The 'seed' parameter of DMaskingSolver must be an int. Got {seed!r} instead.")
         self.steps, self.batch_size, self.lr = steps, batch_size, float(lr)
         self.tau_start, self.tau_end = float(tau_start), float(tau_end)
-        self.lam, self.lam_rate, self.cost = float(lam), float(lam_rate), cost
+        self.lam, self.lam_rate, self.cost = None if lam is None else float(lam), float(lam_rate), cost
         self.snapshot_every, self.save_every = snapshot_every, save_every
         self.checkpoint, self.data, self.supernet, self.batches = checkpoint, data, supernet, batches
         self.work_dir, self.threads, self.seed = work_dir, threads, seed
@@ -175,7 +179,8 @@ class DMaskingSolver(Solver):
         with torch.no_grad():
             ref = float(expect(logits.probs(1.0)))  # the uniform distribution's expected cost: the scale
         ref = ref if ref > 0 else 1.0
-        step, lam, wall_before = 0, self.lam, 0.0
+        step, wall_before = 0, 0.0
+        lam = self.lam if self.lam is not None else (0.0 if budget is not None else 1.0)
         snapshots: list[dict[str, Any]] = []
         history: list[list[float]] = []
         private = ("supernet", "batches", "work_dir", "threads", "save_every")  # do not change the result
@@ -229,7 +234,7 @@ class DMaskingSolver(Solver):
                 opt.step()
                 if budget is not None and self.lam_rate > 0:
                     ratio = float(e_cost.detach()) / budget
-                    lam = float(np.clip(lam * math.exp(self.lam_rate * (ratio - 1.0)), 1e-4, 1e4))
+                    lam = float(min(max(0.0, lam + self.lam_rate * (ratio - 1.0)), 1e4))
                 step += 1
                 ce_v, cost_v = float(ce.detach()), float(e_cost.detach())
                 history.append([round(ce_v, 5), round(cost_v, 6), round(lam, 6), round(tau, 5)])
