@@ -65,3 +65,22 @@ def time_candidates(space: Any, hardware: str, cands: list[str], rounds: int, th
                                                    "fast_state") if k in t} for c, t in zip(cands, times)}}
     write_json(path, res)
     return res
+
+
+def this_cpu_table() -> str:
+    """``cpu-<mcpu>-2t``: the table naming of this repository, for the CPU LLVM reports here."""
+    from hao.latency.target import default_target
+    return f"cpu-{default_target()['mcpu']}-2t"
+
+
+def fmnist_eval_data(test_images: int, calib_images: int, seed: int) -> tuple[Any, list, list]:
+    """Fashion-MNIST as the verification experiments use it: the training split, ``calib_images`` seeded
+    training images in batches of 250 (BatchNorm and activation ranges) and ``test_images`` seeded test images
+    (all 10k by default) in batches of 500."""
+    from hao.data import fashion_mnist, loader
+
+    train, test = fashion_mnist("train"), fashion_mnist("test")
+    if test_images < len(test):
+        test = test.subset(test_images, seed=seed + 7)
+    calib = list(loader(train.subset(calib_images, seed=seed + 1), 250))
+    return train, calib, list(loader(test, 500))

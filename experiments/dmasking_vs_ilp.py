@@ -42,7 +42,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from experiments._common import run_facts, write_json  # noqa: E402
-from experiments._verify import finetune_and_evaluate, time_candidates  # noqa: E402
+from experiments._verify import (finetune_and_evaluate, fmnist_eval_data, this_cpu_table,  # noqa: E402
+                                 time_candidates)
 
 
 def _pick_random(problem, n: int, budget: float, seed: int):
@@ -87,7 +88,6 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     import hao
-    from hao.data import fashion_mnist, loader
     from hao.proxy import default_checkpoint_dir
     from hao.search.api import make_problem
     from hao.search.base import make_solver
@@ -100,8 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     space = hao.get_space(args.space)
     if args.hardware is None:
-        from hao.latency.target import default_target
-        args.hardware = f"cpu-{default_target()['mcpu']}-2t"
+        args.hardware = this_cpu_table()
     ckpt = Path(args.checkpoint_dir) if args.checkpoint_dir else default_checkpoint_dir(space.name)
     accmodel = ckpt / "accmodel"
     if (accmodel / "accuracy_model.json").is_file():
@@ -109,11 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         acc_kw = {"objectives": ["proxy", "latency_ms"], "checkpoint": ckpt}
     supernet = load_supernet(space, ckpt / "supernet.pt")
-    train, test = fashion_mnist("train"), fashion_mnist("test")
-    if args.test_images < len(test):
-        test = test.subset(args.test_images, seed=args.seed + 7)
-    calib = list(loader(train.subset(args.calib_images, seed=args.seed + 1), 250))
-    test_batches = list(loader(test, 500))
+    train, calib, test_batches = fmnist_eval_data(args.test_images, args.calib_images, args.seed)
     cfg = FinetuneConfig(steps=args.finetune_steps, seed=args.seed, ckpt_every=max(1, min(50, args.finetune_steps)))
 
     base = make_problem(space, args.hardware, references=False, **acc_kw)

@@ -38,7 +38,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from experiments._common import kendall_tau, run_facts, write_json  # noqa: E402
-from experiments._verify import finetune_and_evaluate, time_candidates  # noqa: E402
+from experiments._verify import (finetune_and_evaluate, fmnist_eval_data, this_cpu_table,  # noqa: E402
+                                 time_candidates)
 
 BIT_KINDS = ("w_bits", "a_bits", "bits")
 
@@ -102,7 +103,6 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     import hao
-    from hao.data import fashion_mnist, loader
     from hao.proxy import default_checkpoint_dir
     from hao.search.api import make_problem
     from hao.space import Candidate
@@ -115,8 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     space = hao.get_space(args.space)
     if args.hardware is None:
-        from hao.latency.target import default_target
-        args.hardware = f"cpu-{default_target()['mcpu']}-2t"
+        args.hardware = this_cpu_table()
     ckpt = Path(args.checkpoint_dir) if args.checkpoint_dir else default_checkpoint_dir(space.name)
     accmodel = ckpt / "accmodel"
     if not (accmodel / "accuracy_model.json").is_file():
@@ -153,11 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             picks.append(("random", c, float("nan")))
 
     supernet = load_supernet(space, ckpt / "supernet.pt")
-    train, test = fashion_mnist("train"), fashion_mnist("test")
-    if args.test_images < len(test):
-        test = test.subset(args.test_images, seed=args.seed + 7)
-    calib = list(loader(train.subset(args.calib_images, seed=args.seed + 1), 250))
-    test_batches = list(loader(test, 500))
+    train, calib, test_batches = fmnist_eval_data(args.test_images, args.calib_images, args.seed)
     cfg = FinetuneConfig(steps=args.finetune_steps, seed=args.seed,
                          ckpt_every=max(1, min(50, args.finetune_steps)))
     rows_p = out / "rows.jsonl"
