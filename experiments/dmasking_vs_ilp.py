@@ -1,13 +1,13 @@
 """DMasking vs the ILP vs random search at the same latency budgets, every pick fine-tuned with the same recipe.
 
-    python experiments/dmasking_vs_ilp.py --out runs/dmask_vs_ilp --checkpoint-dir checkpoints/mbconv-fmnist/e2e
+    python experiments/dmasking_vs_ilp.py --out runs/dmask_vs_ilp                # 4 budgets, ~2 h on 2 cores
     python experiments/dmasking_vs_ilp.py --out /tmp/d --smoke                   # CI-sized: minutes, no targets
 
 Per budget (``--targets`` fractions of the predicted-latency range between the space's smallest and largest
 candidate, on ``--hardware``'s table; default: the table of this machine's CPU, ``cpu-<mcpu>-2t``):
 
 * **ilp** — the exact optimum of the accuracy model under the latency budget (``solver="ilp"``): the calibrated
-  model's predicted accuracy (``accuracy``) when ``--checkpoint-dir`` holds ``accmodel/accuracy_model.json``,
+  model's predicted accuracy (``accuracy``) when ``--checkpoint-dir`` has one (``hao.proxy.model_folder``),
   else the Hessian proxy's ΔL (``proxy``);
 * **dmasking** — ``solver="dmasking"`` (``--dm-steps`` steps over the same supernet, λ by dual ascent towards
   the budget), its final argmax candidate if it meets the budget, else the last argmax snapshot (every 10 steps)
@@ -66,8 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--space", default="mbconv-fmnist")
     ap.add_argument("--hardware", default=None, help="latency table (default: cpu-<this CPU>-2t)")
     ap.add_argument("--checkpoint-dir", default=None,
-                    help="supernet folder (default: the space's committed checkpoint); its accmodel/ subfolder, "
-                         "when present, is the accuracy model the ILP and random search maximise")
+                    help="supernet folder (default: the space's committed checkpoint); its calibrated "
+                         "model, when present, is the accuracy model the ILP and random search maximise")
     ap.add_argument("--targets", default="0.25,0.4,0.55,0.7",
                     help="latency budgets as fractions of the predicted range smallest..largest")
     ap.add_argument("--dm-steps", type=int, default=300)
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     import hao
-    from hao.proxy import default_checkpoint_dir
+    from hao.proxy import default_checkpoint_dir, model_folder
     from hao.search.api import make_problem
     from hao.search.base import make_solver
     from hao.train.finetuning import FinetuneConfig
@@ -102,8 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.hardware is None:
         args.hardware = this_cpu_table()
     ckpt = Path(args.checkpoint_dir) if args.checkpoint_dir else default_checkpoint_dir(space.name)
-    accmodel = ckpt / "accmodel"
-    if (accmodel / "accuracy_model.json").is_file():
+    accmodel = model_folder(space.name, ckpt)
+    if accmodel is not None:
         acc_kw = {"objectives": ["accuracy", "latency_ms"], "proxy": "calibrated", "checkpoint": accmodel}
     else:
         acc_kw = {"objectives": ["proxy", "latency_ms"], "checkpoint": ckpt}

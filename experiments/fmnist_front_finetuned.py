@@ -1,6 +1,6 @@
 """Fashion-MNIST: the exact front of the calibrated accuracy model, verified by fine-tuning and whole-network timing.
 
-    python experiments/fmnist_front_finetuned.py --out runs/front_ft --checkpoint-dir checkpoints/mbconv-fmnist/e2e
+    python experiments/fmnist_front_finetuned.py --out runs/front_ft                # ~2 h on 2 cores
     python experiments/fmnist_front_finetuned.py --out /tmp/f --smoke               # CI-sized: minutes, no claims
 
 1. **Front**: the exact Pareto front (``solver="front"``, ``--epsilon``) of the calibrated accuracy model's
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--space", default="mbconv-fmnist")
     ap.add_argument("--hardware", default=None, help="latency table (default: cpu-<this CPU>-2t)")
     ap.add_argument("--checkpoint-dir", default=None,
-                    help="supernet folder with accmodel/accuracy_model.json (default: the space's checkpoint)")
+                    help="supernet folder with its calibrated model (default: the space's checkpoint)")
     ap.add_argument("--epsilon", type=float, default=0.001, help="front solver's ε (share of each range)")
     ap.add_argument("--n-verify", type=int, default=8, help="front picks, and networks per baseline")
     ap.add_argument("--finetune-steps", type=int, default=300)
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     import hao
-    from hao.proxy import default_checkpoint_dir
+    from hao.proxy import default_checkpoint_dir, model_folder
     from hao.search.api import make_problem
     from hao.space import Candidate
     from hao.train.finetuning import FinetuneConfig
@@ -117,11 +117,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.hardware is None:
         args.hardware = this_cpu_table()
     ckpt = Path(args.checkpoint_dir) if args.checkpoint_dir else default_checkpoint_dir(space.name)
-    accmodel = ckpt / "accmodel"
-    if not (accmodel / "accuracy_model.json").is_file():
-        ap.error(f"{accmodel / 'accuracy_model.json'} does not exist: this experiment verifies the calibrated "
-                 "accuracy model; fit one (python experiments/fit_accuracy_model.py, docs/accuracy_model.md) or "
-                 "pass --checkpoint-dir checkpoints/mbconv-fmnist/e2e.")
+    accmodel = model_folder(space.name, ckpt)
+    if accmodel is None:
+        ap.error(f"{ckpt} has no calibrated accuracy model (accuracy_model.json, or accmodel/accuracy_model.json): "
+                 "this experiment verifies one; fit it with python experiments/fit_accuracy_model.py "
+                 "(docs/accuracy_model.md).")
     kw = {"objectives": ["accuracy", "latency_ms"], "proxy": "calibrated", "checkpoint": accmodel}
     res = hao.search(space=space, hardware=args.hardware, solver="front", epsilon=args.epsilon, **kw)
     front = res.pareto().sort_values("latency_ms").reset_index(drop=True)

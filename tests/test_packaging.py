@@ -40,6 +40,7 @@ def test_wheel_ships_the_builtin_data(wheel):
                  "hao/_data/latency_models/apq-bitfusion/meta.json",
                  "hao/_data/checkpoints/mbconv-fmnist/supernet.pt",
                  "hao/_data/checkpoints/mbconv-fmnist/sensitivity.json",
+                 "hao/_data/checkpoints/mbconv-fmnist/accmodel/accuracy_model.json",
                  "hao/_data/reference_data/hawq_v3_ilp.json",
                  "hao/_data/reference_data/README.md"):
         assert need in names, need

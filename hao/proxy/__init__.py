@@ -15,10 +15,12 @@ from hao.proxy.sensitivity import (SENSITIVITY_FILE, SensitivityCacheError, Sens
                                    activation_quant_mse, float_weights, perturbation_sq_norm)
 from hao.proxy.zeroq import distill_batch
 from hao.proxy.arch_terms import ARCH_TERMS_FILE, ArchTerms, measure_arch_terms  # noqa: E402
-from hao.proxy.calibrated import CalibratedAccuracyModel, TermGroups, build_term_groups  # noqa: E402
+from hao.proxy.calibrated import (CalibratedAccuracyModel, TermGroups, build_term_groups,  # noqa: E402
+                                  model_folder)
 from hao.proxy.eigen import LayerEigen, eigen_traces, qbert_sensitivity, top_eigenvalues  # noqa: E402
 
 __all__ = ["ARCH_TERMS_FILE", "ArchTerms", "measure_arch_terms", "CalibratedAccuracyModel", "TermGroups",
+           "model_folder",
            "build_term_groups", "LayerEigen", "eigen_traces", "qbert_sensitivity", "top_eigenvalues",
            "eigen_sensitivity", "ACCURACY_MODELS", "get_accuracy_model", "list_accuracy_models",
            "register_accuracy_model", "AccuracyProxy", "activation_quant_mse", "BaseAccuracyProxy", "HessianTraces",

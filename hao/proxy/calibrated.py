@@ -31,9 +31,23 @@ from hao.errors import ConfigError
 from hao.proxy.proxy import BaseAccuracyProxy, default_checkpoint_dir, register_accuracy_model
 from hao.space.base import Candidate, SearchSpace
 
-__all__ = ["TermGroups", "build_term_groups", "CalibratedAccuracyModel", "MODEL_FILE"]
+__all__ = ["TermGroups", "build_term_groups", "CalibratedAccuracyModel", "MODEL_FILE", "MODEL_SUBFOLDER",
+           "model_folder"]
 
 MODEL_FILE = "accuracy_model.json"
+#: Where a checkpoint folder keeps its calibrated model (with the measurements of its fit), when not beside it.
+MODEL_SUBFOLDER = "accmodel"
+
+
+def model_folder(space_name: str, folder: str | os.PathLike | None = None) -> Path | None:
+    """The folder holding the calibrated accuracy model of ``folder`` (default: the space's checkpoint folder):
+    the folder itself when it has ``accuracy_model.json``, else its ``accmodel/`` subfolder when that has one;
+    ``None`` when neither does."""
+    base = Path(folder) if folder is not None else default_checkpoint_dir(space_name)
+    for f in (base, base / MODEL_SUBFOLDER):
+        if (f / MODEL_FILE).is_file():
+            return f
+    return None
 
 
 class TermGroups:
@@ -187,7 +201,8 @@ class CalibratedAccuracyModel(BaseAccuracyProxy):
     @classmethod
     def from_checkpoint(cls, space: SearchSpace, folder: str | os.PathLike | None = None,
                         **params: Any) -> "CalibratedAccuracyModel":
-        """The fitted model of ``folder`` (default: the space's checkpoint folder): ``sensitivity.json``,
+        """The fitted model of ``folder`` (default: the space's checkpoint folder; a checkpoint folder's model
+        may live in its ``accmodel/`` subfolder, see :func:`model_folder`): ``sensitivity.json``,
         ``arch_terms.json`` (when the model was fitted with measured architecture terms) and
         ``accuracy_model.json``."""
         from hao.proxy.arch_terms import ARCH_TERMS_FILE, ArchTerms
@@ -195,7 +210,8 @@ class CalibratedAccuracyModel(BaseAccuracyProxy):
 
         if params:
             raise ConfigError(f"CalibratedAccuracyModel.from_checkpoint takes no parameters, got {sorted(params)}.")
-        folder = Path(folder) if folder is not None else default_checkpoint_dir(space.name)
+        folder = model_folder(space.name, folder) or (
+            Path(folder) if folder is not None else default_checkpoint_dir(space.name))
         mfile = folder / MODEL_FILE
         if not mfile.is_file():
             raise ConfigError(f"{mfile} does not exist: this checkpoint has no calibrated accuracy model. Fit one "

@@ -132,7 +132,7 @@ class AccuracyProxy(_AdditiveProxy):
     ``arch_weight`` scales the architecture part (the weights a candidate removes) against the quantization
     parts; 1 is the plain second-order sum. Removing whole channels is far from the small perturbation the
     quadratic model describes, and on the committed supernet that part, at weight 1, drowns the quantization
-    ranking (``checkpoints/mbconv-fmnist/README.md``); :meth:`terms` shows each part.
+    ranking (``checkpoints/mbconv-fmnist/first_supernet/README.md``); :meth:`terms` shows each part.
 
     >>> proxy = AccuracyProxy.from_checkpoint(hao.get_space("mbconv-fmnist"))   # doctest: +SKIP
     >>> proxy.score([space.largest(), space.uniform(4, 4)])                     # doctest: +SKIP

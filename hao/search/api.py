@@ -78,6 +78,15 @@ def resolve_proxy(space: SearchSpace, proxy: Any = None, checkpoint: str | Path 
     return AccuracyProxy.from_checkpoint(space, folder)
 
 
+def has_calibrated_model(space: SearchSpace, checkpoint: str | Path | None = None) -> bool:
+    """Whether the checkpoint folder (default: the space's) holds a calibrated accuracy model."""
+    try:
+        from hao.proxy import model_folder
+    except ImportError:
+        return False
+    return model_folder(space.name, checkpoint) is not None
+
+
 def reference_candidates(space: SearchSpace) -> dict[str, Candidate]:
     """Uniform-precision references for plots: ``space.uniform(b, b)`` (the largest architecture, every layer at
     ``b`` bits) for b = 8 and 4, where every bit decision allows it."""
@@ -102,15 +111,20 @@ def make_problem(space: str | SearchSpace, hardware: Any = None, *,
                  space_kwargs: Mapping[str, Any] | None = None) -> SearchProblem:
     """Build a :class:`SearchProblem` from names (what ``hao.search`` and ``hao search`` do).
 
-    Default objectives: ``proxy``, ``latency_ms`` (when ``hardware`` is given), ``size_mb``, ``bops_g``.
+    Default objectives: ``accuracy`` (the calibrated model's predicted accuracy, maximised) when the checkpoint
+    folder has a calibrated model and no other ``proxy`` is given, else ``proxy`` (the accuracy model's predicted
+    loss increase); then ``latency_ms`` (when ``hardware`` is given), ``size_mb``, ``bops_g``.
     """
     sp = resolve_space(space, **dict(space_kwargs or {}))
     if objectives is None:
-        objectives = ["proxy", *(["latency_ms"] if hardware is not None else []), "size_mb", "bops_g"]
+        acc = "accuracy" if proxy is None and has_calibrated_model(sp, checkpoint) else "proxy"
+        objectives = [acc, *(["latency_ms"] if hardware is not None else []), "size_mb", "bops_g"]
     if isinstance(objectives, (str, Objective)):
         objectives = [objectives]
     ctx = ObjectiveContext(sp, predictor=None if hardware is None else (lambda: resolve_predictor(hardware, sp.name)),
-                           accuracy_model=lambda: resolve_proxy(sp, proxy, checkpoint))
+                           accuracy_model=lambda: resolve_proxy(sp, proxy, checkpoint),
+                           calibrated_model=lambda: resolve_proxy(sp, "calibrated" if proxy is None else proxy,
+                                                                  checkpoint))
     built = [o if isinstance(o, Objective) else make_objective(o, ctx) for o in objectives]
     refs = reference_candidates(sp) if references is True else dict(references or {})
     return SearchProblem(sp, built, budgets=dict(budgets or {}), target=target, references=refs)

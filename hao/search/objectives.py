@@ -354,12 +354,15 @@ def accuracy_objective(space: SearchSpace, model: Any, name: str = "accuracy") -
 # ---- registry: objectives by name ------------------------------------------------------------------------
 class ObjectiveContext:
     """What an objective factory may use: the ``space``, and — resolved only when a factory asks — the
-    hardware's latency predictor (:meth:`predictor`) and the accuracy model (:meth:`accuracy_model`)."""
+    hardware's latency predictor (:meth:`predictor`), the accuracy model (:meth:`accuracy_model`) and the
+    calibrated accuracy model (:meth:`calibrated_model`; the accuracy model when no separate resolver is given)."""
 
     def __init__(self, space: SearchSpace, *, predictor: Callable[[], Any] | None = None,
-                 accuracy_model: Callable[[], Any] | None = None) -> None:
+                 accuracy_model: Callable[[], Any] | None = None,
+                 calibrated_model: Callable[[], Any] | None = None) -> None:
         self.space = space
-        self._resolvers = {"predictor": predictor, "accuracy_model": accuracy_model}
+        self._resolvers = {"predictor": predictor, "accuracy_model": accuracy_model,
+                           "calibrated_model": calibrated_model or accuracy_model}
         self._cache: dict[str, Any] = {}
 
     def _get(self, what: str, missing: str) -> Any:
@@ -377,6 +380,11 @@ class ObjectiveContext:
     def accuracy_model(self) -> Any:
         return self._get("accuracy_model", "This objective needs an accuracy model (proxy=NAME or an instance, "
                                            "or a checkpoint folder with sensitivity.json), and none was given.")
+
+    def calibrated_model(self) -> Any:
+        return self._get("calibrated_model", "This objective needs a calibrated accuracy model (a checkpoint "
+                                             "folder with accuracy_model.json, docs/accuracy_model.md), and none "
+                                             "was given.")
 
 
 OBJECTIVES: Registry = Registry("objective", base=None, set_name=False,
@@ -406,7 +414,7 @@ def make_objective(name: str, ctx: ObjectiveContext) -> Objective:
 register_objective("proxy", unit="ΔL", description="the accuracy model's predicted loss increase")(
     lambda ctx: proxy_objective(ctx.space, ctx.accuracy_model()))
 register_objective("accuracy", unit="%", description="predicted accuracy (calibrated model), maximised")(
-    lambda ctx: accuracy_objective(ctx.space, ctx.accuracy_model()))
+    lambda ctx: accuracy_objective(ctx.space, ctx.calibrated_model()))
 register_objective("latency_ms", unit="ms", description="predicted latency on the hardware")(
     lambda ctx: latency_objective(ctx.space, ctx.predictor()))
 register_objective("size_mb", unit="MB", description="weight storage")(lambda ctx: size_objective(ctx.space))

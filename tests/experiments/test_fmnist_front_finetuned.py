@@ -7,7 +7,7 @@ import pytest
 
 from tests.experiments.conftest import REPO, load_script, require_fashion_mnist
 
-E2E = REPO / "checkpoints" / "mbconv-fmnist" / "e2e"
+E2E = REPO / "checkpoints" / "mbconv-fmnist"
 
 
 @pytest.fixture(scope="module")

@@ -159,9 +159,9 @@ def test_demo_fails_clearly_without_sensitivities(tmp_path, monkeypatch) -> None
         cli_search.run_demo(tmp_path / "out", progress=False)
 
 
-@pytest.mark.skipif(not (REPO / "checkpoints" / "mbconv-fmnist" / "sensitivity.json").is_file()
+@pytest.mark.skipif(not (REPO / "checkpoints" / "mbconv-fmnist" / "accmodel" / "accuracy_model.json").is_file()
                     or not list((REPO / "latency_models").glob("cpu-*/table.csv")),
-                    reason="the committed CPU table or checkpoints/mbconv-fmnist/sensitivity.json is not there yet")
+                    reason="the committed CPU table or checkpoints/mbconv-fmnist/accmodel/ is not there yet")
 def test_demo_writes_a_valid_front(tmp_path) -> None:
     """The README's main job; its speed is a benchmark figure (README), not a timed test."""
     import pandas as pd
@@ -170,9 +170,10 @@ def test_demo_writes_a_valid_front(tmp_path) -> None:
     assert cli_search.run_demo(tmp_path, progress=False) == 0
     assert (tmp_path / "pareto.csv").is_file() and (tmp_path / "pareto.png").stat().st_size > 5000
     df = pd.read_csv(tmp_path / "pareto.csv")
-    objs = [c for c in ("proxy", "latency_ms") if c in df]
-    assert len(objs) == 2 and len(df) >= 5 and (df["proxy"] >= 0).all() and (df["latency_ms"] > 0).all()
-    v = df[objs].to_numpy()
+    # the committed checkpoint has a calibrated model: the y-axis is predicted accuracy (%), maximised
+    assert "accuracy" in df and "proxy" not in df
+    assert len(df) >= 5 and df["accuracy"].between(0, 100).all() and (df["latency_ms"] > 0).all()
+    v = np.column_stack([-df["accuracy"], df["latency_ms"]])
     assert non_dominated(v).all()  # no candidate of the front dominates another
     meta = json.loads((tmp_path / "result.json").read_text())["meta"]
     assert meta["solver"] == "front+random" and 0.99 < meta["hv_ratio_lower_bound"] <= 1.0
@@ -330,3 +331,22 @@ def test_cli_front_solver_with_epsilon(tmp_path) -> None:
                  "--out", str(exact), "--no-progress"]) == 0
     import pandas as pd
     assert len(pd.read_csv(out / "pareto.csv")) <= len(pd.read_csv(exact / "pareto.csv"))
+
+
+@pytest.mark.skipif(not (REPO / "checkpoints" / "mbconv-fmnist" / "accmodel" / "accuracy_model.json").is_file(),
+                    reason="checkpoints/mbconv-fmnist/accmodel/ is not there yet")
+def test_default_accuracy_axis_is_the_calibrated_model(tmp_path) -> None:
+    from hao.proxy import CalibratedAccuracyModel, model_folder
+    space = hao.get_space("mbconv-fmnist")
+    ckpt = REPO / "checkpoints" / "mbconv-fmnist"
+    assert model_folder(space.name, ckpt) == ckpt / "accmodel" == model_folder(space.name, ckpt / "accmodel")
+    p = make_problem(space, objectives=None)
+    assert p.names[0] == "accuracy" and p.objective("accuracy").direction == "maximize"
+    cands = [space.largest(), space.smallest(), space.uniform(4, 4)]
+    G, U = p.index.from_candidates(cands)
+    want, _ = CalibratedAccuracyModel.from_checkpoint(space).predict(cands)
+    np.testing.assert_allclose(p.evaluate_indices(G, U)[:, 0], want, rtol=1e-9)
+    # a folder with sensitivities only: the Hessian proxy (ΔL), as before
+    (tmp_path / "sensitivity.json").write_bytes((ckpt / "sensitivity.json").read_bytes())
+    assert model_folder(space.name, tmp_path) is None
+    assert make_problem(space, objectives=None, checkpoint=tmp_path).names[0] == "proxy"
