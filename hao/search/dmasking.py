@@ -179,7 +179,7 @@ class DMaskingSolver(Solver):
         with torch.no_grad():
             ref = float(expect(logits.probs(1.0)))  # the uniform distribution's expected cost: the scale
         ref = ref if ref > 0 else 1.0
-        step, wall_before = 0, 0.0
+        step, wall_before, cpu_before = 0, 0.0, 0.0
         lam = self.lam if self.lam is not None else (0.0 if budget is not None else 1.0)
         snapshots: list[dict[str, Any]] = []
         history: list[list[float]] = []
@@ -196,6 +196,8 @@ class DMaskingSolver(Solver):
             opt.load_state_dict(st["optimizer"])
             gen.set_state(st["gen"])
             step, lam, wall_before = int(st["step"]), float(st["lam"]), float(st["wall_s"])
+            # states saved before CPU time was recorded: unknown (NaN), never guessed
+            cpu_before = float(st["cpu_s"]) if "cpu_s" in st else math.nan
             snapshots, history = json.loads(st["snapshots"]), json.loads(st["history"])
 
         def save() -> None:
@@ -206,12 +208,13 @@ class DMaskingSolver(Solver):
                                "logits": logits.state_dict(), "optimizer": opt.state_dict(),
                                "gen": gen.get_state(), "step": step, "lam": lam,
                                "wall_s": wall_before + time.perf_counter() - t0,
+                               "cpu_s": cpu_before + time.process_time() - c0,
                                "snapshots": json.dumps(snapshots), "history": json.dumps(history)}, state_p)
 
         def snapshot(tag: str) -> None:
             snapshots.append({"step": step, "source": tag, "candidate": logits.candidate().to_json()})
 
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         threads_before = torch.get_num_threads()
         if self.threads is not None:
             torch.set_num_threads(self.threads)
@@ -251,10 +254,11 @@ class DMaskingSolver(Solver):
             snapshot(f"dmasking final (step {step})")
         save()
         return self._result(problem, snapshots, history, cost, budget, lam, step, stopped,
-                            wall_before + time.perf_counter() - t0)
+                            wall_before + time.perf_counter() - t0, cpu_before + time.process_time() - c0)
 
     def _result(self, problem: SearchProblem, snapshots: list[dict[str, Any]], history: list[list[float]],
-                cost: str, budget: float | None, lam: float, step: int, stopped: bool, wall: float) -> SearchResult:
+                cost: str, budget: float | None, lam: float, step: int, stopped: bool, wall: float,
+                cpu: float) -> SearchResult:
         from hao.space.candidate import Candidate
 
         seen: dict[str, int] = {}
@@ -276,6 +280,7 @@ class DMaskingSolver(Solver):
                 "final_lambda": lam, "final_tau": last[3], "final_cross_entropy": last[0],
                 "final_expected_cost": last[1], "final_argmax_cost": final_cost,
                 "final_meets_budget": None if budget is None else bool(final_cost <= budget), "wall_s": round(wall, 1),
+                "cpu_s": round(cpu, 1) if math.isfinite(cpu) else None,
                 "history_every_step": {"columns": ["cross_entropy", "expected_cost", "lambda", "tau"],
                                        "rows": history[-self.steps:]}}
         pareto_on = [problem.target, cost] + [b for b in problem.budgets if b != cost]

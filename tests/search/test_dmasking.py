@@ -91,6 +91,9 @@ def test_same_seed_same_result_and_resume_after_a_stop(tiny, tmp_path):
     assert resumed.meta["steps_done"] == 6
     assert resumed.meta["history_every_step"] == a.meta["history_every_step"]
     assert list(resumed.df["config"]) == list(a.df["config"])
+    # search cost adds up over the runs: the resumed total is at least the first run's
+    assert first.meta["cpu_s"] is not None and resumed.meta["cpu_s"] >= first.meta["cpu_s"]
+    assert resumed.meta["wall_s"] >= first.meta["wall_s"]
 
 
 def test_parameters_are_validated(tiny):
