@@ -25,12 +25,7 @@ import sys
 from typing import Any
 
 import fmnist_joint_search  # noqa: E402  (experiments/ is on sys.path when this file runs)
-
-
-def _default_hardware() -> str:
-    """``cpu-<mcpu>-2t``: the table naming of this repository, for the CPU LLVM reports here."""
-    from hao.latency.target import default_target
-    return f"cpu-{default_target(2)['mcpu']}-2t"
+from _verify import this_cpu_table  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -41,7 +36,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if "--space" not in args:
         args += ["--space", "vit-fmnist"]
     if "--hardware" not in args:
-        args += ["--hardware", _default_hardware()]
+        args += ["--hardware", this_cpu_table()]
     if "--checkpoint-dir" not in args:
         args += ["--checkpoint-dir", "checkpoints/vit-fmnist"]
     return fmnist_joint_search.main(args)
