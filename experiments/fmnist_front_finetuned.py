@@ -56,6 +56,12 @@ def with_uniform_bits(space: Any, cand: Any, bits: int) -> Any:
     return space.make(d)
 
 
+def _ft_dir(role: str, cand: Any) -> str:
+    """A network's fine-tuning folder, named by what it holds (a run with another --n-verify resumes safely)."""
+    import hashlib
+    return f"ft_{role}_{hashlib.sha1(cand.to_json().encode()).hexdigest()[:12]}"
+
+
 def dominated(points: np.ndarray, by: np.ndarray) -> np.ndarray:
     """Per row of ``points`` (accuracy, latency): whether a row of ``by`` is at least as accurate and at most as
     slow, and strictly better in one."""
@@ -162,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
             r = json.loads(line)
             done[(r["role"], r["candidate"])] = r
     rows = []
-    for i, (role, cand, budget) in enumerate(picks):
+    for role, cand, budget in picks:
         key = (role, cand.to_json())
         if key in done:
             rows.append(done[key])
@@ -170,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
         v = predict([cand])[0]
         row = {"role": role, "candidate": cand.to_json(), "budget_ms": None if np.isnan(budget) else budget,
                "predicted_accuracy": float(v[0]), "predicted_latency_ms": float(v[1]),
-               **finetune_and_evaluate(space, supernet, cand, train, calib, test_batches, cfg, out / f"ft_{i}")}
+               **finetune_and_evaluate(space, supernet, cand, train, calib, test_batches, cfg,
+                                       out / _ft_dir(role, cand))}
         rows.append(row)
         with rows_p.open("a") as fh:
             fh.write(json.dumps(row) + "\n")
