@@ -147,12 +147,11 @@ def main(argv: list[str] | None = None) -> int:
                 cand = space.candidate_from_json(_dmasking_pick(res.df, budget)["config"])
                 # a resumed search: its CPU time over every run (the solver's state keeps it); a state from before
                 # CPU time was recorded gives wall time × threads, an upper bound, and says so
-                cpu_note = None
-                if res.meta.get("cpu_s") is not None:
-                    c0 = time.process_time() - res.meta["cpu_s"]
-                else:
-                    c0 = time.process_time() - res.meta["wall_s"] * args.threads
+                cpu_s = res.meta.get("cpu_s")
+                if cpu_s is None:
+                    cpu_s = res.meta["wall_s"] * args.threads
                     cpu_note = "resumed from a state without CPU time: wall time × threads (an upper bound)"
+                c0 = time.process_time() - cpu_s
             else:
                 cand = _pick_random(problem, args.random_samples, budget, args.seed)
             search_cpu_min = (time.process_time() - c0) / 60
@@ -175,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
                        score_key: float(v[0]), "predicted_latency_ms": float(v[1]),
                        "meets_budget": bool(v[1] <= budget * (1 + 1e-9)),
                        **acc, "search_cpu_min": round(search_cpu_min, 3)}
-                if method == "dmasking" and cpu_note:
+                if cpu_note:
                     row["search_cpu_note"] = cpu_note
             rows.append(row)
             with rows_p.open("a") as fh:
