@@ -278,6 +278,9 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         print(f"{rep['hardware']} / {rep['space']} ({rep['precision']}): {s['n_networks']} networks; median |err| "
               f"{s['median_abs_err_pct']:.1f}%, within ±10%: {s['share_within_10pct']:.0%}, "
               f"Kendall tau {s['kendall_tau']:.3f}; model: {s['model']}; report: {rep['report_path']}")
+        if rep["precision"] == "fp32" and not rep.get("predictor_updated"):
+            print("  predictor.json unchanged: the report is not in the table folder (drop --out to refit the "
+                  "table's overhead)")
         for name, alt in s.get("model_selection", {}).get("alternatives", {}).items():
             if "median_abs_err_pct" in alt:
                 print(f"  {name:<8} {alt['model']}: median |err| {alt['median_abs_err_pct']:.1f}%, within ±10%: "
@@ -443,7 +446,8 @@ def add_latency_commands(subparsers: Any) -> None:
     pv.add_argument("--threads", type=int, default=2)
     pv.add_argument("--seed", type=int, default=0)
     pv.add_argument("--out", default=None, help="report path (default: <table folder>/validation_<space>[_<precision>]"
-                                                ".json)")
+                                                ".json); a report elsewhere leaves the table's predictor.json "
+                                                "unchanged")
     pv.add_argument("--force", action="store_true", help="replace an existing --out report")
     pv.add_argument("--json", action="store_true")
     pv.add_argument("--no-progress", action="store_true")

@@ -211,7 +211,9 @@ def validate_networks(hardware: str, space_name: str, n_networks: int = 20, seed
     ``precision``: ``fp32`` (float networks vs the float32 rows), ``int8`` (every layer W8A8, integer network
     of the table's int8 programs vs the int8 rows) or ``mixed`` (the sampled bit-widths; sub-8-bit layers run
     the int8 programs, as their ``int8-mapped`` rows say). Only ``fp32`` writes the overhead fit to
-    ``predictor.json``; the integer precisions report theirs. ``front``: also validate that many candidates of
+    ``predictor.json``, and only when the report is written in the table folder (the default ``out``): a report
+    kept elsewhere leaves the predictor as its own report documents it (``report["predictor_updated"]``); the
+    integer precisions report theirs. ``front``: also validate that many candidates of
     the space's front on this table (:func:`front_candidates`; held out, ``source: "front"``, scored with the
     random ones and on their own in ``summary["front"]``). Every row carries ``predicted_by_op_ms``, the
     per-op breakdown of its Σ kernels, to see which layer type a missed network got wrong. ``max_rounds``
@@ -354,11 +356,16 @@ def validate_networks(hardware: str, space_name: str, n_networks: int = 20, seed
                           f"calibration networks were measured, so the overhead fit was not saved (predictor.json "
                           f"is unchanged). "
                           f"First error: {first[:300]}. Per-network errors are in {path}.")
+    report["report_path"] = str(path)
+    report["predictor_updated"] = False
     if precision != "fp32":
-        report["report_path"] = str(path)
         return report
+    if path.resolve().parent != folder.resolve():
+        # a report kept elsewhere (--out) is a side measurement: the table's predictor.json keeps the overhead
+        # its own report in the table folder documents
+        return report
+    report["predictor_updated"] = True
     pred.save_overhead(folder, extra={"fitted_by": f"hao latency validate {hardware} --space {space_name} "
                                                     f"--network-scale {summary['model_selection']['requested']}",
                                       "validation_report": path.name}, space=space_name)
-    report["report_path"] = str(path)
     return report

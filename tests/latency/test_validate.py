@@ -276,3 +276,43 @@ def test_front_candidates_are_validated_and_every_row_has_its_per_op_breakdown(t
     for r in rep["networks"]:
         assert sum(r["predicted_by_op_ms"].values()) == pytest.approx(r["sum_kernels_ms"])
         assert set(r["predicted_by_op_ms"]) <= {"conv2d", "dwconv2d", "dense", "avgpool", "add"}
+
+
+def test_a_report_kept_elsewhere_leaves_the_table_predictor_unchanged(tmp_path, monkeypatch):
+    """fp32 validation refits ``predictor.json``'s overhead only when its report lands in the table folder (the
+    default ``out``); with ``out`` elsewhere the predictor keeps the fit its own report documents. Compilation
+    and timing are faked: measured = 1.2·Σ + 0.05 ms."""
+    import hao.latency.validate as v
+    from hao.latency import calibrate as cal
+    from hao.latency.backend import get_backend
+    from hao.latency.table import register_hardware
+    from hao.space import get_space
+
+    sp = get_space("mbconv-fmnist")
+    plan = cal.plan_kernels(cal.space_kernels(sp), precisions=((32, 32),), include_space_bits=False)
+    cal.calibrate("val-out", plan, get_backend("roofline"), root=tmp_path, progress=False, recheck=0)
+    register_hardware(tmp_path / "val-out", "val-out")
+
+    class _Net:
+        def __init__(self, ms):
+            self.ms, self.facts = ms, {}
+
+    def fake_build(space, cand, precision, seed, tuner):
+        ks = v._network_kernels(space, cand, precision)
+        return _Net(1.2 * float(v.LatencyPredictor.from_table("val-out").predict(ks, prefer_measured=True).sum())
+                    + 0.05)
+
+    monkeypatch.setattr(v, "Tuner", _NoTuner)
+    monkeypatch.setattr(v, "build_candidate", fake_build)
+    monkeypatch.setattr(v, "time_interleaved",
+                        lambda nets, passes, **kw: [{"ok": True, "measured_ms": n.ms} for n in nets])
+    pj = tmp_path / "val-out" / "predictor.json"
+    before = pj.read_text() if pj.exists() else None
+    rep = v.validate_networks("val-out", "mbconv-fmnist", n_networks=3, calib_networks=2, progress=False,
+                              out=tmp_path / "elsewhere.json")
+    assert rep["predictor_updated"] is False and (tmp_path / "elsewhere.json").is_file()
+    assert (pj.read_text() if pj.exists() else None) == before
+    rep = v.validate_networks("val-out", "mbconv-fmnist", n_networks=3, calib_networks=2, progress=False)
+    assert rep["predictor_updated"] is True
+    saved = json.loads(pj.read_text())
+    assert "validation_report" in json.dumps(saved) and "validation_mbconv-fmnist.json" in json.dumps(saved)
