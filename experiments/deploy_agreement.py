@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     space = hao.get_space(args.space)
-    ckpt = Path(args.checkpoint) if args.checkpoint else default_checkpoint_dir(space.name) / "supernet.pt"
+    ckpt = Path(args.checkpoint) if args.checkpoint else default_checkpoint_dir(space.checkpoint_name) / "supernet.pt"
     supernet = load_supernet(space, ckpt)
     train, test = fashion_mnist("train"), fashion_mnist("test")
     if args.test_images < len(test):

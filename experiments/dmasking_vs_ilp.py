@@ -103,8 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     space = hao.get_space(args.space)
     if args.hardware is None:
         args.hardware = this_cpu_table()
-    ckpt = Path(args.checkpoint_dir) if args.checkpoint_dir else default_checkpoint_dir(space.name)
-    accmodel = model_folder(space.name, ckpt)
+    ckpt = Path(args.checkpoint_dir) if args.checkpoint_dir else default_checkpoint_dir(space.checkpoint_name)
+    accmodel = model_folder(space.checkpoint_name, ckpt)
     if accmodel is not None:
         acc_kw = {"objectives": ["accuracy", "latency_ms"], "proxy": "calibrated", "checkpoint": accmodel}
     else:

@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     torch.set_num_threads(a.threads)
     progress = not a.no_progress
     space = hao.get_space(a.space)
-    folder = Path(a.checkpoint_dir) if a.checkpoint_dir else default_checkpoint_dir(space.name)
+    folder = Path(a.checkpoint_dir) if a.checkpoint_dir else default_checkpoint_dir(space.checkpoint_name)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     net = load_supernet(space, folder / "supernet.pt")

@@ -122,8 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     space = hao.get_space(args.space)
     if args.hardware is None:
         args.hardware = this_cpu_table()
-    ckpt = Path(args.checkpoint_dir) if args.checkpoint_dir else default_checkpoint_dir(space.name)
-    accmodel = model_folder(space.name, ckpt)
+    ckpt = Path(args.checkpoint_dir) if args.checkpoint_dir else default_checkpoint_dir(space.checkpoint_name)
+    accmodel = model_folder(space.checkpoint_name, ckpt)
     if accmodel is None:
         ap.error(f"{ckpt} has no calibrated accuracy model (accuracy_model.json, or accmodel/accuracy_model.json): "
                  "this experiment verifies one; fit it with python experiments/fit_accuracy_model.py "

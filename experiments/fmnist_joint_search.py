@@ -336,7 +336,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     facts = run_facts(argv, a.threads)
     space = hao.get_space(a.space)
-    folder = Path(a.checkpoint_dir) if a.checkpoint_dir else default_checkpoint_dir(space.name)
+    folder = Path(a.checkpoint_dir) if a.checkpoint_dir else default_checkpoint_dir(space.checkpoint_name)
     use_tvm = not a.no_tvm
     if use_tvm:
         from hao import lazy_import

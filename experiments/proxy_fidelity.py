@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> dict:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     space = hao.get_space(a.space)
-    folder = Path(a.checkpoint_dir) if a.checkpoint_dir else default_checkpoint_dir(space.name)
+    folder = Path(a.checkpoint_dir) if a.checkpoint_dir else default_checkpoint_dir(space.checkpoint_name)
     net = load_supernet(space, folder / "supernet.pt")
 
     train = fashion_mnist("train", a.data)

@@ -79,7 +79,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     out = _claim_csv(args, "hao evaluate")
     space = get_space(args.space)
     cands = read_candidates(args.candidates, space)  # malformed lines fail before any work
-    ckpt = Path(args.checkpoint) if args.checkpoint else default_checkpoint_dir(space.name) / "supernet.pt"
+    ckpt = Path(args.checkpoint) if args.checkpoint else default_checkpoint_dir(space.checkpoint_name) / "supernet.pt"
     if ckpt.is_dir():
         ckpt = ckpt / "supernet.pt"
     supernet = load_supernet(space, ckpt)

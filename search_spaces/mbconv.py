@@ -64,3 +64,11 @@ def ofa_mbv3_224(**kw) -> MBConvSpace:
                             "published per-device latency lookup tables time")
 def ofa_mbv3_w12_224(**kw) -> MBConvSpace:
     return _ofa_mbv3("ofa-mbv3-w12-224", 24, (32, 48, 96, 136, 192), 1152, 1536, kw)
+
+
+@register_space("mbconv-fmnist-res", family="mbconv",
+                description="mbconv-fmnist with the input resolution searched as well: {20, 24, 28} pixels (the "
+                            "network subsamples the 28x28 images), sharing mbconv-fmnist's trained weights")
+def mbconv_fmnist_res(**kw) -> MBConvSpace:
+    return MBConvSpace("mbconv-fmnist-res", **({"input_shape": (1, 28, 28), "resolutions": (20, 24, 28),
+                                                "checkpoint_name": "mbconv-fmnist"} | kw))

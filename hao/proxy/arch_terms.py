@@ -86,7 +86,7 @@ class ArchTerms:
     def unit_tables(self, space: SearchSpace) -> tuple[list[np.ndarray], float]:
         """Per unit (``space.units()`` order), the term of each option of ``space.unit_options(unit)``, and the
         largest residual of the gate decomposition (0 for nested gates)."""
-        if space.name != self.space:
+        if self.space not in (space.name, space.checkpoint_name):
             raise ConfigError(f"These architecture terms were measured on space {self.space!r}, not "
                               f"{space.name!r}.")
         ref = Candidate.from_json(self.reference).as_dict()

@@ -210,14 +210,14 @@ class CalibratedAccuracyModel(BaseAccuracyProxy):
 
         if params:
             raise ConfigError(f"CalibratedAccuracyModel.from_checkpoint takes no parameters, got {sorted(params)}.")
-        folder = model_folder(space.name, folder) or (
-            Path(folder) if folder is not None else default_checkpoint_dir(space.name))
+        folder = model_folder(space.checkpoint_name, folder) or (
+            Path(folder) if folder is not None else default_checkpoint_dir(space.checkpoint_name))
         mfile = folder / MODEL_FILE
         if not mfile.is_file():
             raise ConfigError(f"{mfile} does not exist: this checkpoint has no calibrated accuracy model. Fit one "
                               "with `python experiments/fit_accuracy_model.py` (docs/accuracy_model.md).")
         d = json.loads(mfile.read_text())
-        if d.get("format") != "hao-accuracy-model-1" or d.get("space") != space.name:
+        if d.get("format") != "hao-accuracy-model-1" or d.get("space") not in (space.name, space.checkpoint_name):
             raise ConfigError(f"{mfile} is not an accuracy model of space {space.name!r} (format "
                               f"{d.get('format')!r}, space {d.get('space')!r}).")
         table = SensitivityTable.load(folder / SENSITIVITY_FILE, space=space)

@@ -149,7 +149,7 @@ class AccuracyProxy(_AdditiveProxy):
         self.arch_weight = float(arch_weight)
         if not isinstance(table, SensitivityTable):
             raise ConfigError(f"AccuracyProxy needs a SensitivityTable, got {type(table).__name__}.")
-        if table.space != space.name:
+        if table.space not in (space.name, space.checkpoint_name):
             raise ConfigError(f"The sensitivity table belongs to space {table.space!r}, not {space.name!r}.")
         self.table = table
         #: whether the activation-quantization term is used (needs a table with activation statistics)
@@ -189,7 +189,7 @@ class AccuracyProxy(_AdditiveProxy):
                         arch_weight: float = 1.0) -> "AccuracyProxy":
         """Load ``folder/sensitivity.json`` (default: the committed ``checkpoints/<space>``), checking that it
         matches ``folder/supernet.pt`` by sha256 when ``verify`` and the checkpoint is present."""
-        folder = Path(folder) if folder is not None else default_checkpoint_dir(space.name)
+        folder = Path(folder) if folder is not None else default_checkpoint_dir(space.checkpoint_name)
         ckpt = folder / "supernet.pt"
         table = SensitivityTable.load(folder / SENSITIVITY_FILE, checkpoint=ckpt if verify and ckpt.exists() else None,
                                       space=space)
@@ -207,7 +207,7 @@ class WeightNormProxy(_AdditiveProxy):
     def from_checkpoint(cls, space: SearchSpace, folder: str | os.PathLike | None = None, *,
                         verify: bool = True) -> "WeightNormProxy":
         """The ‖ΔW‖² baseline from ``folder/sensitivity.json`` (same files as :class:`AccuracyProxy`)."""
-        folder = Path(folder) if folder is not None else default_checkpoint_dir(space.name)
+        folder = Path(folder) if folder is not None else default_checkpoint_dir(space.checkpoint_name)
         ckpt = folder / "supernet.pt"
         table = SensitivityTable.load(folder / SENSITIVITY_FILE, checkpoint=ckpt if verify and ckpt.exists() else None,
                                       space=space)

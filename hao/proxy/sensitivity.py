@@ -389,8 +389,8 @@ class SensitivityTable:
                     f"{str(t.checkpoint_sha256)[:16]}..., but {str(checkpoint)!r} has sha256 {sha[:16]}...; the "
                     "weights changed. Recompute it (SensitivityTable.compute(...).save(...)) or delete the file.")
         if space is not None:
-            name = space if isinstance(space, str) else space.name
-            if name != t.space:
+            names = {space} if isinstance(space, str) else {space.name, space.checkpoint_name}
+            if t.space not in names:
                 raise SensitivityCacheError(f"Sensitivity table {str(path)!r} belongs to space {t.space!r}, not "
-                                            f"{name!r}.")
+                                            f"{sorted(names)}.")
         return t

@@ -25,6 +25,10 @@ class IndexedSpace:
         if not isinstance(space, SearchSpace):
             raise ConfigError(f"Expected a hao SearchSpace, got {type(space).__name__}; create one with "
                               "hao.space.get_space(name).")
+        if space.context_decisions():
+            raise ConfigError(f"Space {space.name!r} has context decisions {list(space.context_decisions())}, which "
+                              "condition every unit; index each conditioned space instead (space.condition({...})), "
+                              "or search with hao.search(), which does (docs/search.md, 'Input resolution').")
         self.space = space
         st = space._structure()
         self.decision_names: tuple[str, ...] = space.decision_names

@@ -69,7 +69,7 @@ def resolve_proxy(space: SearchSpace, proxy: Any = None, checkpoint: str | Path 
         from hao.proxy import AccuracyProxy, default_checkpoint_dir
     except ImportError as exc:
         raise ConfigError(f"The 'proxy' objective needs hao.proxy, which failed to import ({exc}).") from None
-    folder = Path(checkpoint) if checkpoint is not None else default_checkpoint_dir(space.name)
+    folder = Path(checkpoint) if checkpoint is not None else default_checkpoint_dir(space.checkpoint_name)
     if not (folder / "sensitivity.json").is_file():
         raise ConfigError(
             f"The accuracy proxy for space {space.name!r} needs {folder / 'sensitivity.json'}, which does not "
@@ -84,7 +84,7 @@ def has_calibrated_model(space: SearchSpace, checkpoint: str | Path | None = Non
         from hao.proxy import model_folder
     except ImportError:
         return False
-    return model_folder(space.name, checkpoint) is not None
+    return model_folder(space.checkpoint_name, checkpoint) is not None
 
 
 def reference_candidates(space: SearchSpace) -> dict[str, Candidate]:
@@ -121,11 +121,20 @@ def make_problem(space: str | SearchSpace, hardware: Any = None, *,
         objectives = [acc, *(["latency_ms"] if hardware is not None else []), "size_mb", "bops_g"]
     if isinstance(objectives, (str, Objective)):
         objectives = [objectives]
-    ctx = ObjectiveContext(sp, predictor=None if hardware is None else (lambda: resolve_predictor(hardware, sp.name)),
+    if sp.context_decisions():
+        raise ConfigError(f"Space {sp.name!r} has context decisions {list(sp.context_decisions())} (they condition "
+                          "every unit), so one problem cannot hold it: build one per context with "
+                          "space.condition({...}), or call hao.search(), which searches every context and merges "
+                          "(docs/search.md, 'Input resolution').")
+    ctx = ObjectiveContext(sp, predictor=None if hardware is None else (
+        lambda: resolve_predictor(hardware, sp.checkpoint_name)),
                            accuracy_model=lambda: resolve_proxy(sp, proxy, checkpoint),
                            calibrated_model=lambda: resolve_proxy(sp, "calibrated" if proxy is None else proxy,
                                                                   checkpoint))
     built = [o if isinstance(o, Objective) else make_objective(o, ctx) for o in objectives]
+    if getattr(sp, "conditioned_on", None):
+        from hao.search.contexts import with_context_terms
+        built = with_context_terms(sp, built, checkpoint)
     refs = reference_candidates(sp) if references is True else dict(references or {})
     return SearchProblem(sp, built, budgets=dict(budgets or {}), target=target, references=refs)
 
@@ -162,15 +171,34 @@ def search(space: str | SearchSpace, hardware: Any = None, solver: str | Solver 
     Returns:
         a :class:`SearchResult` (``.df``, ``.pareto()``, ``.save(dir)``, ``.plot(path)``).
     """
-    problem = make_problem(space, hardware, objectives=objectives, budgets=budgets, target=target, proxy=proxy,
-                           checkpoint=checkpoint, references=references, space_kwargs=space_kwargs)
     params = dict(solver_params)
     if storage is not None:
         params["storage"] = storage
     if n_workers != 1:
         params["n_workers"] = n_workers
-    s = make_solver(solver, seed=seed, n_trials=n_trials, **params)
-    result = s.solve(problem, progress=progress)
+    sp = resolve_space(space, **dict(space_kwargs or {}))
+    if sp.context_decisions():
+        from hao.search.contexts import search_by_context, split_trials
+
+        if isinstance(solver, Solver):
+            raise ConfigError(f"Space {sp.name!r} is searched once per context {list(sp.context_decisions())}; pass "
+                              "the solver by name (and its parameters as keywords) so each context gets a fresh one.")
+        hw = resolve_predictor(hardware, sp.checkpoint_name)
+        share = split_trials(n_trials, len(sp.contexts()))
+
+        def one(sub: SearchSpace, ctx: dict[str, int]) -> SearchResult:
+            p = dict(params)
+            if "work_dir" in p and p["work_dir"]:
+                p["work_dir"] = str(Path(p["work_dir"]) / "_".join(f"{k}{v}" for k, v in ctx.items()))
+            prob = make_problem(sub, hw, objectives=objectives, budgets=budgets, target=target, proxy=proxy,
+                                checkpoint=checkpoint, references=references)
+            return make_solver(solver, seed=seed, n_trials=share, **p).solve(prob, progress=progress)
+
+        result = search_by_context(sp, one, progress=progress)
+    else:
+        problem = make_problem(sp, hardware, objectives=objectives, budgets=budgets, target=target, proxy=proxy,
+                               checkpoint=checkpoint, references=references)
+        result = make_solver(solver, seed=seed, n_trials=n_trials, **params).solve(problem, progress=progress)
     if hardware is not None:
         result.meta.setdefault("hardware", str(getattr(hardware, "hardware_", hardware)))
     return result

@@ -130,7 +130,8 @@ class DMaskingSolver(Solver):
             from hao.proxy import default_checkpoint_dir
             from hao.train.supernet import load_supernet
 
-            ckpt = Path(self.checkpoint) if self.checkpoint else default_checkpoint_dir(space.name) / "supernet.pt"
+            ckpt = (Path(self.checkpoint) if self.checkpoint
+                    else default_checkpoint_dir(space.checkpoint_name) / "supernet.pt")
             if ckpt.is_dir():
                 ckpt = ckpt / "supernet.pt"
             net = load_supernet(space, ckpt)

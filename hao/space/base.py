@@ -30,11 +30,16 @@ import numpy as np
 from hao.errors import CandidateError, ConfigError
 from hao.kernel import KernelSpec
 
-__all__ = ["BIT_KINDS", "QUANT_KINDS", "Decision", "Gate", "Unit", "Candidate", "LayerPerturbation", "SearchSpace",
-           "Supernet"]
+__all__ = ["BIT_KINDS", "QUANT_KINDS", "CONTEXT_KINDS", "Decision", "Gate", "Unit", "Candidate", "LayerPerturbation",
+           "SearchSpace", "Supernet"]
 
 from hao.space.candidate import (BIT_KINDS, QUANT_KINDS, Candidate, Decision, Gate,  # noqa: E402,F401
                                   LayerPerturbation, Unit)
+
+#: Decision kinds that condition *every* unit (a global choice such as the input resolution): a space with such a
+#: decision (more than one option) is a union of conditioned spaces, one per value (:meth:`SearchSpace.condition`),
+#: each additive over its units. Exact solvers solve each conditioned space and merge (``hao.search``).
+CONTEXT_KINDS = ("resolution",)
 
 
 @runtime_checkable
@@ -322,11 +327,18 @@ class SearchSpace(ABC):
         for g in gates:
             if g in owner:
                 raise ConfigError(f"Space {self.name!r}: gate decision {g!r} may not also belong to a unit.")
-        orphan = [d.name for d in decs if d.name not in owner and d.name not in gates and len(d.options) > 1]
+        contexts = tuple(d.name for d in decs if d.kind in CONTEXT_KINDS and len(d.options) > 1)
+        for c in contexts:
+            if c in owner or c in gates:
+                raise ConfigError(f"Space {self.name!r}: context decision {c!r} (kind "
+                                  f"{by_name[c].kind!r}) conditions every unit, so it may not belong to a unit or "
+                                  "gate one.")
+        orphan = [d.name for d in decs if d.name not in owner and d.name not in gates and d.name not in contexts
+                  and len(d.options) > 1]
         if orphan:
             raise ConfigError(f"Space {self.name!r}: decisions {orphan} belong to no unit and gate nothing.")
         s = {"decisions": decs, "by_name": by_name, "units": units, "units_by_name": {u.name: u for u in units},
-             "owner": owner, "gates": tuple(d.name for d in decs if d.name in gates),
+             "owner": owner, "gates": tuple(d.name for d in decs if d.name in gates), "contexts": contexts,
              "index": {d.name: i for i, d in enumerate(decs)}}
         self._cache["structure"] = s
         return s
@@ -337,6 +349,63 @@ class SearchSpace(ABC):
 
     def gate_decisions(self) -> tuple[str, ...]:
         return self._structure()["gates"]
+
+    # ---- context decisions (a global choice, e.g. the input resolution) --------------------------------
+    @property
+    def checkpoint_name(self) -> str:
+        """Name of the checkpoint folder holding this space's trained weights and accuracy models
+        (``checkpoints/<checkpoint_name>/``): the space's name unless the family shares another space's weights
+        (e.g. a resolution-searching variant of a trained space)."""
+        return getattr(self, "_checkpoint_name", None) or self.name
+
+    def context_decisions(self) -> tuple[str, ...]:
+        """Names of the decisions that condition every unit (kinds in :data:`CONTEXT_KINDS`, more than one
+        option). Empty for a plain additive space."""
+        return self._structure()["contexts"]
+
+    def contexts(self) -> list[dict[str, int]]:
+        """Every assignment of the context decisions (``[{}]`` for a plain space)."""
+        st = self._structure()
+        names = st["contexts"]
+        return [dict(zip(names, combo)) for combo in itertools.product(*(st["by_name"][n].options for n in names))]
+
+    def condition(self, context: Mapping[str, int]) -> "SearchSpace":
+        """The space with every context decision pinned to ``context``'s value (a plain additive space of the
+        same name whose candidates are candidates of this space). A space without context decisions returns
+        itself. Families with context decisions override :meth:`_condition`."""
+        names = self.context_decisions()
+        if not names:
+            return self
+        st = self._structure()
+        if set(context) != set(names):
+            raise ConfigError(f"condition() on space {self.name!r} needs a value for each context decision "
+                              f"{list(names)}, got {sorted(context)}.")
+        for n in names:
+            if context[n] not in st["by_name"][n].options:
+                raise CandidateError(f"condition(): {n} = {context[n]!r} is not an option of space {self.name!r}; "
+                                     f"allowed: {list(st['by_name'][n].options)}.")
+        key = "ctx:" + repr(sorted(context.items()))
+        if key not in self._cache:
+            sub = self._condition(dict(context))
+            #: the context values this space was conditioned on (read by hao.search for the context terms)
+            sub.conditioned_on = dict(context)
+            self._cache[key] = sub
+        return self._cache[key]
+
+    def _condition(self, context: dict[str, int]) -> "SearchSpace":
+        raise ConfigError(f"Space {self.name!r} ({type(self).__name__}) declares context decisions "
+                          f"{list(self.context_decisions())} but does not implement _condition(context); see "
+                          "docs/architecture.md, 'Search spaces'.")
+
+    def resolve(self, candidate: Candidate) -> "SearchSpace":
+        """The conditioned space ``candidate`` lives in (:meth:`condition` at its context values); the space
+        itself when it has no context decision. Use it for what depends on the context: kernels, the network's
+        input shape, deployment."""
+        names = self.context_decisions()
+        if not names:
+            return self
+        d = self.validate(candidate).as_dict()
+        return self.condition({n: d[n] for n in names})
 
     def unit_is_active(self, unit: Unit, choices: Mapping[str, int]) -> bool:
         return unit.gate is None or choices[unit.gate.decision] in unit.gate.active_values
@@ -375,6 +444,8 @@ class SearchSpace(ABC):
                         p *= n_local[u.name]
                 s += p
             total *= s
+        for c in st["contexts"]:
+            total *= len(st["by_name"][c].options)
         return int(total)
 
     def num_searchable_layers(self) -> int:
@@ -454,6 +525,10 @@ class SearchSpace(ABC):
             raise ConfigError(f"Space {self.name!r} has {n} candidates, more than limit={limit}; use a solver "
                               "that samples (optuna, random) or raise the limit.")
         st = self._structure()
+        if st["contexts"]:
+            for ctx in self.contexts():
+                yield from self.condition(ctx).enumerate(limit)
+            return
         gates = st["gates"]
         for gvals in itertools.product(*(st["by_name"][g].options for g in gates)):
             base = dict(zip(gates, gvals))
@@ -498,6 +573,8 @@ class SearchSpace(ABC):
     def kernels(self, candidate: Candidate, granularity: str = "kernel") -> list[KernelSpec]:
         """The fused kernels the hardware executes for ``candidate``, in network order; with
         ``granularity="block"``, as a block-level table times them (:meth:`unit_blocks`, :meth:`fixed_blocks`)."""
+        if self.context_decisions():
+            return self.resolve(candidate).kernels(candidate, granularity)
         self.validate(candidate)
         unit_fn, fixed_fn = self.granularity_hooks(granularity)
         d = candidate.as_dict()
@@ -551,7 +628,9 @@ class SearchSpace(ABC):
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "family": self.family, "size": str(self.size()),
                 "decisions": len(self.decision_names), "units": len(self.units()),
-                "searchable_layers": self.num_searchable_layers(), "input_shape": list(self.input_shape)}
+                "searchable_layers": self.num_searchable_layers(), "input_shape": list(self.input_shape)} | (
+                    {"contexts": {n: list(self._structure()["by_name"][n].options)
+                                  for n in self.context_decisions()}} if self.context_decisions() else {})
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} family={self.family} size~{float(self.size()):.3g}>"

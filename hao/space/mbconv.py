@@ -45,6 +45,9 @@ class MBConvNet(nn.Module):
         self.first, self.feature_mix = first, feature_mix
         self.feature_act = activation(feature_act) if feature_mix is not None else None
         self.pool = nn.AdaptiveAvgPool2d(1)
+        #: input resolution of a resolution-searching space's candidate: inputs of another size are subsampled
+        #: to it first (None: the input is used as given)
+        self.resolution: int | None = None
         # the head's output as the integer pipeline stores it (u8) before the int8 average pool (see MBBlock)
         self.pool_quant = ActQuant(32, optional_state=True)
 
@@ -62,6 +65,9 @@ class MBConvNet(nn.Module):
         return self.classifier(pooled)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        r = self.resolution
+        if r is not None and tuple(x.shape[-2:]) != (r, r):
+            x = nn.functional.interpolate(x, size=(r, r), mode="bilinear", align_corners=False, antialias=True)
         x = self.stem(x)
         if self.first is not None:
             x = self.first(x)
@@ -133,6 +139,7 @@ class MBConvSupernet(MBConvNet):
         sp.validate(candidate)
         self.active = candidate
         d = candidate.as_dict()
+        self.resolution = d.get("resolution")
         for s, stage in enumerate(self.stages):
             self.depths[s] = d[f"s{s}.depth"]
             for b, block in enumerate(stage):
@@ -181,6 +188,7 @@ class MBConvSupernet(MBConvNet):
         cls = QLinear.from_linear(self.classifier, pin, pin)
         net = MBConvNet(stem, stages, head, cls, first, fm, self._space.feature_act)
         net.pool_quant.load_state_dict(self.pool_quant.state_dict())
+        net.resolution = self.resolution
         net.train(self.training)
         return net
 
@@ -202,6 +210,13 @@ class MBConvSpace(StagedSpace):
         stem; 0 for none.
     feature_mix: channels of a feature-mix layer between the pool and the classifier (OFA-MobileNetV3's head;
         h-swish if any stage uses it, else ReLU6); 0 for none.
+    resolutions: input resolutions to search (square, in pixels; the largest must be ``input_shape``'s, the
+        resolution of the data). With two or more, the space gains a ``resolution`` decision that conditions
+        every block's kernels (:meth:`condition` gives the space at one resolution); the network subsamples its
+        input to the candidate's resolution (bilinear, antialiased, as FBNetV2 searches resolution), and the
+        deployed network takes inputs of that size. ``None``: no resolution decision.
+    checkpoint_name: the checkpoint folder whose weights and accuracy models this space uses (default: its own
+        name); a resolution-searching variant shares the weights of the space it extends.
     """
 
     family = "mbconv"
@@ -213,8 +228,16 @@ class MBConvSpace(StagedSpace):
                  a_bits: Sequence[int] = (4, 8), head_channels: int = 256, stem_stride: int = 1,
                  pin_bits: int = PIN_BITS, se_stages: bool | Sequence[bool] = False,
                  hswish_stages: bool | Sequence[bool] = False, stem_act: str = "relu6", first_block: int = 0,
-                 feature_mix: int = 0) -> None:
+                 feature_mix: int = 0, resolutions: Sequence[int] | None = None,
+                 checkpoint_name: str | None = None) -> None:
         super().__init__(name)
+        self._init_kwargs = dict(input_shape=input_shape, num_classes=num_classes, stem_channels=stem_channels,
+                                 stages=stages, depths=depths, kernel_sizes=kernel_sizes, ratios=ratios,
+                                 w_bits=w_bits, a_bits=a_bits, head_channels=head_channels, stem_stride=stem_stride,
+                                 pin_bits=pin_bits, se_stages=se_stages, hswish_stages=hswish_stages,
+                                 stem_act=stem_act, first_block=first_block, feature_mix=feature_mix,
+                                 checkpoint_name=checkpoint_name)
+        self._checkpoint_name = checkpoint_name
         from hao.quant import check_bits
 
         self.pin_bits = check_bits(pin_bits, "pin_bits")
@@ -237,6 +260,32 @@ class MBConvSpace(StagedSpace):
             raise ConfigError(f"kernel_sizes must be odd positive ints, got {kernel_sizes!r}.")
         self.ratios = tuple(int(r) for r in ratios)
         self._final_hw = self.final_hw
+        self.resolutions = None if resolutions is None else tuple(sorted({int(r) for r in resolutions}))
+        if self.resolutions is not None:
+            c, h, w = self.input_shape
+            if h != w or self.resolutions[-1] != h or self.resolutions[0] < 2 * self.stem_stride:
+                raise ConfigError(f"resolutions {tuple(resolutions)!r}: the largest must be the data's resolution "
+                                  f"(input_shape {self.input_shape}, square), and every one at least "
+                                  f"{2 * self.stem_stride} pixels; e.g. resolutions=(20, 24, {h}). See "
+                                  "docs/search.md, 'Input resolution'.")
+
+    def decisions(self) -> tuple[Decision, ...]:
+        out = super().decisions()
+        if self.resolutions is None:
+            return out
+        return out + (Decision("resolution", self.resolutions, "resolution"),)
+
+    def _condition(self, context: dict[str, int]) -> "MBConvSpace":
+        r = context["resolution"]
+        kw = dict(self._init_kwargs, input_shape=(self.input_shape[0], r, r), resolutions=(r,))
+        sub = MBConvSpace(self.name, **kw)
+        sub.native_resolution = self.input_shape[1]
+        return sub
+
+    @property
+    def resolution(self) -> int:
+        """The input resolution of this space's networks (height = width)."""
+        return self.input_shape[1]
 
     @staticmethod
     def _per_stage(v: bool | Sequence[bool], n: int, what: str) -> tuple[bool, ...]:

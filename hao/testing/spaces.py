@@ -200,6 +200,33 @@ def check_supernet_protocol(space: SearchSpace, sup: nn.Module, seed: int = 0) -
         sup.train(was)
 
 
+def check_contexts(space: SearchSpace, cands: list[Candidate]) -> None:
+    """A space with context decisions (e.g. the input resolution) is the union of its conditioned spaces: each
+    conditioned space is plain (no context decision), of the same name, with the context decisions pinned; its
+    candidates are the space's candidates at that context; the sizes add up; and a candidate's kernels are those of
+    the space it resolves to."""
+    total = 0
+    names = space.context_decisions()
+    for ctx in space.contexts():
+        sub = space.condition(ctx)
+        if sub.context_decisions() or sub.name != space.name:
+            raise AssertionError(f"condition({ctx}) gave {sub!r}: it must be a plain space named {space.name!r}")
+        if sub.decision_names != space.decision_names:
+            raise AssertionError(f"condition({ctx}) changed the decisions (they must stay, the context pinned)")
+        c = sub.sample(np.random.default_rng(0))
+        if any(c[n] != v for n, v in ctx.items()):
+            raise AssertionError(f"condition({ctx}) sampled {[(n, c[n]) for n in names]}")
+        space.validate(c)
+        if space.resolve(c) is not sub:
+            raise AssertionError(f"resolve() of a candidate at {ctx} is not condition({ctx})")
+        total += sub.size()
+    if total != space.size():
+        raise AssertionError(f"size() {space.size()} != sum of the conditioned sizes {total}")
+    for c in cands[:20]:
+        if space.kernels(c) != space.resolve(c).kernels(c):
+            raise AssertionError(f"kernels() of {c.to_json()[:80]} differ from its conditioned space's")
+
+
 def check_space(space: SearchSpace, n: int = 200, seed: int = 0, forward: int = 3) -> None:
     """Round-trip ``n`` seeded candidates through JSON, validate them, run ``forward`` builds and check that
     kernel MACs equal module MACs; check ``largest``/``smallest``/``uniform`` against the samples
@@ -244,6 +271,8 @@ def check_space(space: SearchSpace, n: int = 200, seed: int = 0, forward: int = 
             raise AssertionError(f"block-kernel MACs {b_macs} != kernel MACs {k_macs} for {c.to_json()[:120]}")
     if space.has_supernet:
         check_supernet_protocol(space, sup, seed)
+    if space.context_decisions():
+        check_contexts(space, cands)
     try:
         space.validate(Candidate(space.name, cands[0].choices[:-1]))
     except CandidateError:

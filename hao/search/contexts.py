@@ -1,0 +1,111 @@
+"""Searching a space with context decisions (e.g. the input resolution): one exact search per context, merged.
+
+A context decision conditions every unit's cost (at a lower resolution every kernel is smaller), so the space is
+not additive over its units; it is a union of additive spaces, one per context value
+(:meth:`hao.space.SearchSpace.condition`). Every solver runs on each conditioned space with the same budgets and
+the results are merged into one :class:`~hao.search.result.SearchResult` whose Pareto flags are recomputed over
+all rows. For the exact solvers this is exact: the best candidate under a budget is the best of the per-context
+bests, and the union of the per-context fronts contains the front. Sampling solvers split their evaluation budget
+evenly over the contexts.
+
+The accuracy objectives of a conditioned space get the measured context term
+(:mod:`hao.proxy.resolution`) added to their constant: architecture and bits are priced by the accuracy model
+of the weights the space shares, the resolution by what it cost those weights when measured.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import pandas as pd
+
+from hao.errors import ConfigError
+from hao.search.objectives import AdditiveObjective, CallableObjective, Objective
+from hao.search.result import SearchResult
+from hao.space.base import SearchSpace
+
+__all__ = ["search_by_context", "merge_results", "with_context_terms", "split_trials"]
+
+
+def split_trials(n_trials: int | None, n_contexts: int) -> int | None:
+    """Each context's share of an evaluation budget (rounded up; ``None`` stays ``None``)."""
+    return None if n_trials is None else max(1, math.ceil(n_trials / n_contexts))
+
+
+def with_context_terms(space: SearchSpace, objectives: list[Objective], checkpoint: str | Path | None) -> list[
+        Objective]:
+    """``objectives`` with the measured context terms of a conditioned ``space`` added to the accuracy objectives
+    (``accuracy``, ``proxy``); others are returned unchanged. A plain space returns ``objectives`` as given."""
+    ctx: Mapping[str, int] = getattr(space, "conditioned_on", None) or {}
+    if "resolution" not in ctx:
+        return objectives
+    from hao.proxy.resolution import RESOLUTION_FILE, ResolutionTerms, resolution_offset, takes_resolution_term
+
+    if not any(takes_resolution_term(o.name) for o in objectives):
+        return objectives
+    from hao.proxy import default_checkpoint_dir
+
+    folder = Path(checkpoint) if checkpoint is not None else default_checkpoint_dir(space.checkpoint_name)
+    terms = ResolutionTerms.load(folder / RESOLUTION_FILE)
+    if terms.space not in (space.name, space.checkpoint_name):
+        raise ConfigError(f"{folder / RESOLUTION_FILE} was measured for space {terms.space!r}, not "
+                          f"{space.checkpoint_name!r}; measure it with `python experiments/measure_resolution.py "
+                          f"--space {space.name}`.")
+    out = []
+    for o in objectives:
+        off = resolution_offset(o.name, terms, int(ctx["resolution"]))
+        out.append(o if off is None else _shifted(o, off))
+    return out
+
+
+def _shifted(o: Objective, offset: float) -> Objective:
+    if isinstance(o, AdditiveObjective):
+        s = copy.copy(o)
+        s.constant = o.constant + offset
+        return s
+    if isinstance(o, CallableObjective):
+        s = copy.copy(o)
+        fn = o.evaluate
+        s.evaluate = lambda cands, _fn=fn: _fn(cands) + offset  # type: ignore[method-assign]
+        return s
+    raise ConfigError(f"Objective {o.name!r} ({type(o).__name__}) cannot take the resolution term; give an "
+                      "AdditiveObjective or CallableObjective.")
+
+
+def merge_results(parts: list[tuple[dict[str, int], SearchResult]]) -> SearchResult:
+    """One result from per-context results of the same problem: rows concatenated (``source`` prefixed with the
+    context), Pareto flags recomputed, references from the last context (the largest value: the native
+    resolution), per-context metadata under ``meta["contexts"]``."""
+    if not parts:
+        raise ConfigError("merge_results needs at least one (context, result) pair.")
+    first = parts[0][1]
+    dfs = []
+    for ctx, r in parts:
+        if r.objectives != first.objectives:
+            raise ConfigError(f"Cannot merge results with objectives {r.objectives} and {first.objectives}.")
+        d = r.df.drop(columns=["feasible", "pareto"]).copy()
+        label = ", ".join(f"{k}={v}" for k, v in ctx.items())
+        d["source"] = [f"{label}: {s}" if s else label for s in d["source"].astype(str)]
+        for k, v in ctx.items():
+            d[k] = v
+        dfs.append(d)
+    meta = dict(parts[-1][1].meta)
+    meta["contexts"] = [{"context": ctx, "meta": r.meta, "rows": len(r.df)} for ctx, r in parts]
+    return SearchResult(pd.concat(dfs, ignore_index=True), first.objectives, units=first.units,
+                        budgets=first.budgets, pareto_on=first.pareto_on, references=parts[-1][1].references,
+                        meta=meta, directions=first.directions)
+
+
+def search_by_context(space: SearchSpace, solve_one: Callable[[SearchSpace, dict[str, int]], SearchResult],
+                      progress: bool = False) -> SearchResult:
+    """Run ``solve_one(conditioned_space, context)`` for every context of ``space`` and merge the results."""
+    parts = []
+    for ctx in space.contexts():
+        if progress:
+            print(f"[hao] {space.name}: searching at " + ", ".join(f"{k}={v}" for k, v in ctx.items()), flush=True)
+        parts.append((ctx, solve_one(space.condition(ctx), ctx)))
+    res = merge_results(parts)
+    res.meta["space"] = space.name
+    return res

@@ -1,0 +1,100 @@
+"""Searching a space with a context decision (the input resolution): exact against brute force, terms applied."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import hao
+from hao.errors import ConfigError
+from hao.proxy.resolution import RESOLUTION_FILE, ResolutionTerms, resolution_offset
+from hao.search.api import make_problem
+from hao.search.contexts import split_trials
+from tests.space.test_resolution import tiny
+
+TERMS = {8: {"accuracy_drop": 3.0, "accuracy_drop_se": 0.1, "loss_increase": 0.05, "loss_increase_se": 0.01}}
+
+
+class MacsPredictor:
+    """Latency of a kernel: 1 µs + 1 ns per MAC (ms)."""
+
+    def predict(self, kernels):
+        return np.array([1e-3 + 1e-6 * k.macs for k in kernels])
+
+
+def unit_cost(unit: str, local) -> float:
+    """A deterministic additive 'loss increase': switched-off blocks and 4-bit layers cost, 5x5 kernels help."""
+    if local is None:
+        return 0.2
+    return sum(0.03 for k, v in local.items() if k.endswith("w_bits") and v == 4) - 0.01 * (local[f"{unit}.kernel"] == 5)
+
+
+@pytest.fixture
+def ckpt(tmp_path):
+    ResolutionTerms("tiny-res", 12, TERMS).save(tmp_path / RESOLUTION_FILE)
+    return tmp_path
+
+
+def brute(space, budget):
+    best = None
+    pred = MacsPredictor()
+    for c in space.enumerate():
+        d = c.as_dict()
+        sub = space.resolve(c)
+        proxy = sum(unit_cost(u.name, sub._local(u, d)) for u in sub.units())
+        proxy += TERMS[8]["loss_increase"] if d["resolution"] == 8 else 0.0
+        lat = float(pred.predict(space.kernels(c)).sum())
+        if lat <= budget * (1 + 1e-9) and (best is None or proxy < best[0] - 1e-12):
+            best = (proxy, lat, c)
+    return best
+
+
+@pytest.mark.parametrize("solver", ["ilp", "exhaustive"])
+def test_best_under_budget_equals_brute_force(ckpt, solver):
+    sp = tiny()
+    lats = sorted(float(MacsPredictor().predict(sp.kernels(c)).sum()) for c in sp.enumerate())
+    for q in (0.05, 0.3, 0.7):
+        budget = lats[int(q * (len(lats) - 1))]
+        res = hao.search(sp, MacsPredictor(), solver=solver, objectives=["proxy", "latency_ms"],
+                         budgets={"latency_ms": budget}, proxy=unit_cost, checkpoint=ckpt, references=False)
+        exp = brute(sp, budget)
+        got = res.best()
+        assert got["proxy"] == pytest.approx(exp[0], abs=1e-9)
+        assert got["latency_ms"] <= budget * (1 + 1e-9)
+        assert {m["context"]["resolution"] for m in res.meta["contexts"]} == {8, 12}
+
+
+def test_resolution_term_reaches_the_objective(ckpt):
+    sp = tiny()
+    lo = sp.condition({"resolution": 8})
+    hi = sp.condition({"resolution": 12})
+    p_lo = make_problem(lo, MacsPredictor(), objectives=["proxy"], proxy=unit_cost, checkpoint=ckpt, references=False)
+    p_hi = make_problem(hi, MacsPredictor(), objectives=["proxy"], proxy=unit_cost, checkpoint=ckpt, references=False)
+    c = lo.sample(np.random.default_rng(0))
+    c_hi = sp.make(c.as_dict() | {"resolution": 12})
+    v_lo, v_hi = p_lo.objective("proxy").evaluate([c])[0], p_hi.objective("proxy").evaluate([c_hi])[0]
+    assert v_lo - v_hi == pytest.approx(TERMS[8]["loss_increase"])
+    t = ResolutionTerms.load(ckpt / RESOLUTION_FILE)
+    assert resolution_offset("accuracy", t, 8) == -3.0 and resolution_offset("latency_ms", t, 8) is None
+    assert resolution_offset("accuracy", t, 12) == 0.0
+
+
+def test_missing_terms_and_whole_space_problem_are_refused(tmp_path):
+    sp = tiny()
+    with pytest.raises(ConfigError, match="measure_resolution"):
+        make_problem(sp.condition({"resolution": 8}), MacsPredictor(), objectives=["proxy"], proxy=unit_cost,
+                     checkpoint=tmp_path, references=False)
+    with pytest.raises(ConfigError, match="hao.search"):
+        make_problem(sp, MacsPredictor(), objectives=["proxy"], proxy=unit_cost, checkpoint=tmp_path)
+    # costs without an accuracy objective need no terms
+    make_problem(sp.condition({"resolution": 8}), MacsPredictor(), objectives=["latency_ms", "size_mb"],
+                 references=False)
+
+
+def test_sampling_solvers_split_their_budget(ckpt):
+    assert split_trials(10, 3) == 4 and split_trials(None, 3) is None
+    res = hao.search(tiny(), MacsPredictor(), solver="random", n_trials=40, seed=3, objectives=["proxy", "latency_ms"],
+                     proxy=unit_cost, checkpoint=ckpt, references=False)
+    assert [m["rows"] for m in res.meta["contexts"]] == [20, 20]
+    again = hao.search(tiny(), MacsPredictor(), solver="random", n_trials=40, seed=3,
+                       objectives=["proxy", "latency_ms"], proxy=unit_cost, checkpoint=ckpt, references=False)
+    assert res.df["config"].tolist() == again.df["config"].tolist()
