@@ -16,6 +16,10 @@ class ConfigError(HaoError):
     """A configuration value (argument, budget, URL, target) is invalid."""
 
 
+class InfeasibleBudgetError(ConfigError):
+    """A budget no candidate of the space can meet (the message names the reachable range)."""
+
+
 class CandidateError(HaoError):
     """A candidate does not belong to its search space (bad field, bad value, malformed JSON)."""
 

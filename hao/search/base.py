@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from hao.errors import ConfigError
+from hao.errors import ConfigError, InfeasibleBudgetError
 from hao.registry import Registry, accepted_parameters
 from hao.search._index import IndexedSpace
 from hao.search.objectives import AdditiveObjective, Objective
@@ -174,18 +174,19 @@ def normalize_budgets(budgets: Mapping[str, Any] | None, objectives: Sequence[Ob
         if isinstance(obj, AdditiveObjective) and obj.direction == "maximize":
             lo, hi = obj.bounds()
             if v > hi * (1 + 1e-12) + 1e-15:
-                raise ConfigError(f"Budget {name}>={v:g} {obj.unit} is infeasible: the best candidate of this space "
-                                  f"reaches {hi:.6g} {obj.unit} (range [{lo:.6g}, {hi:.6g}]; {name} is maximised, so "
-                                  f"its budget is a lower bound). Lower it to at most {hi:.6g}.")
+                raise InfeasibleBudgetError(
+                    f"Budget {name}>={v:g} {obj.unit} is infeasible: the best candidate of this space reaches "
+                    f"{hi:.6g} {obj.unit} (range [{lo:.6g}, {hi:.6g}]; {name} is maximised, so its budget is a lower "
+                    f"bound). Lower it to at most {hi:.6g}.")
         elif isinstance(obj, AdditiveObjective):
             lo, hi = obj.bounds()
             if v < 0 and lo >= 0:
                 raise ConfigError(f"Budget {name}={v:g} is negative; {name} ranges over [{lo:.6g}, {hi:.6g}] "
                                   f"{obj.unit} in this space. Give a value of at least {lo:.6g}.")
             if v < lo * (1 - 1e-12) - 1e-15:
-                raise ConfigError(f"Budget {name}={v:g} {obj.unit} is infeasible: the cheapest candidate of this "
-                                  f"space needs {lo:.6g} {obj.unit} (range [{lo:.6g}, {hi:.6g}]). Raise the budget "
-                                  f"to at least {lo:.6g}.")
+                raise InfeasibleBudgetError(
+                    f"Budget {name}={v:g} {obj.unit} is infeasible: the cheapest candidate of this space needs "
+                    f"{lo:.6g} {obj.unit} (range [{lo:.6g}, {hi:.6g}]). Raise the budget to at least {lo:.6g}.")
         elif v < 0 and obj.direction == "minimize":
             raise ConfigError(f"Budget {name}={v:g} is negative; budgets are upper bounds on costs and must be "
                               ">= 0.")

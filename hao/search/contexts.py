@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from hao.errors import ConfigError
+from hao.errors import ConfigError, InfeasibleBudgetError
 from hao.search.objectives import AdditiveObjective, CallableObjective, Objective
 from hao.search.result import SearchResult
 from hao.space.base import SearchSpace
@@ -101,11 +101,20 @@ def merge_results(parts: list[tuple[dict[str, int], SearchResult]]) -> SearchRes
 def search_by_context(space: SearchSpace, solve_one: Callable[[SearchSpace, dict[str, int]], SearchResult],
                       progress: bool = False) -> SearchResult:
     """Run ``solve_one(conditioned_space, context)`` for every context of ``space`` and merge the results."""
-    parts = []
+    parts, skipped = [], []
     for ctx in space.contexts():
+        label = ", ".join(f"{k}={v}" for k, v in ctx.items())
         if progress:
-            print(f"[hao] {space.name}: searching at " + ", ".join(f"{k}={v}" for k, v in ctx.items()), flush=True)
-        parts.append((ctx, solve_one(space.condition(ctx), ctx)))
+            print(f"[hao] {space.name}: searching at {label}", flush=True)
+        try:
+            parts.append((ctx, solve_one(space.condition(ctx), ctx)))
+        except InfeasibleBudgetError as exc:   # this context cannot meet the budgets; the others may
+            skipped.append({"context": ctx, "reason": str(exc)})
+    if not parts:
+        raise InfeasibleBudgetError("No context of space " + repr(space.name) + " meets the budgets: " + "; ".join(
+            f"at {', '.join(f'{k}={v}' for k, v in s['context'].items())}: {s['reason']}" for s in skipped))
     res = merge_results(parts)
     res.meta["space"] = space.name
+    if skipped:
+        res.meta["contexts_without_solution"] = skipped
     return res

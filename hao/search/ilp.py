@@ -28,7 +28,7 @@ import numpy as np
 from scipy import sparse
 from scipy.optimize import Bounds, LinearConstraint, linprog, milp
 
-from hao.errors import ConfigError
+from hao.errors import ConfigError, InfeasibleBudgetError
 from hao.pareto import non_dominated
 from hao.search._highs import _quiet_native_stdout
 from hao.search.base import SearchProblem, Solver, register_solver
@@ -38,7 +38,7 @@ from hao.search.result import SearchResult
 __all__ = ["ILPSolver", "CompiledILP", "InfeasibleError"]
 
 
-class InfeasibleError(ConfigError):
+class InfeasibleError(InfeasibleBudgetError):
     """No candidate meets the budgets together."""
 
 

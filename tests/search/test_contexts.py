@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import hao
-from hao.errors import ConfigError
+from hao.errors import ConfigError, InfeasibleBudgetError
 from hao.proxy.resolution import RESOLUTION_FILE, ResolutionTerms, resolution_offset
 from hao.search.api import make_problem
 from hao.search.contexts import split_trials
@@ -25,7 +25,8 @@ def unit_cost(unit: str, local) -> float:
     """A deterministic additive 'loss increase': switched-off blocks and 4-bit layers cost, 5x5 kernels help."""
     if local is None:
         return 0.2
-    return sum(0.03 for k, v in local.items() if k.endswith("w_bits") and v == 4) - 0.01 * (local[f"{unit}.kernel"] == 5)
+    four = sum(0.03 for k, v in local.items() if k.endswith("w_bits") and v == 4)
+    return four - 0.01 * (local[f"{unit}.kernel"] == 5)
 
 
 @pytest.fixture
@@ -78,6 +79,19 @@ def test_resolution_term_reaches_the_objective(ckpt):
     assert resolution_offset("accuracy", t, 12) == 0.0
 
 
+def test_a_context_that_cannot_meet_the_budget_is_skipped(ckpt):
+    sp = tiny()
+    lo = min(float(MacsPredictor().predict(sp.kernels(c)).sum()) for c in sp.condition({"resolution": 12}).enumerate())
+    budget = 0.99 * lo   # only the 8-px networks fit
+    res = hao.search(sp, MacsPredictor(), solver="ilp", objectives=["proxy", "latency_ms"],
+                     budgets={"latency_ms": budget}, proxy=unit_cost, checkpoint=ckpt, references=False)
+    assert res.best()["proxy"] == pytest.approx(brute(sp, budget)[0], abs=1e-9)
+    assert [s["context"] for s in res.meta["contexts_without_solution"]] == [{"resolution": 12}]
+    with pytest.raises(InfeasibleBudgetError, match="No context"):
+        hao.search(sp, MacsPredictor(), solver="ilp", objectives=["proxy", "latency_ms"],
+                   budgets={"latency_ms": 1e-6}, proxy=unit_cost, checkpoint=ckpt, references=False)
+
+
 def test_missing_terms_and_whole_space_problem_are_refused(tmp_path):
     sp = tiny()
     with pytest.raises(ConfigError, match="measure_resolution"):
@@ -94,7 +108,8 @@ def test_sampling_solvers_split_their_budget(ckpt):
     assert split_trials(10, 3) == 4 and split_trials(None, 3) is None
     res = hao.search(tiny(), MacsPredictor(), solver="random", n_trials=40, seed=3, objectives=["proxy", "latency_ms"],
                      proxy=unit_cost, checkpoint=ckpt, references=False)
-    assert [m["rows"] for m in res.meta["contexts"]] == [20, 20]
+    rows = [m["rows"] for m in res.meta["contexts"]]
+    assert len(rows) == 2 and all(10 < n <= 20 for n in rows)   # 20 draws each (duplicates dropped)
     again = hao.search(tiny(), MacsPredictor(), solver="random", n_trials=40, seed=3,
                        objectives=["proxy", "latency_ms"], proxy=unit_cost, checkpoint=ckpt, references=False)
     assert res.df["config"].tolist() == again.df["config"].tolist()

@@ -13,7 +13,7 @@ from hao.testing import check_contexts, check_space
 
 
 def tiny(resolutions=(8, 12), **kw) -> MBConvSpace:
-    cfg = dict(input_shape=(1, 12, 12), stem_channels=4, stages=((8, 2), (8, 1)), depths=(1, 2), kernel_sizes=(3, 5),
+    cfg = dict(input_shape=(1, 12, 12), stem_channels=4, stages=((8, 2),), depths=(1, 2), kernel_sizes=(3, 5),
                ratios=(2,), w_bits=(4, 8), a_bits=(8,), head_channels=8, resolutions=resolutions)
     return MBConvSpace("tiny-res", **(cfg | kw))
 
