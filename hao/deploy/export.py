@@ -109,6 +109,7 @@ def export_integer(model: Any, space: Any, candidate: Any, out: str | os.PathLik
     from hao.latency.compiler import time_interleaved
 
     out = Path(out)
+    space = space.resolve(candidate)  # a resolution-searching space's network takes inputs at its resolution
     net = integer_network(model, tuple(space.input_shape))
     net.save(out / "integer_network")
     target_dict, folder = _target(hardware, threads)
@@ -181,7 +182,7 @@ def export_integer(model: Any, space: Any, candidate: Any, out: str | os.PathLik
                     **({"out_grid": vars(o.out)} if o.out is not None else {})} for o in net.ops],
         "kernels": [k.short() for k in kernels],
         "schedules": {**counts, "database": str(db_dir), "tuning_trials": trials if backend is not None else 0},
-        "predicted_ms": _predicted_ms(hardware, kernels, space.name) if folder is not None else None,
+        "predicted_ms": _predicted_ms(hardware, kernels, space.checkpoint_name) if folder is not None else None,
         "check": check, "timing": timing, "build_s": build_s,
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": platform.machine(),
     }

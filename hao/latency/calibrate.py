@@ -39,6 +39,7 @@ from hao.latency.rows import (FAILED_COLUMNS, append_row, ensure_header, failed_
                               read_keys, repair_tail)
 from hao.latency.runlog import (CalibrationResult, Progress, RunLog, load_average, load_meta, measuring,
                                 scheduling_priority, table_folder)
+from hao.latency.coverage import space_kernels  # noqa: F401  (re-exported: the calibration plan starts from it)
 from hao.latency.table import TABLE_COLUMNS
 
 __all__ = ["space_kernels", "plan_kernels", "calibrate", "retime", "CalibrationResult", "append_row",
@@ -65,20 +66,6 @@ def _existing_rows(path: Path, kernels: Sequence[KernelSpec]) -> dict[KernelSpec
         if k is not None:
             out[k] = float(v)
     return out
-
-
-def space_kernels(space: Any) -> list[KernelSpec]:
-    """Every distinct kernel that some candidate of ``space`` contains, sorted."""
-    seen: set[KernelSpec] = set()
-    pre, post = space.fixed_kernels()
-    seen.update(pre)
-    seen.update(post)
-    for u in space.units():
-        for local in space.unit_options(u):
-            if local is None:
-                continue
-            seen.update(space.unit_kernels(u.name, local))
-    return sorted(seen)
 
 
 def _shape_key(k: KernelSpec) -> tuple:

@@ -18,10 +18,14 @@ _W, _A = KEY_COLUMNS.index("w_bits"), KEY_COLUMNS.index("a_bits")
 
 
 def space_kernels(space: SearchSpace, granularity: str = "kernel") -> list[KernelSpec]:
-    """Every distinct kernel any candidate of ``space`` can contain (all unit options and the fixed kernels);
-    ``granularity="block"``: the block kernels a block-level table times."""
+    """Every distinct kernel any candidate of ``space`` can contain (all unit options and the fixed kernels, at
+    every context value such as each input resolution), sorted; ``granularity="block"``: the block kernels a
+    block-level table times."""
     from hao.search.objectives import _kernel_index
-    return list(_kernel_index(space, True, granularity)["unique"])
+    seen: set[KernelSpec] = set()
+    for ctx in space.contexts():
+        seen.update(_kernel_index(space.condition(ctx), True, granularity)["unique"])
+    return sorted(seen)
 
 
 def bit_mismatch_warning(space_pairs: set[tuple[int, int]], table_pairs: set[tuple[int, int]],

@@ -165,7 +165,8 @@ def _by_op(kernels: list, latencies: np.ndarray) -> dict[str, float]:
 def build_candidate(space: Any, candidate: Any, precision: str, seed: int, tuner: Tuner) -> Any:
     """The compiled network of one candidate: float (:func:`build_network`) or integer (:mod:`hao.deploy`, the
     table's own int8 programs; weights seeded, activation ranges from seeded random images — latency does not
-    depend on the values)."""
+    depend on the values). A candidate of a resolution-searching space compiles at its own resolution."""
+    space = space.resolve(candidate)
     if precision == "fp32":
         return build_network(float_model(space, candidate, seed=seed), tuple(space.input_shape), tuner)
     import torch

@@ -137,7 +137,7 @@ class DMaskingSolver(Solver):
             net = load_supernet(space, ckpt)
         batches = self.batches
         if batches is None:
-            if tuple(space.input_shape) != (1, 28, 28):
+            if (space.input_shape[0], getattr(space, "native_resolution", space.input_shape[1])) != (1, 28):
                 raise ConfigError(f"dmasking trains on Fashion-MNIST by default, which does not fit space "
                                   f"{space.name!r} (input {tuple(space.input_shape)}); pass batches=... "
                                   "(a callable (generator, batch_size) -> (x, y)) from Python.")

@@ -132,6 +132,9 @@ class SoftMBConv(nn.Module):
 
     def forward(self, x: torch.Tensor, probs: Mapping[str, torch.Tensor]) -> torch.Tensor:
         net = self.net
+        r = self.space.input_shape[1]  # a resolution-searching space's conditioned space: subsample the input
+        if tuple(x.shape[-2:]) != (r, r):
+            x = torch.nn.functional.interpolate(x, size=(r, r), mode="bilinear", align_corners=False, antialias=True)
         x = net.stem(x)
         for s, stage in enumerate(net.stages):
             depths = self._opt(f"s{s}.depth")
