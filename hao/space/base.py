@@ -395,7 +395,7 @@ class SearchSpace(ABC):
     def _condition(self, context: dict[str, int]) -> "SearchSpace":
         raise ConfigError(f"Space {self.name!r} ({type(self).__name__}) declares context decisions "
                           f"{list(self.context_decisions())} but does not implement _condition(context); see "
-                          "docs/architecture.md, 'Search spaces'.")
+                          "docs/search.md, 'Input resolution'.")
 
     def resolve(self, candidate: Candidate) -> "SearchSpace":
         """The conditioned space ``candidate`` lives in (:meth:`condition` at its context values); the space
