@@ -35,11 +35,7 @@ __all__ = ["BIT_KINDS", "QUANT_KINDS", "CONTEXT_KINDS", "Decision", "Gate", "Uni
 
 from hao.space.candidate import (BIT_KINDS, QUANT_KINDS, Candidate, Decision, Gate,  # noqa: E402,F401
                                   LayerPerturbation, Unit)
-
-#: Decision kinds that condition *every* unit (a global choice such as the input resolution): a space with such a
-#: decision (more than one option) is a union of conditioned spaces, one per value (:meth:`SearchSpace.condition`),
-#: each additive over its units. Exact solvers solve each conditioned space and merge (``hao.search``).
-CONTEXT_KINDS = ("resolution",)
+from hao.space.contexts import CONTEXT_KINDS, ContextMixin  # noqa: E402
 
 
 @runtime_checkable
@@ -61,7 +57,7 @@ class Supernet(Protocol):
         ...
 
 
-class SearchSpace(ABC):
+class SearchSpace(ContextMixin, ABC):
     """Base class of every search space. See the module docstring for the contract.
 
     Subclasses must call ``super().__init__(name)`` and may then call :meth:`_check_structure` (done lazily
@@ -349,63 +345,6 @@ class SearchSpace(ABC):
 
     def gate_decisions(self) -> tuple[str, ...]:
         return self._structure()["gates"]
-
-    # ---- context decisions (a global choice, e.g. the input resolution) --------------------------------
-    @property
-    def checkpoint_name(self) -> str:
-        """Name of the checkpoint folder holding this space's trained weights and accuracy models
-        (``checkpoints/<checkpoint_name>/``): the space's name unless the family shares another space's weights
-        (e.g. a resolution-searching variant of a trained space)."""
-        return getattr(self, "_checkpoint_name", None) or self.name
-
-    def context_decisions(self) -> tuple[str, ...]:
-        """Names of the decisions that condition every unit (kinds in :data:`CONTEXT_KINDS`, more than one
-        option). Empty for a plain additive space."""
-        return self._structure()["contexts"]
-
-    def contexts(self) -> list[dict[str, int]]:
-        """Every assignment of the context decisions (``[{}]`` for a plain space)."""
-        st = self._structure()
-        names = st["contexts"]
-        return [dict(zip(names, combo)) for combo in itertools.product(*(st["by_name"][n].options for n in names))]
-
-    def condition(self, context: Mapping[str, int]) -> "SearchSpace":
-        """The space with every context decision pinned to ``context``'s value (a plain additive space of the
-        same name whose candidates are candidates of this space). A space without context decisions returns
-        itself. Families with context decisions override :meth:`_condition`."""
-        names = self.context_decisions()
-        if not names:
-            return self
-        st = self._structure()
-        if set(context) != set(names):
-            raise ConfigError(f"condition() on space {self.name!r} needs a value for each context decision "
-                              f"{list(names)}, got {sorted(context)}.")
-        for n in names:
-            if context[n] not in st["by_name"][n].options:
-                raise CandidateError(f"condition(): {n} = {context[n]!r} is not an option of space {self.name!r}; "
-                                     f"allowed: {list(st['by_name'][n].options)}.")
-        key = "ctx:" + repr(sorted(context.items()))
-        if key not in self._cache:
-            sub = self._condition(dict(context))
-            #: the context values this space was conditioned on (read by hao.search for the context terms)
-            sub.conditioned_on = dict(context)
-            self._cache[key] = sub
-        return self._cache[key]
-
-    def _condition(self, context: dict[str, int]) -> "SearchSpace":
-        raise ConfigError(f"Space {self.name!r} ({type(self).__name__}) declares context decisions "
-                          f"{list(self.context_decisions())} but does not implement _condition(context); see "
-                          "docs/search.md, 'Input resolution'.")
-
-    def resolve(self, candidate: Candidate) -> "SearchSpace":
-        """The conditioned space ``candidate`` lives in (:meth:`condition` at its context values); the space
-        itself when it has no context decision. Use it for what depends on the context: kernels, the network's
-        input shape, deployment."""
-        names = self.context_decisions()
-        if not names:
-            return self
-        d = self.validate(candidate).as_dict()
-        return self.condition({n: d[n] for n in names})
 
     def unit_is_active(self, unit: Unit, choices: Mapping[str, int]) -> bool:
         return unit.gate is None or choices[unit.gate.decision] in unit.gate.active_values
