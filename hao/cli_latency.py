@@ -5,6 +5,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from hao.errors import ConfigError
@@ -139,6 +140,8 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
                 weights[k] = weights.get(k, 0.0) + w
         plan = [k for k in executed_pool(plan) if k in weights]
         sampler = AdaptiveSampler(plan, weights, seed=args.seed)
+    from hao.latency.calibrate import _existing_rows
+    had = set(_existing_rows(Path(root) / args.hardware / "table.csv", plan))  # rows timed by earlier runs
     res = calibrate(args.hardware, plan, backend, root=root, retry_failed=args.retry_failed,
                     progress=not args.no_progress, space_name=",".join(args.space),
                     command="hao " + " ".join(sys.argv[1:]) if sys.argv else None,
@@ -147,10 +150,12 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         res = {**res, "adaptive_rounds": sampler.rounds}
     verdict = _load_verdict(res, args.hardware)
     if not args.no_timing_pass and args.backend == "tvm" and res.get("measured"):
-        # rows timed right after their tuning ran ~10% slow (docs/measurement.md, "Timing pass"): time them again
-        print(f"hao calibrate: timing pass over the table's {len(plan)} planned rows with their final schedules "
+        # rows timed right after their tuning ran ~10% slow (docs/measurement.md, "Timing pass"): time them again;
+        # rows earlier runs measured (and timed again) keep their timings (`--retime` re-times those on purpose)
+        fresh = [k for k in plan if k not in had]
+        print(f"hao calibrate: timing pass over the {len(fresh)} rows this run measured, with their final schedules "
               f"(--no-timing-pass skips it)", file=sys.stderr)
-        again = retime(args.hardware, get_backend(args.backend, **params), plan, root=root,
+        again = retime(args.hardware, get_backend(args.backend, **params), fresh, root=root,
                        progress=not args.no_progress, space_name=",".join(spaces),
                        command="hao " + " ".join(sys.argv[1:]) if sys.argv else None)
         res = {**res, "timing_pass": again}

@@ -142,14 +142,12 @@ def front_candidates(space_name: str, hardware: str, n: int, epsilon: float = 0.
     """``n`` candidates spread evenly (by latency) over the front of the accuracy proxy vs this table's latency
     (:class:`~hao.search.front.FrontSolver`, ``epsilon`` of each range; the space's committed sensitivities) —
     what ``hao search`` hands a user of this table."""
-    from hao.proxy import default_checkpoint_dir
-    from hao.search.api import make_problem
-    from hao.search.front import FrontSolver
+    from hao.search.api import resolve_space, search
     from hao.space import Candidate
 
-    problem = make_problem(space_name, hardware, objectives=["proxy", "latency_ms"],
-                           checkpoint=default_checkpoint_dir(space_name))
-    front = FrontSolver(objectives=["proxy", "latency_ms"], epsilon=epsilon).solve(problem).pareto()
+    space = resolve_space(space_name)  # a space with a context decision (resolution): one front per value, merged
+    front = search(space, hardware, solver="front", objectives=["proxy", "latency_ms"], epsilon=epsilon,
+                   references=False).pareto()
     front = front.sort_values("latency_ms").reset_index(drop=True)
     idx = np.unique(np.linspace(0, len(front) - 1, n).round().astype(int))
     return [Candidate.from_json(front["config"].iloc[int(i)]) for i in idx]

@@ -138,6 +138,8 @@ def _problem_signature(problem: SearchProblem, sampler: str, seed: int) -> dict[
            "budgets": problem.budgets, "sampler": sampler, "seed": seed}
     if "maximize" in problem.directions:  # (absent otherwise, so studies of minimised objectives keep their name)
         sig["directions"] = problem.directions
+    if getattr(problem.space, "conditioned_on", None):  # one study per context (e.g. per input resolution)
+        sig["context"] = problem.space.conditioned_on
     return sig
 
 

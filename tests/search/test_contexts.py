@@ -113,3 +113,14 @@ def test_sampling_solvers_split_their_budget(ckpt):
     again = hao.search(tiny(), MacsPredictor(), solver="random", n_trials=40, seed=3,
                        objectives=["proxy", "latency_ms"], proxy=unit_cost, checkpoint=ckpt, references=False)
     assert res.df["config"].tolist() == again.df["config"].tolist()
+
+
+def test_optuna_keeps_one_study_per_context(ckpt, tmp_path):
+    optuna = pytest.importorskip("optuna")
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    res = hao.search(tiny(), MacsPredictor(), solver="optuna", n_trials=8, seed=0, storage=url,
+                     objectives=["proxy", "latency_ms"], proxy=unit_cost, checkpoint=ckpt, references=False)
+    names = [m["meta"]["study_name"] for m in res.meta["contexts"]]
+    assert len(set(names)) == 2
+    for name in names:   # same space name and size at both resolutions, yet each context its own 4 trials
+        assert len(optuna.load_study(study_name=name, storage=url).trials) == 4
