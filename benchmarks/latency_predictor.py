@@ -6,6 +6,13 @@
 size, kernel, stride, groups, batch), at every bit-width, is unseen in training (scikit-learn's
 GroupShuffleSplit) — the case of a search space's kernel the table never measured. ``--split row`` holds out
 random rows (the same shape at other bits may be in training).
+
+    python benchmarks/latency_predictor.py --hardware cpu-znver4-2t --train-first 243 --space mbconv-fmnist-res
+
+``--train-first N`` fits on the table's first N rows and tests on the rest — the rows a later calibration appended
+(e.g. a new input resolution's kernels: shapes the first rows never contained); with ``--space`` it also compares,
+over 300 seeded networks of that space, the network sum predicted from the first N rows with the sum of the
+measured rows.
 """
 from __future__ import annotations
 
@@ -23,7 +30,11 @@ def main() -> None:
     ap.add_argument("--test-fraction", type=float, default=0.2)
     ap.add_argument("--split", choices=("shape", "row"), default="shape")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--train-first", type=int, default=None, help="fit on the first N rows, test on the rest")
+    ap.add_argument("--space", default=None, help="with --train-first: also compare network sums of this space")
     args = ap.parse_args()
+    if args.train_first is not None:
+        return appended(args)
 
     from hao.latency.predictor import FlopsBaseline, LatencyPredictor, error_stats
     from hao.latency.table import load_table
@@ -66,6 +77,37 @@ def main() -> None:
     print(f"ratio baseline/predictor median error: "
           f"{summ['baseline']['median_abs_err_pct'] / summ['predictor']['median_abs_err_pct']:.2f}x; "
           f"fit {out['fit_s']:.2f} s, predict {out['predict_us_per_kernel']:.1f} us/kernel")
+
+
+def appended(args: argparse.Namespace) -> None:
+    from hao.latency.predictor import FlopsBaseline, LatencyPredictor, error_stats
+    from hao.latency.table import load_table
+
+    t = load_table(args.hardware)
+    ks, y = t.kernels(), t.df["latency_ms"].to_numpy()
+    n = args.train_first
+    if not 5 <= n < len(ks):
+        raise SystemExit(f"--train-first must be in [5, {len(ks) - 1}] for {args.hardware} ({len(ks)} rows)")
+    first = LatencyPredictor(quantiles=None).fit(ks[:n], y[:n])
+    out = {"hardware": args.hardware, "train_rows": n, "test_rows": len(ks) - n,
+           "predictor": error_stats(first.predict(ks[n:]), y[n:]),
+           "baseline": error_stats(FlopsBaseline().fit(ks[:n], y[:n]).predict(ks[n:]), y[n:])}
+    if args.space:
+        from hao.space import get_space
+
+        space, full = get_space(args.space), LatencyPredictor(quantiles=None).fit(ks, y)
+        rng = np.random.default_rng(5)
+        ratios: dict[str, list[float]] = {}
+        for _ in range(300):
+            c = space.sample(rng)
+            k = space.kernels(c)
+            ctx = ",".join(f"{a}={c[a]}" for a in space.context_decisions()) or "all"
+            ratios.setdefault(ctx, []).append(float(first.predict(k, prefer_measured=True).sum()
+                                                    / full.predict(k, prefer_measured=True).sum()))
+        out["networks"] = {ctx: {"n": len(v), "median_ratio": float(np.median(v)),
+                                 "share_within_10pct": float(np.mean(np.abs(np.array(v) - 1) < 0.1))}
+                           for ctx, v in sorted(ratios.items())}
+    print(json.dumps(out, indent=2))
 
 
 if __name__ == "__main__":
