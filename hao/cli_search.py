@@ -222,6 +222,26 @@ def _search_contexts(args: argparse.Namespace, space: Any, budgets: Any, objecti
     from hao.search.contexts import search_by_context, split_trials
 
     hw = resolve_predictor(args.hardware, space.checkpoint_name)
+    from hao.search.base import SOLVERS
+    if getattr(SOLVERS.get(args.solver), "searches_contexts", False):  # one run over every context (dmasking)
+        from hao.search.contexts import context_parts
+
+        parts, nb = context_parts(space, lambda sub, b: make_problem(
+            sub, hw, objectives=objectives, budgets=budgets if b else None, checkpoint=args.checkpoint))
+        out = claim_out(args)
+        t0 = time.perf_counter()
+        from hao.search.base import STOP, stop_on_interrupt
+        STOP.clear()
+        with stop_on_interrupt() as stop:  # Ctrl-C: the search saves its state and stops
+            result = _make_solver(args, out).solve_contexts(space, parts, budgets=nb,
+                                                             progress=not args.no_progress)
+        if stop.is_set():
+            print(f"\nhao search: interrupted; the search state is in {out}. Run the same command again to resume.",
+                  file=sys.stderr)
+            return 130
+        result.meta.update(hardware=args.hardware, wall_s=time.perf_counter() - t0)
+        _write(result, out)
+        return 0
     share = split_trials(args.trials, len(space.contexts()))
     problems = {}
     for ctx in space.contexts():  # every context's problem is built (and fails) before any work

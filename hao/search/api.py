@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from hao.errors import ConfigError
-from hao.search.base import SearchProblem, Solver, make_solver
+from hao.search.base import SOLVERS, SearchProblem, Solver, make_solver
 from hao.search.objectives import Objective, ObjectiveContext, make_objective
 from hao.search.result import SearchResult
 from hao.space.base import BIT_KINDS, Candidate, SearchSpace
@@ -185,6 +185,17 @@ def search(space: str | SearchSpace, hardware: Any = None, solver: str | Solver 
                               "the solver by name (and its parameters as keywords) so each context gets a fresh one.")
         hw = resolve_predictor(hardware, sp.checkpoint_name)
         share = split_trials(n_trials, len(sp.contexts()))
+        if getattr(SOLVERS.get(solver), "searches_contexts", False):  # one run over every context (dmasking)
+            from hao.search.contexts import context_parts
+
+            parts, nb = context_parts(sp, lambda sub, b: make_problem(
+                sub, hw, objectives=objectives, budgets=budgets if b else None, target=target, proxy=proxy,
+                checkpoint=checkpoint, references=references))
+            result = make_solver(solver, seed=seed, n_trials=n_trials, **params).solve_contexts(
+                sp, parts, budgets=nb, progress=progress)
+            if hardware is not None:
+                result.meta.setdefault("hardware", str(getattr(hardware, "hardware_", hardware)))
+            return result
 
         def one(sub: SearchSpace, ctx: dict[str, int]) -> SearchResult:
             p = dict(params)

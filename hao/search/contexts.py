@@ -18,6 +18,7 @@ import copy
 import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -26,7 +27,7 @@ from hao.search.objectives import AdditiveObjective, CallableObjective, Objectiv
 from hao.search.result import SearchResult
 from hao.space.base import SearchSpace
 
-__all__ = ["search_by_context", "merge_results", "with_context_terms", "split_trials"]
+__all__ = ["search_by_context", "merge_results", "with_context_terms", "split_trials", "context_parts"]
 
 
 def split_trials(n_trials: int | None, n_contexts: int) -> int | None:
@@ -118,3 +119,25 @@ def search_by_context(space: SearchSpace, solve_one: Callable[[SearchSpace, dict
     if skipped:
         res.meta["contexts_without_solution"] = skipped
     return res
+
+
+def context_parts(space: SearchSpace, build: Callable[[SearchSpace, bool], Any]
+                  ) -> tuple[list[tuple[dict[str, int], Any]], dict[str, float]]:
+    """The problems of a solver that searches the contexts itself in one run (``searches_contexts``, e.g. DMasking
+    over the resolution): ``build(conditioned_space, with_budgets)`` for every context, in ``space.contexts()``
+    order; a context that cannot meet the budgets is built without them (the joint search may still leave it).
+    Returns the ``(context, problem)`` pairs and the budgets with normalized names; no context meeting them is an
+    :class:`InfeasibleBudgetError`."""
+    parts, budgets, reasons = [], None, []
+    for ctx in space.contexts():
+        sub = space.condition(ctx)
+        try:
+            p = build(sub, True)
+            budgets = dict(p.budgets) if budgets is None else budgets
+        except InfeasibleBudgetError as exc:
+            reasons.append(f"at {ctx}: {exc}")
+            p = build(sub, False)
+        parts.append((ctx, p))
+    if budgets is None and reasons:
+        raise InfeasibleBudgetError(f"No context of space {space.name!r} meets the budgets: " + "; ".join(reasons))
+    return parts, budgets or {}

@@ -79,6 +79,8 @@ class DMaskingSolver(Solver):
     """
 
     stops_gracefully = True
+    #: a space with a context decision (the input resolution) is searched in one run (:meth:`solve_contexts`)
+    searches_contexts = True
 
     def __init__(self, steps: int = 300, batch_size: int = 64, lr: float = 0.05, tau_start: float = 5.0,
                  tau_end: float = 0.2, lam: float | None = None, lam_rate: float = 0.05, cost: str | None = None,
@@ -152,6 +154,27 @@ class DMaskingSolver(Solver):
         return net, batches
 
     def solve(self, problem: SearchProblem, *, progress: bool = False) -> SearchResult:
+        self.check_problem(problem)
+        return self._run(problem.space, [({}, problem)], progress)
+
+    def solve_contexts(self, space: Any, parts: list[tuple[dict[str, int], SearchProblem]], *,
+                       budgets: dict[str, float] | None = None, progress: bool = False) -> SearchResult:
+        """One search over a space with one context decision (the input resolution), FBNetV2-style: the
+        decision gets logits like any other; each step runs the relaxed network at every resolution (the batch
+        subsampled to it) and mixes the outputs with the resolution's Gumbel-softmax weights, and the expected
+        cost is the same mixture of each resolution's exact expectation. ``parts``: ``(context, problem)`` for every
+        context of ``space`` in ``space.contexts()`` order (problems built on the conditioned spaces, without
+        budgets when a context cannot meet them); ``budgets``: the search's budgets (names normalized)."""
+        names = space.context_decisions()
+        if len(names) != 1 or [c for c, _ in parts] != space.contexts():
+            raise ConfigError(f"dmasking searches one context decision in one run; space {space.name!r} has "
+                              f"{list(names)} and {len(parts)} parts were given for {len(space.contexts())} contexts.")
+        for _, p in parts:
+            self.check_problem(p)
+        return self._run(space, parts, progress, budgets)
+
+    def _run(self, space: Any, parts: list[tuple[dict[str, int], SearchProblem]], progress: bool,
+             budgets: dict[str, float] | None = None) -> SearchResult:
         import torch
         import torch.nn.functional as F
         from tqdm.auto import tqdm
@@ -161,20 +184,32 @@ class DMaskingSolver(Solver):
         from hao.search.soft import DecisionLogits, ExpectedObjective
         from hao.train.soft_mbconv import SoftMBConv
 
-        self.check_problem(problem)
-        space = problem.space
+        problem = parts[0][1]
         cost = self._cost_name(problem)
-        budget = problem.budgets.get(cost)
-        expect = ExpectedObjective(space, problem.objective(cost), problem.index)
-        net, batches = self._model_and_data(space)
+        budget = (problem.budgets if budgets is None else budgets).get(cost)
+        ctx_name = space.context_decisions()[0] if len(parts) > 1 else None
+        expects = [ExpectedObjective(p.space, p.objective(cost), p.index) for _, p in parts]
+        net, batches = self._model_and_data(problem.space)
         net.train()
         for p in net.parameters():
             p.requires_grad_(False)
         for m in net.modules():  # ranges from each batch (a calibrated range belongs to one sub-network)
             if isinstance(m, ActQuant):
                 m.calibrated.fill_(False)
-        soft = SoftMBConv(net, space)
+        softs = [SoftMBConv(net, p.space) for _, p in parts]
         logits = DecisionLogits(space)
+
+        def weights(probs: dict[str, torch.Tensor]) -> Any:
+            return probs[ctx_name] if ctx_name else torch.ones(1)
+
+        def expect(probs: dict[str, torch.Tensor]) -> torch.Tensor:
+            w = weights(probs)
+            return sum(w[k].double() * e(probs) for k, e in enumerate(expects))
+
+        def forward(x: torch.Tensor, probs: dict[str, torch.Tensor]) -> torch.Tensor:
+            w = weights(probs)  # resolutions with a negligible weight are skipped (no measurable gradient)
+            live = [k for k in range(len(softs)) if float(w[k].detach()) > 1e-6]
+            return sum(w[k] * softs[k](x, probs) for k in live)
         opt = torch.optim.Adam(logits.parameters(), lr=self.lr)
         gen = torch.Generator().manual_seed(self.seed)
         with torch.no_grad():
@@ -187,6 +222,8 @@ class DMaskingSolver(Solver):
         private = ("supernet", "batches", "work_dir", "threads", "save_every")  # do not change the result
         settings = {k: v for k, v in vars(self).items() if k not in private}
         settings.update(space=space.name, cost=cost, budget=budget)
+        if ctx_name:
+            settings["contexts"] = [c for c, _ in parts]
         state_p = Path(self.work_dir) / "dmasking_state.pt" if self.work_dir else None
         if state_p is not None and state_p.exists():
             st = torch.load(state_p, map_location="cpu", weights_only=True)
@@ -230,7 +267,7 @@ class DMaskingSolver(Solver):
                 tau = self.tau_start * (self.tau_end / self.tau_start) ** frac
                 probs = logits.probs(tau, gen)
                 x, y = batches(gen, self.batch_size)
-                ce = F.cross_entropy(soft(x, probs), y)
+                ce = F.cross_entropy(forward(x, probs), y)
                 e_cost = expect(probs)
                 loss = ce + lam * e_cost.float() / ref
                 opt.zero_grad()
@@ -254,8 +291,38 @@ class DMaskingSolver(Solver):
         if not stopped and (not snapshots or snapshots[-1]["step"] != step):
             snapshot(f"dmasking final (step {step})")
         save()
-        return self._result(problem, snapshots, history, cost, budget, lam, step, stopped,
-                            wall_before + time.perf_counter() - t0, cpu_before + time.process_time() - c0)
+        wall, cpu = wall_before + time.perf_counter() - t0, cpu_before + time.process_time() - c0
+        if ctx_name is None:
+            return self._result(problem, snapshots, history, cost, budget, lam, step, stopped, wall, cpu)
+        return self._merged(space, parts, ctx_name, budgets, snapshots, history, cost, budget, lam, step, stopped,
+                            wall, cpu)
+
+    def _merged(self, space: Any, parts: list[tuple[dict[str, int], SearchProblem]], ctx_name: str,
+                budgets: dict[str, float] | None, snapshots: list[dict[str, Any]], history: list[list[float]],
+                cost: str, budget: float | None, lam: float, step: int, stopped: bool, wall: float,
+                cpu: float) -> SearchResult:
+        """The joint search's snapshots, each evaluated on its own resolution's problem, as one result."""
+        from hao.search.contexts import merge_results
+        from hao.space.candidate import Candidate
+
+        out = []
+        for ctx, p in parts:
+            mine = [s for s in snapshots if Candidate.from_json(s["candidate"])[ctx_name] == ctx[ctx_name]]
+            if mine:
+                out.append((ctx, self._result(p, mine, history, cost, budget, lam, step, stopped, wall, cpu)))
+        merged = merge_results(out)
+        final = Candidate.from_json(snapshots[-1]["candidate"])
+        meta = dict(merged.meta, space=space.name, searched_jointly=ctx_name, final_context={ctx_name: final[ctx_name]})
+        for k in ("final_argmax_cost", "final_meets_budget"):  # of the overall final argmax, not of a part's last
+            meta.pop(k, None)
+        df = merged.df.drop(columns=["feasible", "pareto"])
+        fin = df["config"] == snapshots[-1]["candidate"]
+        if fin.any():
+            fc = float(df.loc[fin, cost].iloc[0])
+            meta.update(final_argmax_cost=fc, final_meets_budget=None if budget is None else bool(fc <= budget))
+        return SearchResult(df, merged.objectives, units=merged.units, budgets=budgets or merged.budgets,
+                            pareto_on=merged.pareto_on, references=merged.references, meta=meta,
+                            directions=merged.directions)
 
     def _result(self, problem: SearchProblem, snapshots: list[dict[str, Any]], history: list[list[float]],
                 cost: str, budget: float | None, lam: float, step: int, stopped: bool, wall: float,
