@@ -217,50 +217,41 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 def _search_contexts(args: argparse.Namespace, space: Any, budgets: Any, objectives: Any) -> int:
     """``hao search`` on a space with context decisions (the input resolution): one search per context, each
-    with its own resumable state, merged (hao/search/contexts.py)."""
+    with its own resumable state, merged — or one joint run for a solver that searches the contexts itself
+    (:func:`hao.search.contexts.run_context_search`)."""
+    import contextlib
+
     from hao.search.api import make_problem, resolve_predictor
-    from hao.search.contexts import search_by_context, split_trials
+    from hao.search.base import SOLVERS, STOP, stop_on_interrupt
+    from hao.search.contexts import run_context_search
 
     hw = resolve_predictor(args.hardware, space.checkpoint_name)
-    from hao.search.base import SOLVERS
-    if getattr(SOLVERS.get(args.solver), "searches_contexts", False):  # one run over every context (dmasking)
-        from hao.search.contexts import context_parts
+    joint = getattr(SOLVERS.get(args.solver), "searches_contexts", False)
+    out = Path(args.out)
+    t0 = [0.0]
 
-        parts, nb = context_parts(space, lambda sub, b: make_problem(
-            sub, hw, objectives=objectives, budgets=budgets if b else None, checkpoint=args.checkpoint))
-        out = claim_out(args)
-        t0 = time.perf_counter()
-        from hao.search.base import STOP, stop_on_interrupt
-        STOP.clear()
-        with stop_on_interrupt() as stop:  # Ctrl-C: the search saves its state and stops
-            result = _make_solver(args, out).solve_contexts(space, parts, budgets=nb,
-                                                             progress=not args.no_progress)
-        if stop.is_set():
-            print(f"\nhao search: interrupted; the search state is in {out}. Run the same command again to resume.",
-                  file=sys.stderr)
-            return 130
-        result.meta.update(hardware=args.hardware, wall_s=time.perf_counter() - t0)
-        _write(result, out)
-        return 0
-    share = split_trials(args.trials, len(space.contexts()))
-    problems = {}
-    for ctx in space.contexts():  # every context's problem is built (and fails) before any work
-        sub = space.condition(ctx)
-        problems[id(sub)] = make_problem(sub, hw, objectives=objectives, budgets=budgets, checkpoint=args.checkpoint)
-    out = claim_out(args)
-    t0 = time.perf_counter()
+    def start() -> None:  # every context's problem is built: claim the output folder, start the clock
+        claim_out(args)
+        t0[0] = time.perf_counter()
 
-    def one(sub: Any, ctx: dict[str, int]) -> Any:
-        tag = "_".join(f"{k}{v}" for k, v in ctx.items())
-        return _make_solver(args, out, tag, share).solve(problems[id(sub)], progress=not args.no_progress)
-
+    STOP.clear()
+    graceful = stop_on_interrupt() if joint else contextlib.nullcontext(STOP)
     try:
-        result = search_by_context(space, one, progress=not args.no_progress)
+        with graceful as stop:  # joint run: Ctrl-C saves the search state and stops
+            result = run_context_search(
+                space, lambda sub, b: make_problem(sub, hw, objectives=objectives, budgets=budgets if b else None,
+                                                   checkpoint=args.checkpoint),
+                lambda tag, n: _make_solver(args, out, tag, n), joint=joint, n_trials=args.trials,
+                progress=not args.no_progress, start=start)
+        if stop.is_set():
+            raise KeyboardInterrupt
     except KeyboardInterrupt:
-        print("\nhao search: interrupted; contexts already searched are not written. Run the same command again "
-              "(solvers with resumable state resume).", file=sys.stderr)
+        what = ("the search state is in {out}" if joint else
+                "contexts already searched are not written (solvers with resumable state resume)")
+        print(f"\nhao search: interrupted; {what.format(out=out)}. Run the same command again to resume.",
+              file=sys.stderr)
         return 130
-    result.meta.update(hardware=args.hardware, wall_s=time.perf_counter() - t0)
+    result.meta.update(hardware=args.hardware, wall_s=time.perf_counter() - t0[0])
     _write(result, out)
     return 0
 

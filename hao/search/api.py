@@ -178,34 +178,24 @@ def search(space: str | SearchSpace, hardware: Any = None, solver: str | Solver 
         params["n_workers"] = n_workers
     sp = resolve_space(space, **dict(space_kwargs or {}))
     if sp.context_decisions():
-        from hao.search.contexts import search_by_context, split_trials
+        from hao.search.contexts import run_context_search
 
         if isinstance(solver, Solver):
             raise ConfigError(f"Space {sp.name!r} is searched once per context {list(sp.context_decisions())}; pass "
                               "the solver by name (and its parameters as keywords) so each context gets a fresh one.")
         hw = resolve_predictor(hardware, sp.checkpoint_name)
-        share = split_trials(n_trials, len(sp.contexts()))
-        if getattr(SOLVERS.get(solver), "searches_contexts", False):  # one run over every context (dmasking)
-            from hao.search.contexts import context_parts
 
-            parts, nb = context_parts(sp, lambda sub, b: make_problem(
-                sub, hw, objectives=objectives, budgets=budgets if b else None, target=target, proxy=proxy,
-                checkpoint=checkpoint, references=references))
-            result = make_solver(solver, seed=seed, n_trials=n_trials, **params).solve_contexts(
-                sp, parts, budgets=nb, progress=progress)
-            if hardware is not None:
-                result.meta.setdefault("hardware", str(getattr(hardware, "hardware_", hardware)))
-            return result
-
-        def one(sub: SearchSpace, ctx: dict[str, int]) -> SearchResult:
+        def new_solver(tag: str, trials: int | None) -> Solver:
             p = dict(params)
-            if "work_dir" in p and p["work_dir"]:
-                p["work_dir"] = str(Path(p["work_dir"]) / "_".join(f"{k}{v}" for k, v in ctx.items()))
-            prob = make_problem(sub, hw, objectives=objectives, budgets=budgets, target=target, proxy=proxy,
-                                checkpoint=checkpoint, references=references)
-            return make_solver(solver, seed=seed, n_trials=share, **p).solve(prob, progress=progress)
+            if tag and p.get("work_dir"):
+                p["work_dir"] = str(Path(p["work_dir"]) / tag)
+            return make_solver(solver, seed=seed, n_trials=trials, **p)
 
-        result = search_by_context(sp, one, progress=progress)
+        result = run_context_search(
+            sp, lambda sub, b: make_problem(sub, hw, objectives=objectives, budgets=budgets if b else None,
+                                            target=target, proxy=proxy, checkpoint=checkpoint, references=references),
+            new_solver, joint=getattr(SOLVERS.get(solver), "searches_contexts", False), n_trials=n_trials,
+            progress=progress)
     else:
         problem = make_problem(sp, hardware, objectives=objectives, budgets=budgets, target=target, proxy=proxy,
                                checkpoint=checkpoint, references=references)

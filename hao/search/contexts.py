@@ -27,7 +27,13 @@ from hao.search.objectives import AdditiveObjective, CallableObjective, Objectiv
 from hao.search.result import SearchResult
 from hao.space.base import SearchSpace
 
-__all__ = ["search_by_context", "merge_results", "with_context_terms", "split_trials", "context_parts"]
+__all__ = ["search_by_context", "merge_results", "with_context_terms", "split_trials", "context_parts", "context_tag",
+           "run_context_search"]
+
+
+def context_tag(ctx: Mapping[str, int]) -> str:
+    """A file-name-safe tag of a context, e.g. ``"resolution20"`` (keeps one context's resumable state apart)."""
+    return "_".join(f"{k}{v}" for k, v in ctx.items())
 
 
 def split_trials(n_trials: int | None, n_contexts: int) -> int | None:
@@ -141,3 +147,45 @@ def context_parts(space: SearchSpace, build: Callable[[SearchSpace, bool], Any]
     if budgets is None and reasons:
         raise InfeasibleBudgetError(f"No context of space {space.name!r} meets the budgets: " + "; ".join(reasons))
     return parts, budgets or {}
+
+
+def run_context_search(space: SearchSpace, build: Callable[[SearchSpace, bool], Any],
+                       new_solver: Callable[[str, int | None], Any], *, joint: bool, n_trials: int | None = None,
+                       progress: bool = False, start: Callable[[], None] | None = None) -> SearchResult:
+    """Search a space with context decisions: the one routine behind :func:`hao.search` and ``hao search``.
+
+    Args:
+        build: ``build(conditioned_space, with_budgets)`` -> the context's problem (``make_problem``).
+        new_solver: ``new_solver(tag, n_trials)`` -> a fresh solver for one context (``tag`` from
+            :func:`context_tag`, empty for a joint run; ``n_trials`` that context's share).
+        joint: the solver searches every context in one run (``searches_contexts``, e.g. DMasking over the
+            resolution): it gets every context's problem through ``solve_contexts``.
+        start: called once every context's problem is built and before any search work (the CLI claims its
+            output folder there), so bad budgets or objectives fail before anything is written.
+
+    Every context's problem is built first; a context whose budgets cannot be met is skipped and listed in
+    ``meta["contexts_without_solution"]`` (none meeting them is an :class:`InfeasibleBudgetError`).
+    """
+    if joint:
+        parts, budgets = context_parts(space, build)
+        if start is not None:
+            start()
+        return new_solver("", n_trials).solve_contexts(space, parts, budgets=budgets, progress=progress)
+    share = split_trials(n_trials, len(space.contexts()))
+    problems: dict[str, Any] = {}
+    infeasible: dict[str, InfeasibleBudgetError] = {}
+    for ctx in space.contexts():
+        try:
+            problems[context_tag(ctx)] = build(space.condition(ctx), True)
+        except InfeasibleBudgetError as exc:
+            infeasible[context_tag(ctx)] = exc
+    if start is not None and problems:
+        start()
+
+    def one(sub: SearchSpace, ctx: dict[str, int]) -> SearchResult:
+        tag = context_tag(ctx)
+        if tag in infeasible:
+            raise infeasible[tag]
+        return new_solver(tag, share).solve(problems[tag], progress=progress)
+
+    return search_by_context(space, one, progress=progress)

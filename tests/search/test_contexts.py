@@ -124,3 +124,22 @@ def test_optuna_keeps_one_study_per_context(ckpt, tmp_path):
     assert len(set(names)) == 2
     for name in names:   # same space name and size at both resolutions, yet each context its own 4 trials
         assert len(optuna.load_study(study_name=name, storage=url).trials) == 4
+
+
+def test_cli_skips_a_context_that_cannot_meet_the_budget(tmp_path):
+    """``hao search`` shares the API's routine: every context's problem is built first, infeasible ones listed."""
+    import json
+
+    from hao.cli import main
+    from hao.search.api import make_problem as mp
+
+    sp = hao.get_space("mbconv-fmnist-res")
+    lows = {r: mp(sp.condition({"resolution": r}), None, objectives=["bops_g", "size_mb"],
+                  references=False).objective("bops_g").bounds()[0] for r in (20, 28)}
+    budget = (lows[20] + lows[28]) / 2           # the 20-px networks can meet it, the 28-px ones cannot
+    out = tmp_path / "out"
+    assert main(["search", "--space", "mbconv-fmnist-res", "--objectives", "bops_g,size_mb", "--solver", "ilp",
+                 "--points", "2", "--budget", f"bops_g={budget}", "--out", str(out), "--no-progress"]) == 0
+    meta = json.loads((out / "result.json").read_text())["meta"]
+    assert {"resolution": 28} in [s["context"] for s in meta["contexts_without_solution"]]
+    assert {m["context"]["resolution"] for m in meta["contexts"]} >= {20}
