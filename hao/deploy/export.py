@@ -115,7 +115,7 @@ def export_integer(model: Any, space: Any, candidate: Any, out: str | os.PathLik
     target_dict, folder = _target(hardware, threads)
     target = tvm.target.Target(target_dict)
     missing = missing_isa(target)
-    mod = relax_module(net)
+    mod = relax_module(net, target)
     backend, database = None, None
     db_dir = (folder / "tuning_db") if folder is not None else (out / "tuning_db")
     here = not missing and target_dict.get("mcpu") == default_target(threads)["mcpu"]

@@ -27,6 +27,7 @@ from hao.deploy.graph import IntegerNetwork, Op
 from hao.errors import ConfigError
 from hao.latency import int8_ops as ops
 from hao.latency.compiler import lower_passes
+from hao.latency.dw_dot import dwconv_int8_dot, is_hand_scheduled, pack_dw_weight, uses_dot_depthwise
 
 __all__ = ["relax_module", "build", "IntegerModule", "layer_arrays", "table_functions", "TABLE_PROGRAMS",
            "schedules"]
@@ -42,9 +43,10 @@ def _per_channel(a: np.ndarray, cp: int, fill: int, dtype: Any) -> np.ndarray:
     return out.reshape(cp // 16, 16)
 
 
-def layer_arrays(op: Op, in_channels_padded: int) -> dict[str, np.ndarray]:
+def layer_arrays(op: Op, in_channels_padded: int, dot_depthwise: bool = False) -> dict[str, np.ndarray]:
     """The constants of a conv/dwconv op in the table program's layouts, for input data with
-    ``in_channels_padded`` channels (padded output channels: weight 0, multiplier 0 → they hold the zero point)."""
+    ``in_channels_padded`` channels (padded output channels: weight 0, multiplier 0 → they hold the zero point);
+    ``dot_depthwise``: a depthwise weight in the dot-product program's layout (:mod:`hao.latency.dw_dot`)."""
     A, a = op.arrays, op.attrs
     w = A["weight"]
     oc = w.shape[0]
@@ -60,14 +62,17 @@ def layer_arrays(op: Op, in_channels_padded: int) -> dict[str, np.ndarray]:
         k = w.shape[-1]
         full = np.zeros((cp, k, k), np.int8)
         full[:oc] = w[:, 0]
-        out["weight"] = full.reshape(cp // 16, 16, k, k).transpose(0, 2, 3, 1).copy()
+        out["weight"] = (pack_dw_weight(full[:, None]) if dot_depthwise else
+                         full.reshape(cp // 16, 16, k, k).transpose(0, 2, 3, 1).copy())
     pad_bias = ops.rounding_bias(shift.reshape(-1)[oc:])
     out["bias"].reshape(-1)[oc:] = pad_bias
     return out
 
 
-def relax_module(net: IntegerNetwork) -> Any:
-    """The Relax module of ``net`` (see the module docstring); ``main(x: float32 (1, C, H, W)) -> (1, classes)``."""
+def relax_module(net: IntegerNetwork, target: Any = None) -> Any:
+    """The Relax module of ``net`` (see the module docstring); ``main(x: float32 (1, C, H, W)) -> (1, classes)``.
+    ``target`` (what the module will be compiled for) chooses the programs the target decides, as the table's
+    rows of that target did: depthwise layers run the dot-product program on AVX-512 VNNI + VBMI CPUs."""
     lazy_import("tvm")
     from tvm import relax, topi
 
@@ -78,6 +83,7 @@ def relax_module(net: IntegerNetwork) -> Any:
     def const(a: np.ndarray) -> Any:  # relax.const narrows int64 to int32 unless the dtype is given
         return relax.const(a, str(a.dtype))
 
+    dot = uses_dot_depthwise(target)
     first = net.ops[0]
     block = ops.conv_block(c) if first.kind == "conv" else 16
     g = net.input_grid
@@ -89,7 +95,12 @@ def relax_module(net: IntegerNetwork) -> Any:
             out = None
             for op in net.ops:
                 src = vals[op.inputs[0]]
-                if op.kind in ("conv", "dwconv"):
+                if op.kind == "dwconv" and dot:
+                    arr = layer_arrays(op, chans[op.inputs[0]], dot_depthwise=True)
+                    v = _emit_dot_depthwise(bb, src, arr, op, [const(arr[n]) for n in
+                                                               ("weight", "bias", "mult", "shift", "qp")])
+                    chans[op.name] = _ceil16(op.arrays["weight"].shape[0])
+                elif op.kind in ("conv", "dwconv"):
                     arr = layer_arrays(op, chans[op.inputs[0]])
                     f = ops.conv_int8 if op.kind == "conv" else ops.dwconv_int8
                     v = bb.emit_te(f, src, const(arr["weight"]), const(arr["bias"]), const(arr["mult"]),
@@ -130,6 +141,18 @@ def relax_module(net: IntegerNetwork) -> Any:
     return bb.get()
 
 
+def _emit_dot_depthwise(bb: Any, src: Any, arr: dict[str, np.ndarray], op: Op, consts: list[Any]) -> Any:
+    """A depthwise layer as a ``call_tir`` of the hand-written dot-product program (the table row's program)."""
+    from tvm import relax
+
+    _, cb, h, w, _ = (int(d) for d in src.ty.shape)
+    k, s, p = int(op.arrays["weight"].shape[-1]), int(op.attrs["stride"]), int(op.attrs["pad"])
+    oh, ow = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+    func = dwconv_int8_dot(cb * 16, h, w, k, s, p).without_attr("global_symbol")
+    gv = bb.add_func(func, "dwconv_int8")
+    return bb.emit(relax.call_tir(gv, [src, *consts], relax.TensorType((1, cb, oh, ow, 16), "uint8")))
+
+
 TABLE_PROGRAMS = ("conv_int8", "dwconv_int8", "add_int8", "avgpool_int8", "dense_logits")
 
 
@@ -161,13 +184,15 @@ def schedules(mod: Any, target: Any, database: Any = None, backend: Any = None,
     ``backend`` (a :class:`~hao.latency.tvm_backend.TVMBackend` of this machine) when one is given, else none
     (TVM's default lowering). Returns (database, counts of ``from_database`` / ``tuned`` / ``default``, and
     ``table_programs_not_in_database``: table kernels whose program the hardware database does not hold — their
-    table rows were timed with another program, e.g. before the int8 programs changed; re-time the table)."""
+    table rows were timed with another program, e.g. before the int8 programs changed; re-time the table), and
+    ``hand_scheduled``: hand-written programs, which need no record and compile as they are)."""
     import tvm
     from tvm.s_tir import meta_schedule as ms
     from tvm.s_tir.meta_schedule.tune_context import _normalize_mod
 
     chosen = ms.database.MemoryDatabase()
-    counts = {"from_database": 0, "tuned": 0, "default": 0, "table_programs_not_in_database": 0}
+    counts = {"from_database": 0, "tuned": 0, "default": 0, "table_programs_not_in_database": 0,
+              "hand_scheduled": 0}
     funcs = [(gv.name_hint, f) for gv, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
     bar = None
     if progress:
@@ -175,6 +200,11 @@ def schedules(mod: Any, target: Any, database: Any = None, backend: Any = None,
 
         bar = tqdm(total=len(funcs), desc="schedules", unit="program", dynamic_ncols=True)
     for name, f in funcs:
+        if is_hand_scheduled(f):   # written scheduled: compiled as it is, like its table row
+            counts["hand_scheduled"] += 1
+            if bar is not None:
+                bar.update(1)
+            continue
         tmod = _normalize_mod(f)
         rec = None
         if _is_table_program(name) and not (database is not None and database.has_workload(tmod)) and not (

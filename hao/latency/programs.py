@@ -15,7 +15,9 @@ Kernels (table schema: ``latency_models/README.md``):
   pre-packed as ``[OC/16, IC/icb, K, K, icb/4, 16, 4]`` (the form VNNI's ``vpdpbusd`` tensorizes correctly; a
   plain (N, K) weight was tensorized into wrong results), input padded with its zero point. Channels are padded
   to multiples of 16 (output) and 4 (input). ``dense``: the classifier, weights ``[N/16, K/4, 16, 4]``,
-  dequantized to float32 logits. ``dwconv2d``/``avgpool``/``add``: plain integer code (nothing to tensorize).
+  dequantized to float32 logits. ``dwconv2d``: on CPUs with AVX-512 VNNI + VBMI the hand-written dot-product
+  program of :mod:`hao.latency.dw_dot` (weights ``[C/16, K, ceil(K/4), 16, 4]``), elsewhere plain integer code
+  (weights ``[C/16, K, K, 16]``). ``avgpool``/``add``: plain integer code (nothing to tensorize).
   The int8 programs are exact: outputs must equal the NumPy reference bit for bit.
 * **token kernels** (transformers: ``linear``, ``bmm``, ``softmax``, ``layernorm``, ``gelu``) —
   :mod:`hao.latency.token_programs`.
@@ -38,6 +40,7 @@ from hao.errors import ConfigError
 from hao.kernel import TOKEN_OPS, KernelSpec
 from hao.latency import int8_ops as ops
 from hao.latency.backend import kernel_precision
+from hao.latency.dw_dot import dw_weight_shape, dwconv_int8_dot, pack_dw_weight, uses_dot_depthwise
 
 __all__ = ["KernelProgram", "build_kernel_func", "check_output"]
 
@@ -66,9 +69,11 @@ def _torch_conv(x: np.ndarray, w: np.ndarray, stride: int, pad: int, groups: int
         w.astype(np.float64)), stride=stride, padding=pad, groups=groups).numpy()
 
 
-def build_kernel_func(kernel: KernelSpec) -> KernelProgram:
+def build_kernel_func(kernel: KernelSpec, target: Any = None) -> KernelProgram:
     """The TE/topi program for ``kernel`` (sub-8-bit kernels get the int8 program; token kernels come from
-    :mod:`hao.latency.token_programs`)."""
+    :mod:`hao.latency.token_programs`). ``target`` (the LLVM target the program is compiled for) chooses between
+    programs where the target decides: int8 depthwise runs the dot-product program (:mod:`hao.latency.dw_dot`)
+    on CPUs with AVX-512 VNNI and VBMI, the plain one elsewhere (and without a target)."""
     prec = kernel_precision(kernel)
     if kernel.op in TOKEN_OPS:
         from hao.latency.token_programs import token_program
@@ -81,7 +86,7 @@ def build_kernel_func(kernel: KernelSpec) -> KernelProgram:
         raise ConfigError(f"dwconv2d needs groups = in_channels = out_channels, got {kernel.short()}.")
     if prec.startswith("fp32"):
         return _fp32_program(kernel)
-    return _int8_program(kernel)
+    return _int8_program(kernel, target)
 
 
 def _finish(outs: list, te: Any) -> Any:
@@ -160,7 +165,7 @@ def _fp32_program(k: KernelSpec) -> KernelProgram:
     raise ConfigError(f"Unknown op {k.op!r}")  # pragma: no cover - KernelSpec validates ops
 
 
-def _int8_program(k: KernelSpec) -> KernelProgram:
+def _int8_program(k: KernelSpec, target: Any = None) -> KernelProgram:
     """The int8 programs of :mod:`hao.latency.int8_ops` — the very programs a deployed integer network runs
     (:mod:`hao.deploy.tvm_module`) — with random codes, a representative requantization (multipliers from the
     accumulator's range, zero point 0, clip [0, 255]) and the exact NumPy reference."""
@@ -185,15 +190,22 @@ def _int8_program(k: KernelSpec) -> KernelProgram:
         icb = 16 if dw else ops.conv_block(C)
         icp = _ceil_to(C, 16) if dw else _ceil_to(C, 4)
         ocp = _ceil_to(O, 16)
-        wshape = (ocp // 16, K, K, 16) if dw else (ocp // 16, icp // icb, K, K, icb // 4, 16, 4)
+        dot = dw and uses_dot_depthwise(target)
         per = [((ocp // 16, 16), dt) for dt in ("int64", "int32", "int32")]
-        func = ops.prim_func(ops.dwconv_int8 if dw else ops.conv_int8, [((B, icp // icb, H, W, icb), "uint8"),
-                                                                         (wshape, "int8"), *per, qp_t],
-                             stride=S, pad=P)
+        if dot:
+            wshape: tuple[int, ...] = dw_weight_shape(ocp, K)
+            func = dwconv_int8_dot(ocp, H, W, K, S, P)
+        else:
+            wshape = (ocp // 16, K, K, 16) if dw else (ocp // 16, icp // icb, K, K, icb // 4, 16, 4)
+            func = ops.prim_func(ops.dwconv_int8 if dw else ops.conv_int8, [((B, icp // icb, H, W, icb), "uint8"),
+                                                                             (wshape, "int8"), *per, qp_t],
+                                 stride=S, pad=P)
 
         def natural(x: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
             d = ops.from_nchwc(x[0], icp)
-            if dw:
+            if dot:
+                w = x[1].transpose(0, 3, 1, 2, 4).reshape(ocp, K, -1)[:, None, :, :K]
+            elif dw:
                 w = x[1].transpose(0, 3, 1, 2).reshape(ocp, 1, K, K)
             else:
                 w = x[1].transpose(0, 5, 1, 4, 6, 2, 3).reshape(ocp, icp, K, K)
@@ -201,7 +213,10 @@ def _int8_program(k: KernelSpec) -> KernelProgram:
 
         def make_inputs(rng: np.random.Generator) -> list[np.ndarray]:
             d = rng.integers(0, 256, (B, icp // icb, H, W, icb), dtype=np.uint8)
-            w = rng.integers(-128, 128, wshape, dtype=np.int8)
+            if dot:   # the taps beyond K are zero in every packed weight
+                w = pack_dw_weight(rng.integers(-128, 128, (ocp, 1, K, K), dtype=np.int8))
+            else:
+                w = rng.integers(-128, 128, wshape, dtype=np.int8)
             acc = ops.conv_acc_np(*natural([d, w]), S, P, 0, icp if dw else 1)
             return [d, w, *requant_params(rng, np.abs(acc).max(axis=(0, 2, 3)), ocp), qp]
 

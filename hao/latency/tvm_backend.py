@@ -62,13 +62,17 @@ class TVMBackend(LatencyBackend):
         (:mod:`hao.latency.interference`; ``None``: no check). Local CPU only.
     max_loaded_sessions: loaded sessions tolerated per kernel before the quietest one is kept and the row is
         flagged (``extra["quiet"] = False``, the table's ``other_cores`` column).
+    portable: time the portable programs even where the target has a hand-written one (the plain int8
+        depthwise program on a VNNI + VBMI CPU); for comparisons only — a table's rows are the programs its
+        networks run.
     """
 
     def __init__(self, target: dict[str, Any] | None = None, trials: int = 8,
                  database_dir: str | os.PathLike | None = None, threads: int = DEFAULT_THREADS,
                  rpc: str | None = None, repeat: int = 7, min_repeat_ms: int = 15, population: int = 64,
                  seed: int = 0, check: bool = True, rounds: int = 3, rpc_timeout_s: int = 120,
-                 quiet_limit: float | None = QUIET_OTHER_CORES, max_loaded_sessions: int = 5) -> None:
+                 quiet_limit: float | None = QUIET_OTHER_CORES, max_loaded_sessions: int = 5,
+                 portable: bool = False) -> None:
         if target is not None and not isinstance(target, dict):
             raise ConfigError(f"target must be a TVM JSON target dict like {{'kind': 'llvm', 'mcpu': 'znver4', "
                               f"'num-cores': 2}}, got {target!r} ({type(target).__name__}).")
@@ -96,6 +100,9 @@ class TVMBackend(LatencyBackend):
                               f"{quiet_limit!r}; the default is {QUIET_OTHER_CORES}.")
         self.quiet_limit = quiet_limit
         self.max_loaded_sessions = max_loaded_sessions
+        #: time the portable programs even where the target has a hand-written one (comparisons only: a table's
+        #: rows must be the programs its networks run, i.e. portable=False)
+        self.portable = bool(portable)
         self.threads_in_effect = pin_threads(threads)
         if self.threads_in_effect != threads and self.rpc is None:  # remote kernels run on the board's pool
             raise ConfigError(f"TVM's thread pool in this process has fewer workers than the {threads} threads "
@@ -170,7 +177,14 @@ class TVMBackend(LatencyBackend):
 
     # ---- tuning -----------------------------------------------------------------------------------------
     def schedule(self, mod: Any) -> tuple[Any, int, float]:
-        """(schedule, trials spent now, seconds) — from the database, or tuned and committed to it."""
+        """(schedule, trials spent now, seconds) — from the database, or tuned and committed to it; a
+        hand-scheduled program (:func:`hao.latency.dw_dot.is_hand_scheduled`) is its own schedule."""
+        from hao.latency.dw_dot import is_hand_scheduled
+
+        if is_hand_scheduled(mod["main"]):
+            import tvm
+
+            return tvm.s_tir.Schedule(mod), 0, 0.0
         # hao's own tune_tir: TVM's sets up logging process-wide and fails on unnamed host handlers
         return schedule_or_tune(mod, self.target, self.database, os.path.join(self._work.name, "tune"),
                                 trials=self.trials, population=self.population, builder=self.builder,
@@ -191,7 +205,7 @@ class TVMBackend(LatencyBackend):
             tvm = lazy_import("tvm")
             from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
 
-            prog = build_kernel_func(run_kernel)
+            prog = build_kernel_func(run_kernel, None if self.portable else self.target)
             mod = tvm.IRModule({"main": prog.func})
             stage = "tuning"
             sch, spent, tune_s = self.schedule(mod)

@@ -181,8 +181,8 @@ def build_candidate(space: Any, candidate: Any, precision: str, seed: int, tuner
     model.train()
     prepare_subnet(model, [torch.randn(16, *space.input_shape, generator=g) for _ in range(2)])
     net = integer_network(model.eval(), tuple(space.input_shape))
-    mod = relax_module(net)
     target = tuner.backend.target
+    mod = relax_module(net, target)
     db, counts = schedules(mod, target, None, tuner.backend)
     tuner.tuned_tasks += counts["tuned"]
     tuner.reused_tasks += counts["from_database"]

@@ -16,11 +16,24 @@ from tests.deploy.conftest import SHAPE, calibrated, images  # noqa: E402
 pytestmark = [pytest.mark.tvm]
 
 
-def test_module_equals_the_integer_reference_bit_for_bit(tiny_space):
+def _host() -> dict:
+    from tvm.target import codegen
+
+    return {"kind": "llvm", "mcpu": str(codegen.llvm_get_system_cpu()), "num-cores": 2}
+
+
+#: no target: the plain programs; this CPU: the programs its table rows run (the dot-product depthwise program
+#: where the CPU has AVX-512 VNNI + VBMI)
+TARGETS = [None, "host"]
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_module_equals_the_integer_reference_bit_for_bit(tiny_space, target):
+    target = _host() if target == "host" else target
     rng = np.random.default_rng(11)
     for i, c in enumerate([tiny_space.sample(rng), tiny_space.smallest()]):
         net = integer_network(calibrated(tiny_space, c, seed=i), SHAPE)
-        mod = IntegerModule(build(relax_module(net)), sample=images(1))
+        mod = IntegerModule(build(relax_module(net, target), target), sample=images(1))
         x = images(12, seed=i)
         got = mod.run_batch(x)
         assert got.shape == (12, 10)
@@ -29,17 +42,20 @@ def test_module_equals_the_integer_reference_bit_for_bit(tiny_space):
         assert t.shape == (2,) and np.all(t > 0)
 
 
-def test_every_layer_is_its_table_kernels_program(tiny_space):
+@pytest.mark.parametrize("target", TARGETS)
+def test_every_layer_is_its_table_kernels_program(tiny_space, target):
     from tvm.s_tir.meta_schedule.tune_context import _normalize_mod
 
     from hao.latency.programs import build_kernel_func
 
+    target = _host() if target == "host" else target
     c = tiny_space.sample(np.random.default_rng(5))
     net = integer_network(calibrated(tiny_space, c), SHAPE)
-    funcs, kernels = table_functions(relax_module(net)), net.kernels()
+    funcs, kernels = table_functions(relax_module(net, target)), net.kernels()
     assert len(funcs) == len(kernels) == len(tiny_space.kernels(c))
     for f, k in zip(funcs, kernels):
-        assert tvm_ffi.structural_equal(_normalize_mod(f), _normalize_mod(build_kernel_func(k).func)), k.short()
+        assert tvm_ffi.structural_equal(_normalize_mod(f), _normalize_mod(build_kernel_func(k, target).func)), \
+            k.short()
 
 
 @pytest.mark.slow
