@@ -29,7 +29,7 @@ import numpy as np
 from hao._imports import lazy_import
 
 __all__ = ["uses_dot_depthwise", "pack_dw_weight", "dw_weight_shape", "dwconv_int8_dot", "HAND_SCHEDULED",
-           "is_hand_scheduled"]
+           "is_hand_scheduled", "portable_depthwise_rows"]
 
 #: PrimFunc attribute of programs written already scheduled (tuning skips them; they compile as written).
 HAND_SCHEDULED = "hao.hand_scheduled"
@@ -87,3 +87,15 @@ def dwconv_int8_dot(channels: int, h: int, w: int, k: int, stride: int, pad: int
     oh, ow = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
     func = build(channels // 16, h, w, k, stride, pad, oh, ow, -(-k // 4), _x_block(ow))
     return func.with_attr(HAND_SCHEDULED, 1)
+
+
+def portable_depthwise_rows(df: Any, target: Any) -> int:
+    """How many integer depthwise rows of a table (its DataFrame) were timed with the portable program although
+    networks compiled for ``target`` run the dot-product one (rows without ``vpdpbusd``: ``vnni`` false). Such
+    rows predict the wrong program; re-time them on the hardware:
+    ``hao calibrate --hardware H --retime --space S --op dwconv2d``."""
+    if not uses_dot_depthwise(target) or "vnni" not in df.columns:
+        return 0
+    rows = df[(df["op"] == "dwconv2d") & (df["w_bits"] <= 8)]
+    vnni = rows["vnni"].astype(str).str.lower().isin(("true", "1", "1.0"))
+    return int((~vnni).sum())

@@ -243,6 +243,18 @@ def validate_networks(hardware: str, space_name: str, n_networks: int = 20, seed
     table = load_table(hardware)
     space = get_space(space_name)
     pred = LatencyPredictor.from_table(table, space=space_name)
+    portable_dw = 0
+    if precision != "fp32":
+        from hao.latency.dw_dot import portable_depthwise_rows
+
+        portable_dw = portable_depthwise_rows(table.df, table.meta.get("target"))
+        if portable_dw:
+            import warnings
+
+            warnings.warn(f"{hardware}: {portable_dw} int8 depthwise rows were timed with the portable program, but "
+                          "integer networks for this target run the dot-product program (hao/latency/dw_dot.py); "
+                          f"re-time them first: hao calibrate --hardware {hardware} --retime --space {space_name} "
+                          "--op dwconv2d (docs/deployment.md).", stacklevel=2)
     rng = np.random.default_rng(seed)
     cands = []
     seen = set()
@@ -320,7 +332,7 @@ def validate_networks(hardware: str, space_name: str, n_networks: int = 20, seed
                       f"report.", stacklevel=2)
     report = {
         "hardware": hardware, "space": space_name, "seed": seed, "precision": precision,
-        "table_programs_not_in_database": stale,
+        "table_programs_not_in_database": stale, "portable_depthwise_rows": portable_dw,
         "protocol": (("torch.export -> relax.frontend.torch.from_exported_program -> ConvertLayout(NHWC) -> "
                       "relax zero pipeline -> conv tasks run their table kernel's schedule (trace replayed), other "
                       f"tasks from tuning_db or tuned with MetaSchedule ({trials_per_task} trials/task); BN folded "

@@ -67,3 +67,15 @@ def test_equals_the_integer_reference_bit_for_bit(c, h, k, s):
     got = ops.from_nchwc(args[-1].numpy(), c)
     assert np.array_equal(got, ref)
     assert len(np.unique(got)) > 20                 # not a clipped constant
+
+
+def test_rows_of_the_portable_program_are_counted_on_a_dot_target():
+    pytest.importorskip("tvm")
+    import pandas as pd
+
+    from hao.latency.dw_dot import portable_depthwise_rows
+
+    df = pd.DataFrame({"op": ["dwconv2d", "dwconv2d", "dwconv2d", "conv2d"], "w_bits": [8, 8, 32, 8],
+                       "vnni": [False, True, False, False]})
+    assert portable_depthwise_rows(df, {"kind": "llvm", "mcpu": "znver4"}) == 1
+    assert portable_depthwise_rows(df, {"kind": "llvm", "mcpu": "znver3"}) == 0   # the portable program is right
