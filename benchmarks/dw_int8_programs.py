@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TVM_NUM_THREADS", str(args.threads))
 
     import hao
-    from hao.kernel import replace_bits
+    from hao.latency.backend import replace_bits
     from hao.latency.coverage import space_kernels
     from hao.latency.dw_dot import uses_dot_depthwise
     from hao.latency.runlog import load_average, scheduling_priority
@@ -46,8 +46,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.hardware}: target {target} lacks AVX-512 VNNI + VBMI; only the portable int8 program runs "
               "there.", file=sys.stderr)
         return 2
-    dw = {k.key(): k for k in space_kernels(hao.get_space(args.space)) if k.op == "dwconv2d"}
-    fp = [replace_bits(k, 32, 32) for k in dw.values()]
+    fp = list({replace_bits(k, 32, 32).key(): replace_bits(k, 32, 32)
+               for k in space_kernels(hao.get_space(args.space)) if k.op == "dwconv2d"}.values())
     lat = {k.key(): table.latency(k) for k in fp}
     shapes = sorted(fp, key=lambda k: -(lat[k.key()] or 0))[: args.shapes]
     db = hardware_dir(args.hardware) / "tuning_db"

@@ -51,9 +51,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         fp32 = build_candidate(space, space.largest(), "fp32", args.seed, tuner)
         int8 = build_candidate(space, space.largest(), "int8", args.seed, tuner)
+        nets = [fp32, int8]
+        from hao.latency.dw_dot import uses_dot_depthwise
+
+        if uses_dot_depthwise(tuner.backend.target):   # also the portable depthwise program, for comparison
+            nets.append(build_candidate(space, space.largest(), "int8", args.seed, tuner, portable=True))
         build_s = time.perf_counter() - t0
         load0 = load_average()
-        fp, i8 = time_interleaved([fp32, int8], passes=args.rounds)
+        timed = time_interleaved(nets, passes=args.rounds)
+        fp, i8 = timed[0], timed[1]
     finally:
         tuner.close()
     res = {"space": args.space, "architecture": "largest", "hardware": args.hardware, "threads": args.threads,
@@ -61,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
            "loadavg_start": load0, "loadavg_end": load_average(), "priority": scheduling_priority(),
            "fp32": fp, "int8": i8, "int8_schedules": int8.facts.get("schedules"),
            "speedup_int8_over_fp32": fp["measured_ms"] / i8["measured_ms"] if fp["ok"] and i8["ok"] else None,
+           "int8_depthwise_program": "dot-product (hao/latency/dw_dot.py)" if len(nets) == 3 else "portable",
            "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     if args.hardware != "native":
         from hao.latency.predictor import LatencyPredictor
@@ -73,9 +80,15 @@ def main(argv: list[str] | None = None) -> int:
             per = pred.predict(ks, prefer_measured=True)
             res[f"predicted_{prec}_by_op_ms"] = {op: float(sum(p for k, p in zip(ks, per) if k.op == op))
                                                  for op in sorted({k.op for k in ks})}
+    if len(timed) == 3:
+        res["int8_portable_depthwise"] = timed[2]
+        if timed[2]["ok"] and fp["ok"]:
+            res["speedup_int8_portable_depthwise_over_fp32"] = fp["measured_ms"] / timed[2]["measured_ms"]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(res, indent=2, default=str) + "\n")
-    print(f"fp32 {fp.get('measured_ms')} ms, int8 {i8.get('measured_ms')} ms, speed-up "
+    extra = (f", int8 with the portable depthwise program {timed[2].get('measured_ms')} ms"
+             if len(timed) == 3 else "")
+    print(f"fp32 {fp.get('measured_ms')} ms, int8 {i8.get('measured_ms')} ms{extra}, speed-up "
           f"{res['speedup_int8_over_fp32']}; load {load0} -> {res['loadavg_end']}")
     return 0
 

@@ -160,10 +160,13 @@ def _by_op(kernels: list, latencies: np.ndarray) -> dict[str, float]:
     return out
 
 
-def build_candidate(space: Any, candidate: Any, precision: str, seed: int, tuner: Tuner) -> Any:
+def build_candidate(space: Any, candidate: Any, precision: str, seed: int, tuner: Tuner,
+                    portable: bool = False) -> Any:
     """The compiled network of one candidate: float (:func:`build_network`) or integer (:mod:`hao.deploy`, the
     table's own int8 programs; weights seeded, activation ranges from seeded random images — latency does not
-    depend on the values). A candidate of a resolution-searching space compiles at its own resolution."""
+    depend on the values). A candidate of a resolution-searching space compiles at its own resolution.
+    ``portable``: integer layers use the portable programs even where the target has a hand-written one (for
+    comparisons, e.g. ``benchmarks/network_int8_speedup.py``)."""
     space = space.resolve(candidate)
     if precision == "fp32":
         return build_network(float_model(space, candidate, seed=seed), tuple(space.input_shape), tuner)
@@ -182,7 +185,7 @@ def build_candidate(space: Any, candidate: Any, precision: str, seed: int, tuner
     prepare_subnet(model, [torch.randn(16, *space.input_shape, generator=g) for _ in range(2)])
     net = integer_network(model.eval(), tuple(space.input_shape))
     target = tuner.backend.target
-    mod = relax_module(net, target)
+    mod = relax_module(net, None if portable else target)
     db, counts = schedules(mod, target, None, tuner.backend)
     tuner.tuned_tasks += counts["tuned"]
     tuner.reused_tasks += counts["from_database"]
