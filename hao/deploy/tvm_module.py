@@ -12,6 +12,10 @@ TE programs (:mod:`hao.latency.int8_ops`), one ``call_tir`` per table kernel, ne
 * :class:`IntegerModule` — the built module: ``run(image)`` → logits, ``time_session`` like the float
   networks of :mod:`hao.latency.compiler`.
 
+Depthwise layers compiled for a target with AVX-512 VNNI + VBMI run the hand-written dot-product program of
+:mod:`hao.latency.dw_dot` (as that target's table rows do; ``relax_module(net, target)``), added to the module as
+a PrimFunc and called with ``call_tir``; it needs no schedule.
+
 Sub-8-bit layers run the int8 programs (codes of fewer bits in int8 / u8 storage): this CPU has no faster path
 (``docs/tvm_notes.md``). A table whose int4 rows time a real int4 program would add an ``int4_ops`` with the same
 signatures and a branch on the layer's bits in :func:`relax_module`; nothing else changes.

@@ -18,8 +18,10 @@ clip bounds (``lo = z_out``; ``hi = z_out + round(6/s_out)`` for ReLU6).
 
 Layouts are the table's: NCHW16c activations (``(1, C/16, H, W, 16)``; a layer whose input channels are not a
 multiple of 16 reads ``NCHW{icb}c`` with ``icb`` = 8 or 4), conv weights pre-packed ``[OC/16, IC/icb, K, K, icb/4,
-16, 4]`` (the form VNNI's ``vpdpbusd`` tensorizes correctly), depthwise weights ``[C/16, K, K, 16]``, dense weights
-``[N/16, K/4, 16, 4]``. :mod:`hao.latency.programs` builds the table's kernels from these; :mod:`hao.deploy`
+16, 4]`` (the form VNNI's ``vpdpbusd`` tensorizes correctly), depthwise weights ``[C/16, K, K, 16]`` (on CPUs
+with AVX-512 VNNI + VBMI the depthwise layers run the hand-written program of :mod:`hao.latency.dw_dot` instead,
+weights ``[C/16, K, ceil(K/4), 16, 4]``, same arguments otherwise), dense weights ``[N/16, K/4, 16, 4]``.
+:mod:`hao.latency.programs` builds the table's kernels from these; :mod:`hao.deploy`
 builds whole networks from them.
 """
 from __future__ import annotations
