@@ -44,7 +44,8 @@ def nets():
 
 def test_a_known_overhead_is_recovered_held_out(nets, tmp_path):
     rng = np.random.default_rng(1)
-    rows = [(n, c, f"{1.15 * s + 0.04 + 0.0005 * k + rng.normal(0, 0.005):.6f}") for n, c, s, k in nets]
+    # noise relative to the network (0.4%), so the test does not depend on how fast the table's CPU is
+    rows = [(n, c, f"{1.15 * s + 0.04 + 0.0005 * k + rng.normal(0, 0.004 * s):.6f}") for n, c, s, k in nets]
     rep = validate_published(HW, _write(tmp_path / "nets.csv", rows), network_scale="auto")
     assert rep["n_networks"] == 12 and rep["network_scale"] == "on"
     assert rep["summary"]["share_within_10pct"] == 1.0 and rep["summary"]["kendall_tau"] > 0.8
