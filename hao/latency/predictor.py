@@ -291,35 +291,55 @@ class LatencyPredictor(BaseEstimator, RegressorMixin):
         return self
 
     def save_overhead(self, folder: str | os.PathLike, extra: dict[str, Any] | None = None,
-                      space: str | None = None) -> Path:
+                      space: str | None = None, deploy: str = "float") -> Path:
         """Write the non-refittable state (overhead) and the parameters as JSON (no pickle).
 
         With ``space``, the overhead is stored for that space's networks (``by_space``; the glue between
         kernels differs between families, e.g. a transformer's reshapes), the entries of other spaces are kept,
         and the top-level overhead (used for spaces without an entry) is the first space's (refitting that space
-        updates it)."""
+        updates it). ``deploy="integer"`` (needs ``space``) stores it as the overhead of that space's *integer*
+        networks (``by_space[space]["integer"]``: quantize-input, classifier and call glue differ from a float
+        network's), leaving the float overhead alone; :meth:`from_table` uses it for spaces whose every
+        candidate deploys as an integer network."""
         self._check_fitted()
+        if deploy not in ("float", "integer") or (deploy == "integer" and space is None):
+            raise ConfigError(f"save_overhead: deploy must be 'float' or 'integer' (the latter with space=...), "
+                              f"got deploy={deploy!r}, space={space!r}.")
         p = Path(folder) / "predictor.json"
         own = {"network_scale": self.network_scale_, "overhead_ms": self.overhead_ms_,
                "overhead_per_kernel_ms": self.overhead_per_kernel_ms_, **(extra or {})}
         old: dict[str, Any] = json.loads(p.read_text()) if space is not None and p.is_file() else {}
+        if deploy == "integer":
+            entry = dict(old.get("by_space", {}).get(space, {}))
+            entry["integer"] = own
+            doc = {**old, "params": old.get("params", self.get_params()),
+                   "by_space": {**old.get("by_space", {}), space: entry}}
+            atomic_write_text(p, json.dumps(doc, indent=2, default=list) + "\n")
+            return p
         if space is None:
             doc = {"params": self.get_params(), **own}
         else:
             own["space"] = space
+            integer = old.get("by_space", {}).get(space, {}).get("integer")
             top = {k: v for k, v in old.items() if k not in ("params", "by_space")}
             if not top or top.get("space") == space:     # none yet, or this space's earlier fit: replace it
                 top = own
-            doc = {"params": self.get_params(), **top, "by_space": {**old.get("by_space", {}), space: own}}
+            doc = {"params": self.get_params(), **top,
+                   "by_space": {**old.get("by_space", {}), space: {**own, **({"integer": integer} if integer else {})}}}
         atomic_write_text(p, json.dumps(doc, indent=2, default=list) + "\n")
         return p
 
     @classmethod
     def from_table(cls, table: str | os.PathLike | LatencyTable, space: str | None = None,
-                   **params: Any) -> "LatencyPredictor":
+                   deploy: str = "auto", **params: Any) -> "LatencyPredictor":
         """Fit on a hardware table (name, folder or :class:`LatencyTable`) and load its ``predictor.json``
         overhead if present: the entry of ``space`` (a space name) when the file has one, else its top-level
-        overhead."""
+        overhead. ``deploy``: whose overhead — ``"float"`` networks', ``"integer"`` networks' (the entry
+        ``hao latency validate --precision int8|mixed`` fitted; the float one where there is none), or
+        ``"auto"``: integer when every candidate of ``space`` deploys as an integer network (its bit decisions
+        offer no float option), else float."""
+        if deploy not in ("auto", "float", "integer"):
+            raise ConfigError(f"from_table: deploy must be 'auto', 'float' or 'integer', got {deploy!r}.")
         t = table if isinstance(table, LatencyTable) else load_table(table)
         saved: dict[str, Any] = {}
         if t.path is not None and (Path(t.path) / "predictor.json").is_file():
@@ -330,7 +350,26 @@ class LatencyPredictor(BaseEstimator, RegressorMixin):
         p.update(params)
         est = cls(**p).fit(t)
         over = saved.get("by_space", {}).get(space, saved) if space is not None else saved
+        if deploy == "auto":
+            deploy = "integer" if space is not None and _deploys_integer(space) else "float"
+        est.deploy_ = "float"
+        if deploy == "integer" and isinstance(over.get("integer"), dict):
+            over, est.deploy_ = over["integer"], "integer"
         est.overhead_ms_ = float(over.get("overhead_ms", 0.0))
         est.overhead_per_kernel_ms_ = float(over.get("overhead_per_kernel_ms", 0.0))
         est.network_scale_ = float(over.get("network_scale", 1.0))
         return est
+
+
+def _deploys_integer(space_name: str) -> bool:
+    """Whether every candidate of the registered space ``space_name`` deploys as an integer network: it has
+    weight-bit decisions and none offers 32 (float). Unknown names: False."""
+    from hao.space.candidate import BIT_KINDS
+    from hao.space.registry import SPACES
+
+    if space_name not in SPACES:
+        return False
+    from hao.space.registry import get_space
+
+    decs = [d for d in get_space(space_name).decisions() if d.kind in BIT_KINDS and d.kind != "a_bits"]
+    return bool(decs) and all(32 not in d.options for d in decs)

@@ -372,14 +372,16 @@ def validate_networks(hardware: str, space_name: str, n_networks: int = 20, seed
                           f"First error: {first[:300]}. Per-network errors are in {path}.")
     report["report_path"] = str(path)
     report["predictor_updated"] = False
-    if precision != "fp32":
-        return report
     if path.resolve().parent != folder.resolve():
         # a report kept elsewhere (--out) is a side measurement: the table's predictor.json keeps the overhead
         # its own report in the table folder documents
         return report
     report["predictor_updated"] = True
+    # float networks' overhead, or (int8 / mixed) the integer networks' — searches of spaces that deploy as
+    # integer networks use the latter (LatencyPredictor.from_table(deploy="auto"))
     pred.save_overhead(folder, extra={"fitted_by": f"hao latency validate {hardware} --space {space_name} "
+                                                    f"--precision {precision} "
                                                     f"--network-scale {summary['model_selection']['requested']}",
-                                      "validation_report": path.name}, space=space_name)
+                                      "validation_report": path.name}, space=space_name,
+                       deploy="float" if precision == "fp32" else "integer")
     return report

@@ -62,7 +62,8 @@ def test_every_layer_is_its_table_kernels_program(tiny_space, target):
 def test_mixed_precision_validation_compiles_integer_networks(tmp_path, tiny_space):
     """``hao latency validate --precision mixed`` end to end on a tiny space: integer networks of the table's
     int8 programs are built, checked and timed against the table's rows (a roofline table: the numbers are not
-    the point, the pipeline is); the float overhead in predictor.json is left alone."""
+    the point, the pipeline is); the fitted overhead is stored as the space's *integer* networks' overhead, which
+    searches of the space then use."""
     import json
 
     from hao.latency import calibrate as cal
@@ -83,6 +84,14 @@ def test_mixed_precision_validation_compiles_integer_networks(tmp_path, tiny_spa
     assert rep["precision"] == "mixed" and all(r["ok"] for r in rep["networks"]), rep["networks"]
     assert all(r["measured_ms"] > 0 and r["kernels_in_table"] == r["n_kernels"] for r in rep["networks"])
     assert rep["report_path"].endswith("validation_tiny-deploy_mixed.json")
-    assert not (tmp_path / "tiny-int" / "predictor.json").exists()
     saved = json.loads((tmp_path / "tiny-int" / "validation_tiny-deploy_mixed.json").read_text())
     assert saved["summary"]["n_networks"] == 2
+    pj = json.loads((tmp_path / "tiny-int" / "predictor.json").read_text())
+    integer = pj["by_space"]["tiny-deploy"]["integer"]
+    assert integer["overhead_ms"] == pytest.approx(rep["overhead"]["ms"]) and "--precision mixed" in integer[
+        "fitted_by"]
+    from hao.latency.predictor import LatencyPredictor
+
+    for deploy, want in (("integer", "integer"), ("float", "float")):
+        p = LatencyPredictor.from_table(tmp_path / "tiny-int", space="tiny-deploy", deploy=deploy)
+        assert p.deploy_ == want

@@ -111,13 +111,41 @@ def test_network_latency_and_overhead_fit():
 def test_plain_tables_predict_as_before_block_features():
     """Block-level tables added feature columns for composite ops only: a kernel-level table's fit is the one it
     always was (pinned: predictions of the committed table, recorded before block tables existed — extra columns,
-    even all-zero ones, change a subsampled boosted fit)."""
+    even all-zero ones, change a subsampled boosted fit). Re-pinned when the table was recalibrated (2026-12-04)."""
     from hao.latency.predictor import FEATURE_NAMES, LatencyPredictor
     p = LatencyPredictor.from_table("cpu-rocketlake-2t")
     assert p.block_features_ is False and p.n_features_in_ == len(FEATURE_NAMES) == 28
     ks = [KernelSpec("conv2d", 16, 96, 28, 28, 1, 1, 1, 8, 8), KernelSpec("dwconv2d", 96, 96, 28, 28, 5, 2, 96, 32, 32),
           KernelSpec("conv2d", 40, 120, 7, 7, 1, 1, 1, 32, 32)]
-    assert p.predict(ks).tolist() == pytest.approx([0.01396504890445162, 0.019677751537614526, 0.005508230768543525],
+    assert p.predict(ks).tolist() == pytest.approx([0.020296350850552227, 0.02693852183633902, 0.0079218621153129],
                                                    rel=1e-6)
     with pytest.raises(ConfigError, match="composite block"):
         p.predict([KernelSpec("mbconv", 16, 16, 8, 8, 3, 1, mid_channels=48)])
+
+
+def test_integer_overhead_is_kept_apart_and_chosen_for_integer_spaces(tmp_path):
+    """int8/mixed validations store the integer networks' overhead beside the float one; a space whose every
+    candidate deploys as an integer network gets it, a float request the float one."""
+    import json
+    import shutil
+
+    from hao.latency.table import hardware_dir
+
+    folder = tmp_path / "hw"
+    shutil.copytree(hardware_dir(CPU_TABLE), folder, ignore=shutil.ignore_patterns("tuning_db", "*.json.xz"))
+    (folder / "predictor.json").unlink(missing_ok=True)
+    p = LatencyPredictor(quantiles=None).fit(load_table(folder))
+    p.network_scale_, p.overhead_ms_, p.overhead_per_kernel_ms_ = 1.0, 0.0, 0.002
+    p.save_overhead(folder, space="mbconv-fmnist")
+    p.overhead_ms_, p.overhead_per_kernel_ms_ = 0.04, 0.0005
+    p.save_overhead(folder, space="mbconv-fmnist", deploy="integer")
+    p.overhead_ms_, p.overhead_per_kernel_ms_ = 0.0, 0.003      # a later float refit keeps the integer entry
+    p.save_overhead(folder, space="mbconv-fmnist")
+    doc = json.loads((folder / "predictor.json").read_text())
+    assert doc["by_space"]["mbconv-fmnist"]["integer"]["overhead_ms"] == 0.04
+    auto = LatencyPredictor.from_table(folder, space="mbconv-fmnist", quantiles=None)
+    assert auto.deploy_ == "integer" and (auto.overhead_ms_, auto.overhead_per_kernel_ms_) == (0.04, 0.0005)
+    flt = LatencyPredictor.from_table(folder, space="mbconv-fmnist", deploy="float", quantiles=None)
+    assert flt.deploy_ == "float" and (flt.overhead_ms_, flt.overhead_per_kernel_ms_) == (0.0, 0.003)
+    with pytest.raises(ConfigError, match="deploy"):
+        p.save_overhead(folder, deploy="integer")
