@@ -190,11 +190,20 @@ def test_optuna_local_workers_share_one_study(tmp_path) -> None:
 
 
 @pytest.mark.tvm
-def test_export_tvm_library(tmp_path) -> None:
+def test_export_tvm_library(tmp_path, monkeypatch) -> None:
+    import shutil
+
     pytest.importorskip("tvm")
     hw = sorted(p.parent.name for p in (REPO / "latency_models").glob("cpu-*/meta.json"))
     if not hw:
         pytest.skip("no CPU hardware folder under latency_models/")
+    # on the table's own CPU the export tunes the network's tasks into the table's tuning_db (and repacks its
+    # schedules.json.xz): work on a copy that shadows the committed table, never on the repository's files
+    shutil.copytree(REPO / "latency_models" / hw[0], tmp_path / "tables" / hw[0],
+                    ignore=shutil.ignore_patterns("tuning_db"))
+    monkeypatch.setenv("HAO_LATENCY_MODELS", str(tmp_path / "tables"))
+    from hao.latency.table import hardware_dir
+    assert hardware_dir(hw[0]) == tmp_path / "tables" / hw[0]
     from hao.space import get_space
     sp = get_space("resnet-cifar")
     cand = sp.sample(np.random.default_rng(0))
