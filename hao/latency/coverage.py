@@ -70,6 +70,20 @@ def coverage(space: SearchSpace, table: Any) -> dict[str, Any]:
     by_pair = Counter((k.w_bits, k.a_bits) for k in ks)
     missing_pairs = sorted(space_pairs - table_pairs)
     n_missing = sum(by_pair[p] for p in missing_pairs)
+    target = table.meta.get("target") if isinstance(getattr(table, "meta", None), dict) else None
+    if target and any(k.op == "dwconv2d" and k.w_bits <= 8 for k in ks):
+        try:
+            from hao.latency.dw_dot import portable_depthwise_rows
+
+            stale = portable_depthwise_rows(table.df, target)
+        except ImportError:   # no TVM: the program choice cannot be checked
+            stale = 0
+        if stale:
+            warnings.append(f"table {table.name!r}: {stale} int8 depthwise rows were timed with the portable "
+                            "program, but networks for its target run the dot-product program "
+                            "(hao/latency/dw_dot.py), so they price depthwise layers too high; re-time them on "
+                            f"that hardware: hao calibrate --hardware {table.name} --retime --space {space.name} "
+                            "--op dwconv2d --precisions w8a8 --no-space-bits (docs/deployment.md).")
     if granularity == "block" and not any(k.op in BLOCK_OPS for k in ks):
         warnings.append(f"table {table.name!r} times whole blocks, but space {space.name!r} emits no block kernels "
                         f"({list(BLOCK_OPS)}): every kernel is predicted from block rows. Use a space with "

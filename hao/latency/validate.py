@@ -257,7 +257,7 @@ def validate_networks(hardware: str, space_name: str, n_networks: int = 20, seed
             warnings.warn(f"{hardware}: {portable_dw} int8 depthwise rows were timed with the portable program, but "
                           "integer networks for this target run the dot-product program (hao/latency/dw_dot.py); "
                           f"re-time them first: hao calibrate --hardware {hardware} --retime --space {space_name} "
-                          "--op dwconv2d (docs/deployment.md).", stacklevel=2)
+                          "--op dwconv2d --precisions w8a8 --no-space-bits (docs/deployment.md).", stacklevel=2)
     rng = np.random.default_rng(seed)
     cands = []
     seen = set()

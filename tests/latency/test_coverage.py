@@ -61,3 +61,20 @@ def test_an_int8_table_without_mapped_rows_covers_sub8_kernels(recwarn):
     from hao.kernel import KernelSpec
     k8, k2 = KernelSpec("conv2d", 16, 32, 14, 14, 3, 1, 1, 8, 8), KernelSpec("conv2d", 16, 32, 14, 14, 3, 1, 1, 2, 4)
     assert pred.predict([k2], prefer_measured=True)[0] == pred.predict([k8], prefer_measured=True)[0]
+
+
+def test_portable_depthwise_rows_on_a_dot_product_target_are_flagged():
+    """A table whose int8 depthwise rows ran the portable program, for a target whose networks run the
+    dot-product one, prices those layers too high: the check says so and gives the re-time command."""
+    pytest.importorskip("tvm")
+    full = load_table("cpu-rocketlake-2t")
+    df = full.df.copy()
+    dw8 = (df["op"] == "dwconv2d") & (df["w_bits"] == 8)
+    df.loc[dw8, "vnni"] = 0
+    t = LatencyTable(df, {**full.meta, "hardware": "old-dw"}, source="test")
+    rep = coverage(hao.get_space("mbconv-fmnist"), t)
+    assert any("portable program" in w and "--op dwconv2d" in w for w in rep["warnings"])
+    t2 = LatencyTable(df, {**full.meta, "hardware": "old-dw", "target": {"kind": "llvm", "mcpu": "znver3"}},
+                      source="test")
+    assert not any("portable" in w for w in coverage(hao.get_space("mbconv-fmnist"), t2)["warnings"])
+    assert not any("portable" in w for w in coverage(hao.get_space("mbconv-fmnist"), full)["warnings"])
