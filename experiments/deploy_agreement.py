@@ -10,7 +10,8 @@ Per candidate: the sub-network of the committed supernet, BatchNorm and activati
 * hao's fake-quant PyTorch model on the test images as ``hao evaluate`` computes it (exact accumulators, float64
   element-wise path: ``evaluate_full(exact=True)``),
 * the TVM integer module (:mod:`hao.deploy`, the table's own int8 programs, built with TVM's default lowering —
-  schedules change speed, never results) on the same images, one image per call,
+  schedules change speed, never results; ``--native``: for this CPU, with the programs its tables run) on the same
+  images, one image per call,
 * the NumPy integer reference on the first ``--reference-images`` images, compared with the TVM module,
 * the float32 fake-quant path (``hao evaluate --fast``, training-time evaluation) on the first ``--float32-images``
   images: how often float32 rounding alone flips a prediction.
@@ -62,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--smoke", action="store_true", help="CI setting: no targets enforced")
+    ap.add_argument("--native", action="store_true",
+                    help="compile for this CPU (the programs a table of this CPU runs, e.g. the dot-product "
+                         "depthwise program on AVX-512 VNNI + VBMI) instead of a generic LLVM target")
     args = ap.parse_args(argv)
 
     import os
@@ -79,6 +83,12 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     facts = run_facts(argv, args.threads)
+    target = None
+    if args.native:
+        from hao.latency.target import default_target
+
+        target = default_target(args.threads)
+        facts["target"] = target
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     space = hao.get_space(args.space)
@@ -118,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
             n32 = min(args.float32_images, len(xs))
             fake32 = torch.cat([model(torch.from_numpy(xs[j: j + 500])) for j in range(0, n32, 500)]).numpy()
         net = integer_network(model, tuple(space.input_shape))
-        mod = IntegerModule(build(relax_module(net)))
+        mod = IntegerModule(build(relax_module(net, target), target))
         tvm_logits = mod.run_batch(xs)
         k = min(args.reference_images, len(xs))
         ref = net.run(xs[:k])
