@@ -246,10 +246,9 @@ def _search_contexts(args: argparse.Namespace, space: Any, budgets: Any, objecti
         if stop.is_set():
             raise KeyboardInterrupt
     except KeyboardInterrupt:
-        what = ("the search state is in {out}" if joint else
+        what = (f"the search state is in {out}" if joint else
                 "contexts already searched are not written (solvers with resumable state resume)")
-        print(f"\nhao search: interrupted; {what.format(out=out)}. Run the same command again to resume.",
-              file=sys.stderr)
+        print(f"\nhao search: interrupted; {what}. Run the same command again to resume.", file=sys.stderr)
         return 130
     result.meta.update(hardware=args.hardware, wall_s=time.perf_counter() - t0[0])
     _write(result, out)

@@ -99,17 +99,16 @@ def relax_module(net: IntegerNetwork, target: Any = None) -> Any:
             out = None
             for op in net.ops:
                 src = vals[op.inputs[0]]
-                if op.kind == "dwconv" and dot:
-                    arr = layer_arrays(op, chans[op.inputs[0]], dot_depthwise=True)
-                    v = _emit_dot_depthwise(bb, src, arr, op, [const(arr[n]) for n in
-                                                               ("weight", "bias", "mult", "shift", "qp")])
-                    chans[op.name] = _ceil16(op.arrays["weight"].shape[0])
-                elif op.kind in ("conv", "dwconv"):
-                    arr = layer_arrays(op, chans[op.inputs[0]])
-                    f = ops.conv_int8 if op.kind == "conv" else ops.dwconv_int8
-                    v = bb.emit_te(f, src, const(arr["weight"]), const(arr["bias"]), const(arr["mult"]),
-                                   const(arr["shift"]), const(arr["qp"]), stride=op.attrs["stride"],
-                                   pad=op.attrs["pad"], primfunc_name_hint=op.kind + "_int8")
+                if op.kind in ("conv", "dwconv"):
+                    dot_dw = dot and op.kind == "dwconv"
+                    arr = layer_arrays(op, chans[op.inputs[0]], dot_depthwise=dot_dw)
+                    consts = [const(arr[n]) for n in ("weight", "bias", "mult", "shift", "qp")]
+                    if dot_dw:
+                        v = _emit_dot_depthwise(bb, src, op, consts)
+                    else:
+                        f = ops.conv_int8 if op.kind == "conv" else ops.dwconv_int8
+                        v = bb.emit_te(f, src, *consts, stride=op.attrs["stride"], pad=op.attrs["pad"],
+                                       primfunc_name_hint=op.kind + "_int8")
                     chans[op.name] = _ceil16(op.arrays["weight"].shape[0])
                 elif op.kind == "add":
                     a = op.attrs
@@ -145,7 +144,7 @@ def relax_module(net: IntegerNetwork, target: Any = None) -> Any:
     return bb.get()
 
 
-def _emit_dot_depthwise(bb: Any, src: Any, arr: dict[str, np.ndarray], op: Op, consts: list[Any]) -> Any:
+def _emit_dot_depthwise(bb: Any, src: Any, op: Op, consts: list[Any]) -> Any:
     """A depthwise layer as a ``call_tir`` of the hand-written dot-product program (the table row's program)."""
     from tvm import relax
 
