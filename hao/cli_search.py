@@ -432,6 +432,7 @@ def _export_tvm(model: Any, space: Any, hardware: str, out: Path, args: argparse
     from tvm import relax
     from tvm.relax.frontend.torch import from_exported_program
 
+    from hao.latency.compiler import legalize
     from hao.latency.table import hardware_dir
     from hao.latency.validate import fold_batchnorm
     from hao.quant import quant_layers, set_bits
@@ -478,7 +479,7 @@ def _export_tvm(model: Any, space: Any, hardware: str, out: Path, args: argparse
     mod = from_exported_program(ep, keep_params_as_input=False)
     with target:
         mod = relax.transform.DecomposeOpsForInference()(mod)
-        mod = relax.get_pipeline("zero")(mod)
+        mod = relax.get_pipeline("zero")(legalize(mod))
     exe = tvm.compile(mod, target=target)
     missing = missing_isa(target)
     err: float | None = None

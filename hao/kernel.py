@@ -12,7 +12,7 @@ from typing import Any
 
 from hao.errors import ConfigError
 
-__all__ = ["KernelSpec", "OPS", "CNN_OPS", "TOKEN_OPS", "BITS", "KEY_COLUMNS", "BLOCK_COLUMNS", "BLOCK_OPS",
+__all__ = ["KernelSpec", "OPS", "CNN_OPS", "TOKEN_OPS", "LAYOUT_OPS", "BITS", "KEY_COLUMNS", "BLOCK_COLUMNS", "BLOCK_OPS",
            "se_channels", "se_kernels"]
 
 #: Kernel kinds. ``conv2d`` is a dense (groups=1) convolution fused with BN and activation (1x1 included),
@@ -30,8 +30,14 @@ __all__ = ["KernelSpec", "OPS", "CNN_OPS", "TOKEN_OPS", "BITS", "KEY_COLUMNS", "
 #: heads·head_dim; ``w_bits`` is the second operand's precision); ``softmax`` over rows of
 #: ``in_channels / groups`` (``in_channels = out_channels``), ``layernorm`` over the ``in_channels`` of every token,
 #: ``gelu`` element-wise. A residual add and the mean over tokens are ``add`` and ``avgpool`` with ``in_w = 1``.
+#: Attention's layout copies (``in_channels = out_channels`` = heads·head_dim, ``groups`` = heads), which a
+#: compiled network runs as kernels of their own: ``split_heads`` token-major ``(tokens, C)`` to head-major
+#: ``(heads, tokens, C/heads)`` (Q and V), ``split_heads_t`` to ``(heads, C/heads, tokens)`` (Kᵀ), ``merge_heads``
+#: back to ``(tokens, C)``.
 CNN_OPS = ("conv2d", "dwconv2d", "dense", "avgpool", "add")
-TOKEN_OPS = ("linear", "bmm", "softmax", "layernorm", "gelu")
+TOKEN_OPS = ("linear", "bmm", "softmax", "layernorm", "gelu", "split_heads", "split_heads_t", "merge_heads")
+#: token ops that only move data (attention's head layout copies)
+LAYOUT_OPS = ("split_heads", "split_heads_t", "merge_heads")
 OPS = CNN_OPS + ("mbconv",) + TOKEN_OPS
 #: Composite ops (see :data:`BLOCK_COLUMNS`).
 BLOCK_OPS = ("mbconv",)
@@ -189,7 +195,7 @@ class KernelSpec:
             return sum(p.elementwise_ops for p in self.block_parts())
         if self.op == "avgpool" or (self.op == "dense" and self.in_h * self.in_w > 1):  # a pooled dense reads HxW
             return self.batch * self.in_channels * self.in_h * self.in_w
-        if self.op in ("add", "softmax", "layernorm", "gelu"):
+        if self.op in ("add", "softmax", "layernorm", "gelu") + LAYOUT_OPS:
             return self.batch * self.in_channels * self.in_h * self.in_w
         return 0
 

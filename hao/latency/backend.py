@@ -183,7 +183,7 @@ def executed_kernel(kernel: KernelSpec) -> KernelSpec:
 
 #: ops that have float32 programs only (attention's matmuls, softmax, LayerNorm, GELU): a calibration plan keeps
 #: them at 32/32 whatever precisions it asks for
-FLOAT_ONLY_OPS = ("bmm", "softmax", "layernorm", "gelu")
+FLOAT_ONLY_OPS = ("bmm", "softmax", "layernorm", "gelu", "split_heads", "split_heads_t", "merge_heads")
 
 
 def replace_bits(kernel: KernelSpec, w_bits: int, a_bits: int) -> KernelSpec:

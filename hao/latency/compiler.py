@@ -24,8 +24,23 @@ from hao.latency.tuner import Tuner
 #: reference's fastest of the run (see :func:`time_interleaved`)
 STATE_SLACK = 0.10
 
-__all__ = ["STATE_SLACK", "lower_passes", "build_network", "CompiledNetwork", "build_prepacked", "time_interleaved",
+__all__ = ["STATE_SLACK", "legalize", "lower_passes", "build_network", "CompiledNetwork", "build_prepacked", "time_interleaved",
            "compile_network"]
+
+
+def _legalize_gelu(bb: Any, call: Any) -> Any:
+    from hao.latency.token_programs import gelu_te
+
+    return bb.call_te(gelu_te, call.args[0], primfunc_name_hint="gelu")
+
+
+def legalize(mod: Any) -> Any:
+    """Relax's ``LegalizeOps`` with hao's own programs where they differ from TVM's: ``nn.gelu`` runs
+    :func:`~hao.latency.token_programs.gelu_te` (``fast_erf``: vectorised, its cost independent of the data), the
+    program the table's ``gelu`` rows time. Every network hao compiles goes through here before fusion."""
+    from tvm import relax
+
+    return relax.transform.LegalizeOps(customize_legalize_map={"relax.nn.gelu": _legalize_gelu})(mod)
 
 
 def lower_passes(target: Any) -> list:
@@ -105,6 +120,7 @@ def build_network(model: Any, input_shape: tuple[int, ...], tuner: Tuner,
     with target:
         mod = relax.transform.DecomposeOpsForInference()(mod)
         mod = relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "HWIO"]})(mod)
+        mod = legalize(mod)
         # extract_tasks wants the legalized + fused module (it finds no task in an unfused one), while
         # compile_relax legalizes and fuses itself: handing it the fused module makes every database lookup
         # miss and the network runs untuned — so tasks come from `fused`, the build from `mod`.

@@ -11,7 +11,16 @@ tokens). Programs (TE / topi; ``hao.latency.programs`` dispatches here):
   (attention's ``Q Kᵀ`` and ``A V``; the space runs them in float32);
 * ``softmax`` — ``topi.nn.softmax`` over the last axis of ``(heads, tokens, in/heads)``;
 * ``layernorm`` — ``topi.nn.layer_norm`` over the channels of ``(tokens, channels)`` with scale and shift;
-* ``gelu`` — ``0.5 x (1 + erf(x / √2))`` element-wise (PyTorch's default, exact-erf GELU).
+* ``split_heads`` / ``split_heads_t`` / ``merge_heads`` — attention's layout copies, ``(tokens, C)`` to
+  ``(heads, tokens, C/heads)``, to ``(heads, C/heads, tokens)``, and back: a compiled network runs each as a
+  kernel of its own (Relax does not fuse a transpose into the matmul before or after it);
+* ``gelu`` — ``0.5 x (1 + erf(x / √2))`` element-wise (PyTorch's default GELU) with ``topi.fast_erf``
+  (:func:`gelu_te`), the program compiled networks run too (:func:`hao.latency.compiler.legalize`).
+
+Why ``fast_erf``: TVM lowers ``erf`` to a scalar call of libm's ``erff``, whose cost depends on the data — on
+``rocketlake``, 1.7 ns per element for |x| ≲ 0.5, 6.4 ns at |x| ~ 4 — so a row timed on one input distribution
+mispriced networks run on another (the table's GELU rows were 2.8× the networks' own). ``fast_erf`` is a clamped
+rational polynomial: vectorised, the same cost for every input (0.5 ns per element), within 1e-6 of ``erf``.
 """
 from __future__ import annotations
 
@@ -22,13 +31,23 @@ import numpy as np
 
 from hao._imports import lazy_import
 from hao.errors import ConfigError
-from hao.kernel import KernelSpec
+from hao.kernel import LAYOUT_OPS, KernelSpec
 
-__all__ = ["token_program"]
+__all__ = ["token_program", "gelu_te"]
 
 
 def _rows(k: KernelSpec) -> int:
     return k.batch * k.in_h * k.in_w
+
+
+def gelu_te(x: Any) -> Any:
+    """GELU of a TE tensor, ``x · (0.5 + 0.5 · erf(x / √2))`` with ``topi.fast_erf`` — the one GELU program of
+    hao's tables and compiled networks."""
+    from tvm import te, topi
+
+    scaled = te.compute(x.shape, lambda *i: x(*i) * np.float32(1.0 / math.sqrt(2.0)), name="gelu_scaled")
+    erf = topi.fast_erf(scaled)
+    return te.compute(x.shape, lambda *i: x(*i) * (np.float32(0.5) + np.float32(0.5) * erf(*i)), name="gelu")
 
 
 def token_program(k: KernelSpec, integer: bool) -> Any:
@@ -99,10 +118,11 @@ def _fp32(k: KernelSpec) -> Any:
                     rng.standard_normal(C, dtype=np.float32)]
 
         return KernelProgram(_finish([x, gamma, beta, out], te), make, ref, (T, C), f32, "NC", False)
+    if k.op in LAYOUT_OPS:
+        return _layout(k, te)
     if k.op == "gelu":
         x = te.placeholder((T, C), f32, "data")
-        out = te.compute((T, C), lambda i, j: x[i, j] * 0.5 * (1.0 + te.erf(x[i, j] * (1.0 / math.sqrt(2.0)))),
-                         name="gelu")
+        out = gelu_te(x)
 
         def ref(xs: list[np.ndarray]) -> np.ndarray:
             from scipy.special import erf
@@ -113,6 +133,27 @@ def _fp32(k: KernelSpec) -> Any:
         return KernelProgram(_finish([x, out], te), lambda rng: [rng.standard_normal((T, C), dtype=np.float32) * 2],
                              ref, (T, C), f32, "NC", False)
     raise ConfigError(f"{k.short()} is not a token kernel.")  # pragma: no cover - the dispatcher checks
+
+
+def _layout(k: KernelSpec, te: Any) -> Any:
+    from hao.latency.programs import KernelProgram, _finish
+
+    T, C, G = _rows(k), k.in_channels, k.groups  # noqa: N806
+    D = C // G  # noqa: N806
+    if k.op == "merge_heads":
+        x = te.placeholder((G, T, D), "float32", "data")
+        out = te.compute((T, C), lambda t, c: x[c // D, t, c % D], name="merge_heads")
+        return KernelProgram(_finish([x, out], te), lambda rng: [rng.standard_normal((G, T, D), dtype=np.float32)],
+                             lambda xs: xs[0].transpose(1, 0, 2).reshape(T, C), (T, C), "float32", "NC", False)
+    x = te.placeholder((T, C), "float32", "data")
+    if k.op == "split_heads":
+        out = te.compute((G, T, D), lambda g, t, d: x[t, g * D + d], name="split_heads")
+        ref, shape = (lambda xs: xs[0].reshape(T, G, D).transpose(1, 0, 2)), (G, T, D)
+    else:
+        out = te.compute((G, D, T), lambda g, d, t: x[t, g * D + d], name="split_heads_t")
+        ref, shape = (lambda xs: xs[0].reshape(T, G, D).transpose(1, 2, 0)), (G, D, T)
+    return KernelProgram(_finish([x, out], te), lambda rng: [rng.standard_normal((T, C), dtype=np.float32)],
+                         ref, shape, "float32", "GTC", False)
 
 
 def _linear_int8(k: KernelSpec) -> Any:

@@ -140,9 +140,12 @@ class ViTSpace(SearchSpace):
             qkv = (local[f"{p}.qkv.w_bits"], local[f"{p}.qkv.a_bits"])
             return [KernelSpec("layernorm", e, e, t, 1),
                     *[KernelSpec("linear", e, width, t, 1, 1, 1, 1, *qkv) for _ in range(3)],
+                    *[KernelSpec("split_heads", width, width, t, 1, 1, 1, h) for _ in range(2)],  # Q, V
+                    KernelSpec("split_heads_t", width, width, t, 1, 1, 1, h),  # Kᵀ
                     KernelSpec("bmm", width, h * t, t, 1, 1, 1, h),           # Q Kᵀ
                     KernelSpec("softmax", h * t, h * t, t, 1, 1, 1, h),
                     KernelSpec("bmm", h * t, width, t, 1, 1, 1, h),           # A V
+                    KernelSpec("merge_heads", width, width, t, 1, 1, 1, h),
                     KernelSpec("linear", width, e, t, 1, 1, 1, 1, local[f"{p}.o.w_bits"], local[f"{p}.o.a_bits"]),
                     KernelSpec("add", e, e, t, 1)]
         hidden = local[f"{p}.mlp_ratio"] * e

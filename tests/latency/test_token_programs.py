@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from hao.errors import ConfigError
-from hao.kernel import KernelSpec
+from hao.kernel import TOKEN_OPS, KernelSpec
 from tests.latency._programs import run_program
 
 tvm = pytest.importorskip("tvm", reason="apache-tvm is not installed")
@@ -15,7 +15,8 @@ KERNELS = [KernelSpec("linear", 64, 48, 49, 1), KernelSpec("linear", 64, 40, 49,
            KernelSpec("linear", 30, 20, 7, 1, w_bits=4, a_bits=8),           # padded to 32 x 32, int8-mapped
            KernelSpec("bmm", 32, 2 * 49, 49, 1, groups=2), KernelSpec("bmm", 2 * 49, 32, 49, 1, groups=2),
            KernelSpec("softmax", 4 * 49, 4 * 49, 49, 1, groups=4), KernelSpec("layernorm", 64, 64, 49, 1),
-           KernelSpec("gelu", 128, 128, 49, 1)]
+           KernelSpec("gelu", 128, 128, 49, 1), KernelSpec("split_heads", 64, 64, 49, 1, 1, 1, 4),
+           KernelSpec("split_heads_t", 64, 64, 49, 1, 1, 1, 4), KernelSpec("merge_heads", 32, 32, 49, 1, 1, 1, 2)]
 
 
 @pytest.mark.tvm
@@ -39,8 +40,9 @@ def test_vit_calibration_plan_has_a_correct_program_for_every_row():
     from hao.latency.programs import build_kernel_func, check_output
 
     plan = plan_kernels(space_kernels(hao.get_space("vit-fmnist")), precisions=[(32, 32), (8, 8)])
-    assert all(k.w_bits == k.a_bits == 32 for k in plan if k.op in ("bmm", "softmax", "layernorm", "gelu"))
-    assert {(k.op, k.w_bits) for k in plan} >= {("linear", 8), ("linear", 32), ("bmm", 32), ("gelu", 32)}
+    assert all(k.w_bits == k.a_bits == 32 for k in plan if k.op in TOKEN_OPS and k.op != "linear")
+    assert {(k.op, k.w_bits) for k in plan} >= {("linear", 8), ("linear", 32), ("bmm", 32), ("gelu", 32),
+                                                ("split_heads", 32), ("split_heads_t", 32), ("merge_heads", 32)}
     seen = set()
     for k in plan:
         if (k.op, k.w_bits) in seen:
@@ -65,7 +67,7 @@ def test_a_predictor_fitted_with_token_kernels_prices_the_vit_space():
     ks = space_kernels(sp)[::7]
     y = np.array([1e-3 + 1e-7 * k.macs + 1e-8 * k.elementwise_ops for k in ks])
     pred = LatencyPredictor(quantiles=None).fit(ks, y)
-    assert pred.token_features_ and pred.n_features_in_ == len(FEATURE_NAMES) + 5
+    assert pred.token_features_ and pred.n_features_in_ == len(FEATURE_NAMES) + len(TOKEN_OPS)
     lat = latency_objective(sp, pred).evaluate([sp.largest(), sp.smallest()])
     assert np.all(np.isfinite(lat)) and lat[0] > lat[1] > 0
     conv = [KernelSpec("conv2d", 8, 8, 8, 8, 3), KernelSpec("dense", 8, 10, 1, 1)]
@@ -73,3 +75,36 @@ def test_a_predictor_fitted_with_token_kernels_prices_the_vit_space():
     plain = LatencyPredictor(quantiles=None).fit(conv * 3, np.arange(1, 7, dtype=float))
     with pytest.raises(ConfigError, match="fitted on a table without token kernels"):
         plain.predict([next(k for k in ks if k.op == "bmm")])
+
+
+@pytest.mark.tvm
+def test_compiled_networks_run_the_tables_gelu_program():
+    """A network's GELU, legalized by hao's compiler, computes what the table row's program computes (the same
+    blocks, Relax's 64-bit shapes aside), and both are vectorised: no call of libm's ``erff``, whose cost depends
+    on the data."""
+    import re
+
+    from tvm import relax
+    from tvm.script import relax as R
+
+    from hao.latency.compiler import legalize
+    from hao.latency.programs import build_kernel_func
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", R.Tensor((49, 128), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            out = bb.emit_output(bb.emit(relax.op.nn.gelu(x)))
+        bb.emit_func_output(out)
+    mod = legalize(bb.get())
+    (gv,) = [g for g in mod.get_global_vars() if g.name_hint != "main"]
+    net = mod[gv].with_attr("global_symbol", "main")
+    row = build_kernel_func(KernelSpec("gelu", 128, 128, 49, 1)).func
+
+    def blocks(f):
+        return [b for b in re.findall(r'T\.sblock\("(\w+)"\)', f.script()) if b != "root"]
+
+    assert blocks(net) == blocks(row) == ["gelu_scaled", "T_fast_erf", "gelu"]
+    for f in (net, row):
+        exe = tvm.compile(tvm.IRModule({"main": f}), tvm.target.Target({"kind": "llvm"}))
+        assert "erff" not in exe.mod.inspect_source("asm")
