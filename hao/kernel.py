@@ -12,8 +12,8 @@ from typing import Any
 
 from hao.errors import ConfigError
 
-__all__ = ["KernelSpec", "OPS", "CNN_OPS", "TOKEN_OPS", "LAYOUT_OPS", "BITS", "KEY_COLUMNS", "BLOCK_COLUMNS", "BLOCK_OPS",
-           "se_channels", "se_kernels"]
+__all__ = ["KernelSpec", "OPS", "CNN_OPS", "TOKEN_OPS", "LAYOUT_OPS", "BITS", "KEY_COLUMNS", "BLOCK_COLUMNS",
+           "BLOCK_OPS", "se_channels", "se_kernels"]
 
 #: Kernel kinds. ``conv2d`` is a dense (groups=1) convolution fused with BN and activation (1x1 included),
 #: ``dwconv2d`` a depthwise convolution (groups = channels) fused with BN and activation, ``dense`` a fully

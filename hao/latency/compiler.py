@@ -24,8 +24,8 @@ from hao.latency.tuner import Tuner
 #: reference's fastest of the run (see :func:`time_interleaved`)
 STATE_SLACK = 0.10
 
-__all__ = ["STATE_SLACK", "legalize", "lower_passes", "build_network", "CompiledNetwork", "build_prepacked", "time_interleaved",
-           "compile_network"]
+__all__ = ["STATE_SLACK", "legalize", "lower_passes", "build_network", "CompiledNetwork", "build_prepacked",
+           "time_interleaved", "compile_network"]
 
 
 def _legalize_gelu(bb: Any, call: Any) -> Any:
