@@ -431,7 +431,8 @@ def add_latency_commands(subparsers: Any) -> None:
                     help="also validate N candidates spread over the space's front (proxy vs this table's latency), "
                          "the networks a search on this table returns")
     pv.add_argument("--calib-networks", type=int, default=4,
-                    help="extra networks (other seeds) used only to fit the per-network overhead")
+                    help="extra networks used only to fit the per-network overhead: the space's smallest and "
+                         "largest candidates (when >= 2), then random ones (default 4)")
     pv.add_argument("--network-scale", choices=("off", "on", "auto"), default="off",
                     help="off: measured = sum(kernels) + a + b*n_kernels; on: also fit a factor on sum(kernels); "
                          "auto: the one with the lower leave-one-out error on the calibration networks (needs "

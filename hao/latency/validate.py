@@ -16,9 +16,13 @@ For each seeded random candidate of a space:
    with MetaSchedule (same settings as calibration) and committed there.
 4. build -> ``relax.VirtualMachine``, output checked against PyTorch; once every network is built they are
    timed in interleaved passes (``time_evaluator``, one session per network per pass, lowest median kept).
-5. The first ``calib_networks`` networks (their own seeds) fit the predictor's per-network overhead
-   (a + b·kernels); the next ``n_networks`` are the held-out validation set: median |error| %, share within
-   ±10 %, Kendall τ. The report is written as JSON next to the table.
+5. ``calib_networks`` networks fit the predictor's per-network overhead (a + b·kernels): the space's smallest
+   and largest candidates (``source: "anchor"``; with ``calib_networks >= 2``), then seeded random ones. The
+   anchors span the kernel count, so a and b are both determined: random draws can share one count (a ViT's
+   random networks have 41, 59 or 77 kernels, one per depth), and four at one depth left a + b·n undetermined
+   (one run fitted a = 0.09 ms, b ≈ 0 and missed every shallower network by 14-16%). The next ``n_networks``
+   random networks are the held-out validation set: median |error| %, share within ±10 %, Kendall τ. The
+   report is written as JSON next to the table.
 
 This module holds the run (:func:`validate_networks`) and its scoring (:func:`score_rows`). Steps 1-4 live in
 :mod:`hao.latency.surgery`, :mod:`hao.latency.tuner` and :mod:`hao.latency.compiler`; their names are
@@ -261,6 +265,12 @@ def validate_networks(hardware: str, space_name: str, n_networks: int = 20, seed
     rng = np.random.default_rng(seed)
     cands = []
     seen = set()
+    if calib_networks >= 2:
+        for c in (space.smallest(), space.largest()):
+            if c.to_json() not in seen:
+                seen.add(c.to_json())
+                cands.append(c)
+    n_anchor = len(cands)
     while len(cands) < calib_networks + n_networks:
         c = space.sample(rng)
         if c.to_json() not in seen:
@@ -292,7 +302,7 @@ def validate_networks(hardware: str, space_name: str, n_networks: int = 20, seed
                 res = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:500]}
             lat = pred.predict(kernels, prefer_measured=True)
             rows.append({"index": i, "role": "overhead-fit" if i < calib_networks else "validation",
-                         "source": "random" if i < n_random else "front",
+                         "source": "anchor" if i < n_anchor else "random" if i < n_random else "front",
                          "candidate": c.to_dict(), "n_kernels": len(kernels), "kernels_in_table": n_meas,
                          "sum_kernels_ms": float(lat.sum()), "predicted_by_op_ms": _by_op(kernels, lat),
                          "sum_kernels_model_only_ms": float(pred.predict(kernels).sum()),

@@ -267,7 +267,9 @@ def test_front_candidates_are_validated_and_every_row_has_its_per_op_breakdown(t
     rep = v.validate_networks("val-front", "mbconv-fmnist", n_networks=3, calib_networks=2, progress=False,
                               precision="mixed", front=3, out=tmp_path / "r.json")
     sources = [r["source"] for r in rep["networks"]]
-    assert sources.count("random") == 5 and sources.count("front") == 3
+    assert sources[:2] == ["anchor", "anchor"] and sources.count("random") == 3 and sources.count("front") == 3
+    assert [r["candidate"] for r in rep["networks"][:2]] == [sp.smallest().to_dict(), sp.largest().to_dict()]
+    assert [r["role"] for r in rep["networks"][:3]] == ["overhead-fit", "overhead-fit", "validation"]
     front = [r for r in rep["networks"] if r["source"] == "front"]
     assert all(r["role"] == "validation" for r in front)
     want = v.front_candidates("mbconv-fmnist", "val-front", 3)
