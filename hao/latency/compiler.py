@@ -24,8 +24,8 @@ from hao.latency.tuner import Tuner
 #: reference's fastest of the run (see :func:`time_interleaved`)
 STATE_SLACK = 0.10
 
-__all__ = ["STATE_SLACK", "legalize", "lower_passes", "build_network", "CompiledNetwork", "build_prepacked",
-           "time_interleaved", "compile_network"]
+__all__ = ["STATE_SLACK", "legalize", "lower_passes", "import_network", "build_network", "CompiledNetwork",
+           "build_prepacked", "time_interleaved", "compile_network"]
 
 
 def _legalize_gelu(bb: Any, call: Any) -> Any:
@@ -96,27 +96,21 @@ class CompiledNetwork:
         return np.asarray(timer(self.inp).results, float) * 1e3
 
 
-def build_network(model: Any, input_shape: tuple[int, ...], tuner: Tuner,
-                  prepack_weights: bool = True) -> CompiledNetwork:
-    """Export, give every task a schedule (:meth:`Tuner.ensure`), compile, and check the output of one float
-    network against PyTorch (a wrong network raises ``ConfigError``, it is never timed).
-
-    ``prepack_weights`` (default): tasks see their weights as layout-free constants, as the table's kernels
-    do, and the schedules' weight packing is folded at compile time (see :func:`build_prepacked`);
-    ``False`` is the earlier build (no packing; every task tuned without it)."""
+def import_network(model: Any, input_shape: tuple[int, ...], target: Any,
+                   prepack_weights: bool = True) -> tuple[Any, np.ndarray, Any, Any]:
+    """``(x, reference output, mod, fused)`` of a float network: ``torch.export`` on a seeded input -> Relax ->
+    NHWC convolutions -> :func:`legalize`; ``fused`` is that module through Relax's fusion (the tasks to
+    schedule), with the weights marked layout-free when ``prepack_weights``."""
     import torch
 
-    tvm = lazy_import("tvm")
     from tvm import relax
     from tvm.relax.frontend.torch import from_exported_program
-    from tvm.s_tir import meta_schedule as ms
 
     x = torch.randn(1, *input_shape, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         ref = model(x).numpy()
         ep = torch.export.export(model, (x,))
     mod = from_exported_program(ep, keep_params_as_input=False)
-    target = tuner.backend.target
     with target:
         mod = relax.transform.DecomposeOpsForInference()(mod)
         mod = relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "HWIO"]})(mod)
@@ -131,6 +125,23 @@ def build_network(model: Any, input_shape: tuple[int, ...], tuner: Tuner,
             # runs once at compile time instead of on every inference. Without this the network's tasks were
             # tuned in a smaller space than the table's kernels (no weight packing) and ran 1.7x the table's Σ.
             fused = relax.transform.AttachAttrLayoutFreeBuffers()(fused)
+    return x, ref, mod, fused
+
+
+def build_network(model: Any, input_shape: tuple[int, ...], tuner: Tuner,
+                  prepack_weights: bool = True) -> CompiledNetwork:
+    """Export, give every task a schedule (:meth:`Tuner.ensure`), compile, and check the output of one float
+    network against PyTorch (a wrong network raises ``ConfigError``, it is never timed).
+
+    ``prepack_weights`` (default): tasks see their weights as layout-free constants, as the table's kernels
+    do, and the schedules' weight packing is folded at compile time (see :func:`build_prepacked`);
+    ``False`` is the earlier build (no packing; every task tuned without it)."""
+    tvm = lazy_import("tvm")
+    from tvm import relax
+    from tvm.s_tir import meta_schedule as ms
+
+    target = tuner.backend.target
+    x, ref, mod, fused = import_network(model, input_shape, target, prepack_weights)
     t0 = time.perf_counter()
     before = tuner.tuned_tasks
     chosen = tuner.ensure(fused)

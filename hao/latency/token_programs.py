@@ -3,14 +3,16 @@
 A token kernel works on ``in_h`` tokens (``in_w = 1``, batch 1 per image; ``batch`` images are stacked along the
 tokens). Programs (TE / topi; ``hao.latency.programs`` dispatches here):
 
-* ``linear`` float32 — ``topi.nn.dense`` of the ``(tokens, in)`` activations with ``(out, in)`` weights, plus
-  bias; **int8** — :func:`hao.latency.int8_ops.dense_int8` over the token rows: u8 activations × i8 weights packed
-  ``[out/16, in/4, 16, 4]`` → i32, integer-only dyadic requantization to u8 (exact: bit for bit against NumPy).
+* ``linear`` float32 — the ``(tokens, in) × (in, out)`` matmul plus bias, as Relax makes it of a PyTorch
+  ``Linear`` (:func:`relax_task`: the very task a compiled network runs, so the network finds this row's
+  schedule in the table's database instead of tuning its own); **int8** — :func:`hao.latency.int8_ops.dense_int8`
+  over the token rows: u8 activations × i8 weights packed ``[out/16, in/4, 16, 4]`` → i32, integer-only dyadic
+  requantization to u8 (exact: bit for bit against NumPy).
   Sub-8-bit weights or activations run the int8 program, as the convolutions do;
 * ``bmm`` float32 — ``topi.nn.batch_matmul`` of ``(heads, tokens, in/heads)`` by ``(heads, in/heads, out/heads)``
   (attention's ``Q Kᵀ`` and ``A V``; the space runs them in float32);
 * ``softmax`` — ``topi.nn.softmax`` over the last axis of ``(heads, tokens, in/heads)``;
-* ``layernorm`` — ``topi.nn.layer_norm`` over the channels of ``(tokens, channels)`` with scale and shift;
+* ``layernorm`` — LayerNorm over the channels of ``(tokens, channels)`` with scale and shift (Relax's task too);
 * ``split_heads`` / ``split_heads_t`` / ``merge_heads`` — attention's layout copies, ``(tokens, C)`` to
   ``(heads, tokens, C/heads)``, to ``(heads, C/heads, tokens)``, and back: a compiled network runs each as a
   kernel of its own (Relax does not fuse a transpose into the matmul before or after it);
@@ -33,7 +35,7 @@ from hao._imports import lazy_import
 from hao.errors import ConfigError
 from hao.kernel import LAYOUT_OPS, KernelSpec
 
-__all__ = ["token_program", "gelu_te"]
+__all__ = ["token_program", "gelu_te", "relax_task"]
 
 
 def _rows(k: KernelSpec) -> int:
@@ -48,6 +50,31 @@ def gelu_te(x: Any) -> Any:
     scaled = te.compute(x.shape, lambda *i: x(*i) * np.float32(1.0 / math.sqrt(2.0)), name="gelu_scaled")
     erf = topi.fast_erf(scaled)
     return te.compute(x.shape, lambda *i: x(*i) * (np.float32(0.5) + np.float32(0.5) * erf(*i)), name="gelu")
+
+
+def relax_task(inputs: list[tuple[tuple[int, ...], str]], body: Any, layout_free: tuple[int, ...] = ()) -> Any:
+    """The one fused task (a PrimFunc named ``main``) that Relax's pipeline — :func:`hao.latency.compiler.legalize`,
+    then fusion — makes of ``body(*inputs)``, with the argument positions ``layout_free`` marked as weights (a
+    compiled network's constants are). Equal to the task of the same op in a compiled network, so both share one
+    record of the tuning database."""
+    import tvm
+    from tvm import relax
+    from tvm.script import relax as R  # noqa: N812
+
+    from hao.latency.compiler import legalize
+
+    bb = relax.BlockBuilder()
+    args = [relax.Var(f"arg{i}", R.Tensor(shape, dtype)) for i, (shape, dtype) in enumerate(inputs)]
+    with bb.function("main", args):
+        with bb.dataflow():
+            out = bb.emit_output(body(*args))
+        bb.emit_func_output(out)
+    mod = relax.get_pipeline("zero")(legalize(bb.get()))
+    funcs = [f for f in mod.functions.values() if isinstance(f, tvm.tirx.PrimFunc)]
+    if len(funcs) != 1:  # pragma: no cover - a programming error in the caller's body
+        raise ConfigError(f"relax_task: expected one fused task, Relax made {len(funcs)}.")
+    func = funcs[0].with_attr("global_symbol", "main")
+    return func.with_attr("layout_free_buffers", list(layout_free)) if layout_free else func
 
 
 def token_program(k: KernelSpec, integer: bool) -> Any:
@@ -69,17 +96,17 @@ def _fp32(k: KernelSpec) -> Any:
     f32 = "float32"
     T, C, O, G = _rows(k), k.in_channels, k.out_channels, k.groups  # noqa: N806, E741
     if k.op == "linear":
-        data, wt, bias = (te.placeholder((T, C), f32, "data"), te.placeholder((O, C), f32, "weight"),
-                          te.placeholder((O,), f32, "bias"))
-        out = topi.add(topi.nn.dense(data, wt, out_dtype=f32), bias)
+        from tvm import relax
+
+        func = relax_task([((T, C), f32), ((C, O), f32), ((O,), f32)],
+                          lambda x, w, b: relax.op.add(b, relax.op.matmul(x, w)), layout_free=(1, 2))
 
         def make(rng: np.random.Generator) -> list[np.ndarray]:
             return [rng.standard_normal((T, C), dtype=np.float32),
-                    rng.standard_normal((O, C), dtype=np.float32) * 0.1, rng.standard_normal(O, dtype=np.float32)]
+                    rng.standard_normal((C, O), dtype=np.float32) * 0.1, rng.standard_normal(O, dtype=np.float32)]
 
-        return KernelProgram(_finish([data, wt, bias, out], te), make,
-                             lambda x: x[0].astype(np.float64) @ x[1].T.astype(np.float64) + x[2], (T, O), f32,
-                             "NC", False)
+        return KernelProgram(func, make, lambda x: x[0].astype(np.float64) @ x[1].astype(np.float64) + x[2], (T, O),
+                             f32, "NC", False)
     if k.op == "bmm":
         a = te.placeholder((G, T, C // G), f32, "lhs")
         b = te.placeholder((G, C // G, O // G), f32, "rhs")
@@ -104,9 +131,10 @@ def _fp32(k: KernelSpec) -> Any:
                                                                                      dtype=np.float32) * 3],
                              ref, (G, T, C // G), f32, "GTC", False)
     if k.op == "layernorm":
-        x, gamma, beta = (te.placeholder((T, C), f32, "data"), te.placeholder((C,), f32, "gamma"),
-                          te.placeholder((C,), f32, "beta"))
-        out = topi.nn.layer_norm(x, gamma, beta, axis=[-1], epsilon=1e-5)
+        from tvm import relax
+
+        func = relax_task([((T, C), f32), ((C,), f32), ((C,), f32)],
+                          lambda x, g, b: relax.op.nn.layer_norm(x, g, b, axes=[-1], epsilon=1e-5), layout_free=(1, 2))
 
         def ref(xs: list[np.ndarray]) -> np.ndarray:
             z = xs[0].astype(np.float64)
@@ -117,7 +145,7 @@ def _fp32(k: KernelSpec) -> Any:
             return [rng.standard_normal((T, C), dtype=np.float32) * 2 + 1, rng.standard_normal(C, dtype=np.float32),
                     rng.standard_normal(C, dtype=np.float32)]
 
-        return KernelProgram(_finish([x, gamma, beta, out], te), make, ref, (T, C), f32, "NC", False)
+        return KernelProgram(func, make, ref, (T, C), f32, "NC", False)
     if k.op in LAYOUT_OPS:
         return _layout(k, te)
     if k.op == "gelu":

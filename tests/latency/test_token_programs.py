@@ -108,3 +108,36 @@ def test_compiled_networks_run_the_tables_gelu_program():
     for f in (net, row):
         exe = tvm.compile(tvm.IRModule({"main": f}), tvm.target.Target({"kind": "llvm"}))
         assert "erff" not in exe.mod.inspect_source("asm")
+
+
+@pytest.mark.tvm
+def test_a_compiled_vits_linear_and_layernorm_tasks_are_the_tables_programs():
+    """Every token linear and LayerNorm task of a compiled ViT is structurally one of the table's programs, so the
+    network looks its schedule up in the table's database (the row's schedule is what runs) instead of tuning a
+    second schedule of its own, which ran up to 2x the row."""
+    import tvm_ffi
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.meta_schedule.tune_context import _normalize_mod
+
+    import hao
+    from hao.latency.backend import replace_bits
+    from hao.latency.calibrate import space_kernels
+    from hao.latency.compiler import import_network
+    from hao.latency.programs import build_kernel_func
+    from hao.latency.validate import float_model
+
+    sp = hao.get_space("vit-fmnist")
+    target = tvm.target.Target({"kind": "llvm"})
+    _, _, _, fused = import_network(float_model(sp, sp.largest(), seed=0), tuple(sp.input_shape), target)
+    rows = [tvm.IRModule({"main": build_kernel_func(k).func})
+            for k in {replace_bits(k, 32, 32) for k in space_kernels(sp) if k.op in ("linear", "layernorm")}]
+    checked = 0
+    for task in ms.relax_integration.extract_tasks(fused, target):
+        name = task.task_name
+        tmod = _normalize_mod(task.dispatched[0])
+        tokens = int(ms.arg_info.ArgInfo.from_prim_func(tmod["main"])[0].shape[0])
+        if not (("matmul" in name and "add" in name) or name.startswith("layer_norm")) or tokens != sp.tokens:
+            continue
+        assert any(tvm_ffi.structural_equal(tmod, row) for row in rows), name
+        checked += 1
+    assert checked == 4    # distinct tasks: Q/K/V/O (64 -> 64), fc1 (64 -> 256), fc2 (256 -> 64), LayerNorm
