@@ -66,6 +66,11 @@ from _common import (Stopwatch, jsonable, kendall_tau, latency_error_stats, pick
 
 
 # ---- helpers ------------------------------------------------------------------------------------------------
+def _front_name(res) -> str:
+    """How the plots name the searched front: the front solver's is exact, an ILP sweep's is budgets."""
+    return "exact front" if res.meta.get("solver") == "front" else "ILP front"
+
+
 def float_kernels(space: Any, cand: Any) -> list:
     from hao.latency.backend import replace_bits
     return [replace_bits(k, 32, 32) for k in space.kernels(cand)]
@@ -207,7 +212,7 @@ def plot(path: Path, ilp: Any, rnd: Any, rows: list[dict], baselines: dict[str, 
     pf = ilp.pareto().sort_values("latency_ms")
     a.step(pf["latency_ms"], pf["proxy"], where="post", c="C0", lw=1.2)
     a.scatter(pf["latency_ms"], pf["proxy"], s=22 if len(pf) <= 200 else 3, c="C0", zorder=3,
-              label=f"{ilp.meta.get('solver', 'ilp')} front ({len(pf)} pts)")
+              label=f"{_front_name(ilp)} ({len(pf)} pts)")
     a.scatter(allp[:, 0], allp[:, 1], s=6, c="C0", alpha=0.3)
     rp = rnd.pareto().sort_values("latency_ms")
     a.scatter(rnd.df["latency_ms"], rnd.df["proxy"], s=8, c="0.6", alpha=0.6,
@@ -225,7 +230,7 @@ def plot(path: Path, ilp: Any, rnd: Any, rows: list[dict], baselines: dict[str, 
     a.grid(alpha=0.3)
     # (b) verified accuracy vs predicted latency
     b = ax[1]
-    for src, col, lab in (("ilp", "C0", f"{ilp.meta.get('solver', 'ilp')} front, verified"),
+    for src, col, lab in (("ilp", "C0", f"{_front_name(ilp)}, verified"),
                           ("random", "C1", "random front, verified")):
         rr = sorted((r for r in rows if r["source"] == src), key=lambda r: r["predicted_ms"])
         if rr:
@@ -263,8 +268,8 @@ def plot(path: Path, ilp: Any, rnd: Any, rows: list[dict], baselines: dict[str, 
     c.legend(fontsize=7)
     c.grid(alpha=0.3)
     tau = summary["verified_front"]["kendall_tau_proxy_vs_acc_drop"]["tau"]
-    fig.suptitle(f"mbconv-fmnist on {summary['settings']['hardware']}: Kendall τ(proxy, accuracy drop) on the "
-                 f"verified ILP front = {'n/a' if tau is None else f'{tau:.2f}'} "
+    fig.suptitle(f"{summary['settings']['space']} on {summary['settings']['hardware']}: Kendall τ(proxy, accuracy "
+                 f"drop) on the verified {_front_name(ilp)} = {'n/a' if tau is None else f'{tau:.2f}'} "
                  f"(n={summary['verified_front']['n']})", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
