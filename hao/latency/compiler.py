@@ -103,6 +103,7 @@ def import_network(model: Any, input_shape: tuple[int, ...], target: Any,
     schedule), with the weights marked layout-free when ``prepack_weights``."""
     import torch
 
+    lazy_import("tvm")
     from tvm import relax
     from tvm.relax.frontend.torch import from_exported_program
 

@@ -92,8 +92,8 @@ class Attention(nn.Module):
             return z.reshape(b, t, h, d).transpose(1, 2)
 
         # 1/√d applied to Q rather than to the scores: the same numbers (exactly so when d is a power of 4, as the
-        # default 16: the scale is then a power of two), and a compiled network folds it into Q's linear instead of
-        # running an (h, t, t) kernel of its own
+        # default 16: the scale is then a power of two), and a compiled network folds it into Q's head split instead
+        # of running an (h, t, t) kernel of its own
         q, k, v = split(self.q(y) * d ** -0.5), split(self.k(y)), split(self.v(y))
         a = torch.softmax(self.scores(q, k.transpose(-2, -1)), dim=-1)
         return x + self.o(self.context(a, v).transpose(1, 2).reshape(b, t, h * d))
