@@ -152,7 +152,9 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     if not args.no_timing_pass and args.backend == "tvm" and res.get("measured"):
         # rows timed right after their tuning ran ~10% slow (docs/measurement.md, "Timing pass"): time them again;
         # rows earlier runs measured (and timed again) keep their timings (`--retime` re-times those on purpose)
-        fresh = [k for k in plan if k not in had]
+        # (with --adaptive only the chosen part of the plan was measured)
+        now = set(_existing_rows(Path(root) / args.hardware / "table.csv", plan))
+        fresh = [k for k in plan if k in now and k not in had]
         print(f"hao calibrate: timing pass over the {len(fresh)} rows this run measured, with their final schedules "
               f"(--no-timing-pass skips it)", file=sys.stderr)
         again = retime(args.hardware, get_backend(args.backend, **params), fresh, root=root,

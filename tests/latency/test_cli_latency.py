@@ -208,3 +208,16 @@ def test_calibrate_ends_with_a_timing_pass_over_its_rows(tmp_path, capsys):
     assert [r.get("kind") for r in meta["calibration_runs"]][-1] == "retime"
     assert main(args[:-2] + ["--no-timing-pass", "--force"]) in (0, 3)
     assert "timing_pass" not in json.loads(capsys.readouterr().out)
+
+
+def test_adaptive_calibration_times_again_only_the_rows_it_measured(tmp_path, capsys):
+    """``--adaptive N`` measures N kernels of a larger plan; the timing pass names and re-times those N."""
+    pytest.importorskip("tvm")
+    args = ["calibrate", "--hardware", "ta", "--root", str(tmp_path), "--space", "resnet-cifar", "--op", "add",
+            "--op", "avgpool", "--precisions", "w32a32", "--no-space-bits", "--trials", "1", "--rounds", "1",
+            "--repeat", "3", "--min-repeat-ms", "1", "--no-progress", "--quiet-limit", "none", "--adaptive", "3"]
+    assert main(args) in (0, 3)
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    assert out["measured"] == 3 and out["timing_pass"]["retimed"] == 3
+    assert "timing pass over the 3 rows this run measured" in captured.err
