@@ -35,9 +35,9 @@ __all__ = ["KernelSpec", "OPS", "CNN_OPS", "TOKEN_OPS", "LAYOUT_OPS", "BITS", "K
 #: ``(heads, tokens, C/heads)`` (Q and V), ``split_heads_t`` to ``(heads, C/heads, tokens)`` (Kᵀ), ``merge_heads``
 #: back to ``(tokens, C)``.
 CNN_OPS = ("conv2d", "dwconv2d", "dense", "avgpool", "add")
-TOKEN_OPS = ("linear", "bmm", "softmax", "layernorm", "gelu", "split_heads", "split_heads_t", "merge_heads")
 #: token ops that only move data (attention's head layout copies)
 LAYOUT_OPS = ("split_heads", "split_heads_t", "merge_heads")
+TOKEN_OPS = ("linear", "bmm", "softmax", "layernorm", "gelu") + LAYOUT_OPS
 OPS = CNN_OPS + ("mbconv",) + TOKEN_OPS
 #: Composite ops (see :data:`BLOCK_COLUMNS`).
 BLOCK_OPS = ("mbconv",)

@@ -30,7 +30,7 @@ from typing import Any, Callable
 
 from hao.errors import ConfigError
 from hao.registry import Registry
-from hao.kernel import KernelSpec
+from hao.kernel import LAYOUT_OPS, KernelSpec
 
 __all__ = ["Measurement", "LatencyBackend", "RooflineBackend", "BACKENDS", "register_backend", "get_backend",
            "list_backends", "kernel_precision", "executed_kernel"]
@@ -181,9 +181,9 @@ def executed_kernel(kernel: KernelSpec) -> KernelSpec:
     return kernel
 
 
-#: ops that have float32 programs only (attention's matmuls, softmax, LayerNorm, GELU): a calibration plan keeps
-#: them at 32/32 whatever precisions it asks for
-FLOAT_ONLY_OPS = ("bmm", "softmax", "layernorm", "gelu", "split_heads", "split_heads_t", "merge_heads")
+#: ops that have float32 programs only (attention's matmuls, softmax, LayerNorm, GELU, head layout copies): a
+#: calibration plan keeps them at 32/32 whatever precisions it asks for
+FLOAT_ONLY_OPS = ("bmm", "softmax", "layernorm", "gelu") + LAYOUT_OPS
 
 
 def replace_bits(kernel: KernelSpec, w_bits: int, a_bits: int) -> KernelSpec:
