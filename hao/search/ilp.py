@@ -151,10 +151,10 @@ class CompiledILP:
             cons.append(LinearConstraint(sparse.csr_matrix(A_ub[:, keep]), -np.inf, b_ub))
         opts: dict[str, Any] = {"mip_rel_gap": 0.0, "presolve": True}
         if cols is not None:
-            # A restricted program is small (tens to a few thousand columns) and reduced-cost fixing has done
-            # presolve's work: on the joint MBConv space HiGHS then spent 75% of a solve in presolve restarts and
-            # the RENS/RINS sub-MIP heuristics (0.9-1.3 s -> 0.2 s, same optimum; benchmarks/search_ilp_budget.py).
-            opts.update(presolve=False, mip_heuristic_run_rens=False, mip_heuristic_run_rins=False)
+            # On a restricted program (reduced-cost fixing done) the RENS/RINS sub-MIPs cost more than they find.
+            # Presolve stays on: turning it off (as hao did) made the worst of 64 three-budget answers 1.9-7.1
+            # CPU-s instead of 0.5-1.8 on three draw seeds and two latency tables (docs/search.md).
+            opts.update(mip_heuristic_run_rens=False, mip_heuristic_run_rins=False)
         if cutoff is not None:
             opts["objective_bound"] = float(cutoff)
         if time_limit is not None:
