@@ -13,6 +13,12 @@ random rows (the same shape at other bits may be in training).
 (e.g. a new input resolution's kernels: shapes the first rows never contained); with ``--space`` it also compares,
 over 300 seeded networks of that space, the network sum predicted from the first N rows with the sum of the
 measured rows.
+
+    python benchmarks/latency_predictor.py --hardware runs/trials64/rl-trials64 --against cpu-rocketlake-2t
+
+``--against T`` compares two tables of one CPU on the kernels they share (e.g. the same plan tuned with 64
+MetaSchedule trials and with the default 8): the latency ratio, and the held-out-shape error of each table's own
+predictor on identical splits — how much of that error is the schedule lottery of short tuning.
 """
 from __future__ import annotations
 
@@ -32,9 +38,12 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--train-first", type=int, default=None, help="fit on the first N rows, test on the rest")
     ap.add_argument("--space", default=None, help="with --train-first: also compare network sums of this space")
+    ap.add_argument("--against", default=None, help="a second table of the same CPU: compare on shared kernels")
     args = ap.parse_args()
     if args.train_first is not None:
         return appended(args)
+    if args.against is not None:
+        return against(args)
 
     from hao.latency.predictor import FlopsBaseline, LatencyPredictor, error_stats
     from hao.latency.table import load_table
@@ -107,6 +116,39 @@ def appended(args: argparse.Namespace) -> None:
         out["networks"] = {ctx: {"n": len(v), "median_ratio": float(np.median(v)),
                                  "share_within_10pct": float(np.mean(np.abs(np.array(v) - 1) < 0.1))}
                            for ctx, v in sorted(ratios.items())}
+    print(json.dumps(out, indent=2))
+
+
+def against(args: argparse.Namespace) -> None:
+    from sklearn.model_selection import GroupShuffleSplit
+
+    from hao.latency.predictor import FlopsBaseline, LatencyPredictor, error_stats
+    from hao.latency.table import load_table
+
+    a, b = load_table(args.hardware), load_table(args.against)
+    yb = dict(zip(b.kernels(), b.df["latency_ms"].to_numpy()))
+    pairs = [(k, v, yb[k]) for k, v in zip(a.kernels(), a.df["latency_ms"].to_numpy()) if k in yb]
+    if len(pairs) < 10:
+        raise SystemExit(f"{args.hardware} and {args.against} share {len(pairs)} kernels; need at least 10")
+    ks = [p[0] for p in pairs]
+    ys = {args.hardware: np.array([p[1] for p in pairs]), args.against: np.array([p[2] for p in pairs])}
+    shape = [str((k.op, k.in_channels, k.out_channels, k.in_h, k.in_w, k.kernel, k.stride, k.groups, k.batch))
+             for k in ks]
+    groups = np.unique(shape, return_inverse=True)[1]
+    ratio = ys[args.hardware] / ys[args.against]
+    out: dict = {"shared_kernels": len(ks), "shapes": int(groups.max() + 1),
+                 "latency_ratio": {"median": float(np.median(ratio)), "p10": float(np.quantile(ratio, 0.1)),
+                                   "p90": float(np.quantile(ratio, 0.9))}, "held_out_shapes": {}}
+    for name, y in ys.items():
+        err: dict[str, list[np.ndarray]] = {"predictor": [], "baseline": []}
+        ref: list[np.ndarray] = []
+        splitter = GroupShuffleSplit(n_splits=args.splits * 5, test_size=args.test_fraction, random_state=0)
+        for tr, te in splitter.split(np.zeros(len(ks)), y, groups):
+            trk, tek = [ks[i] for i in tr], [ks[i] for i in te]
+            err["predictor"].append(LatencyPredictor(quantiles=None).fit(trk, y[tr]).predict(tek))
+            err["baseline"].append(FlopsBaseline().fit(trk, y[tr]).predict(tek))
+            ref.append(y[te])
+        out["held_out_shapes"][name] = {m: error_stats(np.concatenate(v), np.concatenate(ref)) for m, v in err.items()}
     print(json.dumps(out, indent=2))
 
 
