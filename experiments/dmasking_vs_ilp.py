@@ -217,8 +217,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dmasking_pick(df, budget: float):
-    """The search's final argmax when it meets the budget, else the last argmax snapshot that does (the
-    trajectory ends near the budget, on either side), else the final one."""
+    """The search's final candidate within the budget: the final argmax when it meets the budget, else the
+    argmax moved within it (the solver adds that row), else (results of older versions) the last argmax snapshot
+    that meets it, else the final one."""
     final = df[df["source"].str.contains("final")]
     final = final.iloc[-1] if len(final) else df.iloc[-1]
     if final["latency_ms"] <= budget * (1 + 1e-9):

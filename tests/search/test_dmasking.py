@@ -128,6 +128,35 @@ def test_a_budget_is_met_by_dual_ascent_from_zero(tiny):
     assert res.meta["final_meets_budget"] is True and hist[:, 1].max() > budget
 
 
+def test_an_argmax_over_the_budget_is_moved_within_it(tiny):
+    """Dual ascent meets a budget in expectation only; when the final argmax is over it, the result also holds the
+    argmax moved within the budget by the changes that give up the least probability per unit of cost saved."""
+    space, net = tiny
+    prob0 = SearchProblem(space, [size_objective(space), bops_objective(space)])
+    lo, hi = prob0.objective("bops_g").bounds()
+    budget = lo + 0.3 * (hi - lo)
+    prob = SearchProblem(space, [size_objective(space), bops_objective(space)], budgets={"bops_g": budget})
+    # no cost pressure at all (λ fixed at 0): the argmax follows the cross-entropy only
+    kw = dict(steps=12, batch_size=8, lr=0.3, lam=0.0, lam_rate=0.0, cost="bops_g", snapshot_every=6,
+              supernet=net, batches=_batches, seed=0)
+    res = make_solver("dmasking", **kw).solve(prob)
+    assert res.meta["final_argmax_cost"] > budget and res.meta["final_meets_budget"] is False
+    moved = res.meta["moved_within_budget"]
+    row = res.df[res.df["source"].str.contains("moved within the budget")]
+    assert len(row) == 1 and float(row["bops_g"].iloc[0]) <= budget
+    assert moved["cost"] == pytest.approx(float(row["bops_g"].iloc[0])) and moved["decisions_changed"]
+    # the argmax itself stays in the result, at the cost the meta reports
+    rest = res.df[~res.df["source"].str.contains("moved within the budget")]
+    assert np.isclose(rest["bops_g"].to_numpy(), res.meta["final_argmax_cost"], rtol=1e-12).any()
+    # the last change listed (decision=value) is in the moved candidate
+    from hao.space.candidate import Candidate
+    name, value = moved["decisions_changed"][-1].split("=")
+    assert Candidate.from_json(row["config"].iloc[0])[name] == int(value)
+    # a run whose argmax meets the budget moves nothing
+    easy = SearchProblem(space, [size_objective(space), bops_objective(space)], budgets={"bops_g": hi})
+    assert make_solver("dmasking", **kw).solve(easy).meta["moved_within_budget"] is None
+
+
 def test_resolution_is_searched_in_the_same_run():
     """On a resolution-searching space the resolution gets logits like any other decision (FBNetV2): each step
     mixes the relaxed network's outputs at every resolution, the cost is the same mixture of exact expectations, and
