@@ -220,10 +220,13 @@ def _dmasking_pick(df, budget: float):
     """The search's final candidate within the budget: the final argmax when it meets the budget, else the
     argmax moved within it (the solver adds that row), else (results of older versions) the last argmax snapshot
     that meets it, else the final one."""
-    final = df[df["source"].str.contains("final")]
+    final = df[df["source"].str.contains(r"dmasking final \(")]
     final = final.iloc[-1] if len(final) else df.iloc[-1]
     if final["latency_ms"] <= budget * (1 + 1e-9):
         return final
+    moved = df[df["source"].str.contains("moved within the budget")]
+    if len(moved):
+        return moved.iloc[-1]
     ok = df[df["latency_ms"] <= budget * (1 + 1e-9)]
     return ok.iloc[-1] if len(ok) else final
 
