@@ -397,8 +397,9 @@ def _within_budget(logits: Any, costs: Callable[[list[Any]], np.ndarray], budget
     already meets it.
 
     Dual ascent meets the budget in expectation, not always at the argmax (on Fashion-MNIST the argmax ended
-    up to 15% over it). Greedily, each move switches the one decision whose next option saves the most cost per
-    unit of log-probability given up (the learned logits at temperature 1), until the cost is within the budget;
+    up to 15% over it). Greedily, each move makes the one decision change that gives up the least
+    log-probability (the learned logits at temperature 1) per unit of cost saved — or, when some single change
+    reaches the budget, the least probable loss among those — until the cost is within the budget;
     the moved candidate is returned beside the argmax, never instead of it."""
     import torch
 
@@ -425,7 +426,8 @@ def _within_budget(logits: Any, costs: Callable[[list[Any]], np.ndarray], budget
         ok = np.flatnonzero(saved > 1e-12 * max(1.0, abs(c_cur)))
         if not len(ok):
             raise ConfigError(f"dmasking: the argmax costs {c_cur:g}, over the budget {budget:g}, and no single "
-                              "change lowers it; lower the budget's objective another way (docs/search.md).")
+                              "change lowers it; raise the budget to at least the space's cheapest candidate's cost "
+                              "(problem.objective(cost).bounds()[0]; docs/search.md, 'Differentiable search').")
         # cheapest in probability per unit of cost saved; a move that reaches the budget alone is preferred
         reach = ok[saved[ok] >= c_cur - budget]
         pool = reach if len(reach) else ok
