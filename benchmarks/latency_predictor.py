@@ -29,6 +29,11 @@ import time
 import numpy as np
 
 
+def _shape(k) -> str:
+    """A kernel's geometry, whatever its bit-widths: the group a shape-wise split holds out whole."""
+    return str((k.op, k.in_channels, k.out_channels, k.in_h, k.in_w, k.kernel, k.stride, k.groups, k.batch))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--hardware", default="cpu-rocketlake-2t")
@@ -52,10 +57,8 @@ def main() -> None:
     ks, y = t.kernels(), t.df["latency_ms"].to_numpy()
     res = {"predictor": [], "baseline": [], "fit_s": [], "predict_us_per_kernel": []}
     from sklearn.model_selection import GroupShuffleSplit
-    shape = [(k.op, k.in_channels, k.out_channels, k.in_h, k.in_w, k.kernel, k.stride, k.groups, k.batch)
-             for k in ks]
-    groups = np.unique([str(g) for g in shape], return_inverse=True)[1] if args.split == "shape" \
-        else np.arange(len(ks))
+    shape = [_shape(k) for k in ks]
+    groups = np.unique(shape, return_inverse=True)[1] if args.split == "shape" else np.arange(len(ks))
     splitter = GroupShuffleSplit(n_splits=args.splits, test_size=args.test_fraction, random_state=0)
     for tr, te in splitter.split(np.zeros(len(ks)), y, groups):
         n = len(te)
@@ -132,9 +135,7 @@ def against(args: argparse.Namespace) -> None:
         raise SystemExit(f"{args.hardware} and {args.against} share {len(pairs)} kernels; need at least 10")
     ks = [p[0] for p in pairs]
     ys = {args.hardware: np.array([p[1] for p in pairs]), args.against: np.array([p[2] for p in pairs])}
-    shape = [str((k.op, k.in_channels, k.out_channels, k.in_h, k.in_w, k.kernel, k.stride, k.groups, k.batch))
-             for k in ks]
-    groups = np.unique(shape, return_inverse=True)[1]
+    groups = np.unique([_shape(k) for k in ks], return_inverse=True)[1]
     ratio = ys[args.hardware] / ys[args.against]
     out: dict = {"shared_kernels": len(ks), "shapes": int(groups.max() + 1),
                  "latency_ratio": {"median": float(np.median(ratio)), "p10": float(np.quantile(ratio, 0.1)),

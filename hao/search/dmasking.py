@@ -428,11 +428,12 @@ def _within_budget(logits: Any, costs: Callable[[list[Any]], np.ndarray], budget
             raise ConfigError(f"dmasking: the argmax costs {c_cur:g}, over the budget {budget:g}, and no single "
                               "change lowers it; raise the budget to at least the space's cheapest candidate's cost "
                               "(problem.objective(cost).bounds()[0]; docs/search.md, 'Differentiable search').")
-        # cheapest in probability per unit of cost saved; a move that reaches the budget alone is preferred
+        loss = np.array([m[1] for m in moves])
         reach = ok[saved[ok] >= c_cur - budget]
-        pool = reach if len(reach) else ok
-        k = int(pool[np.argmin([max(moves[i][1], 0.0) / saved[i] if not len(reach) else moves[i][1]
-                                for i in pool])])
+        if len(reach):   # some single change reaches the budget: the least probable loss among those
+            k = int(reach[np.argmin(loss[reach])])
+        else:            # else the least probable loss per unit of cost saved
+            k = int(ok[np.argmin(np.maximum(loss[ok], 0.0) / saved[ok])])
         cur, c_cur = cands[k], c_cur - float(saved[k])
         changed.append(f"{moves[k][0]}={cur[moves[k][0]]}")
     return cur, changed

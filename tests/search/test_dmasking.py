@@ -157,6 +157,33 @@ def test_an_argmax_over_the_budget_is_moved_within_it(tiny):
     assert make_solver("dmasking", **kw).solve(easy).meta["moved_within_budget"] is None
 
 
+def test_a_one_change_move_is_the_most_probable_neighbour_within_the_budget(tiny):
+    """Brute force: when one change can bring the argmax within the budget, the moved candidate is the most probable
+    (under the logits) of all candidates one change away that meet it."""
+    from hao.search.dmasking import _within_budget
+
+    space, _ = tiny
+    prob = SearchProblem(space, [size_objective(space), bops_objective(space)])
+    lg = DecisionLogits(space)
+    gen = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for t in lg.logits:
+            t.copy_(torch.randn(t.shape, generator=gen))
+            t[-1] += 2.0   # the widest options most likely: the argmax is costly
+    costs = lambda cs: prob.evaluate(cs)[:, 1]  # noqa: E731
+    arg = lg.candidate()
+    c_arg = float(costs([arg])[0])
+    logp = {n: torch.log_softmax(t.detach().double(), 0).numpy() for n, t in zip(lg.names, lg.logits)}
+    neigh = [(n, o, space.canonical(arg.replace(**{n: o}))) for n in lg.names for o in lg.options[n] if o != arg[n]]
+    nc = costs([c for _, _, c in neigh])
+    budget = float(np.median(nc[nc < c_arg])) + 1e-9   # about half of the cheaper single changes fit
+    fit = [i for i in range(len(neigh)) if nc[i] <= budget]
+    best = max(fit, key=lambda i: logp[neigh[i][0]][lg.options[neigh[i][0]].index(neigh[i][1])])
+    cand, changed = _within_budget(lg, costs, budget)
+    assert len(changed) == 1 and cand == neigh[best][2]
+    assert _within_budget(lg, costs, c_arg) is None
+
+
 def test_resolution_is_searched_in_the_same_run():
     """On a resolution-searching space the resolution gets logits like any other decision (FBNetV2): each step
     mixes the relaxed network's outputs at every resolution, the cost is the same mixture of exact expectations, and
