@@ -210,28 +210,38 @@ def test_pin_threads_after_tvm_is_imported():
         pin_threads(0)
 
 
-def test_sessions_timed_under_load_are_retried_then_flagged(tmp_path):
-    """Another process spinning on a core during timing: no session is quiet, each is retried after a pause, and
-    the row comes back flagged (quiet False, the cores the other process used)."""
-    import subprocess
-    import sys
-    import time
+def _scripted_monitor(readings):
+    """A stand-in for :func:`hao.latency.interference.monitor` that reports ``readings`` (other cores) in turn:
+    the scheduler of a shared 2-core machine decides how much a real competing process gets during each window,
+    so the backend's retry rule is tested on scripted readings (the reading itself is tested on a real spinning
+    process in tests/latency/test_interference.py)."""
+    from contextlib import contextmanager
 
-    from hao.latency.interference import cpu_counters
+    from hao.latency.interference import Interference
 
-    if cpu_counters() is None:
-        pytest.skip("needs Linux /proc/stat")
-    b = TVMBackend(trials=1, database_dir=tmp_path / "db", repeat=5, min_repeat_ms=80, rounds=1, population=8,
+    seen = iter(readings)
+
+    @contextmanager
+    def monitor():
+        got = []
+        yield got
+        got.append(Interference(next(seen), 0.0, 0.5))
+    return monitor
+
+
+@pytest.mark.parametrize("readings, quiet, loaded", [((1.0, 1.0, 1.0), False, 2), ((1.0, 0.0), True, 1)])
+def test_sessions_timed_under_load_are_retried_then_flagged(tmp_path, monkeypatch, readings, quiet, loaded):
+    """A timing session during which other processes took a core is not counted: it is retried after a pause,
+    and after ``max_loaded_sessions`` loaded sessions the row comes back flagged (quiet False, the cores the
+    other processes used); a quiet retry is kept as quiet."""
+    import hao.latency.interference as interference
+
+    b = TVMBackend(trials=1, database_dir=tmp_path / "db", repeat=5, min_repeat_ms=20, rounds=1, population=8,
                    max_loaded_sessions=2)
     with b:
-        assert b.measure(TINY).ok  # tuned and compiled before the load starts
-        spin = subprocess.Popen([sys.executable, "-c",
-                                 "import time\nt=time.time()\nwhile time.time()-t<60: pass"])
-        try:
-            time.sleep(0.3)
-            m = b.measure(TINY)
-        finally:
-            spin.kill()
-            spin.wait()
+        assert b.measure(TINY).ok  # tuned and compiled before the scripted load starts
+        monkeypatch.setattr(interference, "monitor", _scripted_monitor(readings))
+        m = b.measure(TINY)
     assert m.ok, m.reason
-    assert m.extra["quiet"] is False and m.extra["loaded_sessions"] == 2 and m.extra["other_cores"] >= 0.5
+    assert m.extra["quiet"] is quiet and m.extra["loaded_sessions"] == loaded
+    assert m.extra["other_cores"] == (1.0 if not quiet else 0.0)
