@@ -103,6 +103,24 @@ def baselines(space, table, fit_c, fit_y, test_c, seed: int) -> dict[str, np.nda
             "random": np.random.default_rng(seed).random(len(test_c))}
 
 
+def choose_ridge(space, groups, cands, y: np.ndarray, grid: list[float], seed: int, folds: int = 10) -> dict:
+    """The ridge of the per-layer corrections with the best Kendall τ of out-of-fold predictions on the fit set
+    (``folds``-fold, seeded); the fit set only, so the held-out report stays untouched."""
+    from hao.proxy.calibrated import CalibratedAccuracyModel
+    from hao.stats import kendall_tau
+    fold = np.random.default_rng(seed).permutation(len(y)) % folds
+    taus = {}
+    for r in grid:
+        oof = np.zeros(len(y))
+        for k in range(folds):
+            tr = np.flatnonzero(fold != k)
+            m = CalibratedAccuracyModel(space, groups, ridge=r).fit([cands[i] for i in tr], y[tr])
+            oof[fold == k] = m.predict([cands[i] for i in np.flatnonzero(fold == k)])[0]
+        taus[r] = kendall_tau(oof, y, boot=0)["tau"]
+    best = max(grid, key=lambda r: (taus[r], r))  # ties: the stiffer model
+    return {"ridge": best, "cv_tau": {str(r): t for r, t in taus.items()}, "folds": folds}
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint-dir", default=None, help="supernet.pt + sensitivity.json (default: the space's)")
@@ -125,6 +143,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--float-eval", action="store_true",
                    help="measure accuracies on the float32 fake-quant path (~2x faster) instead of the exact integer "
                         "arithmetic of the deployment (top-1 agreement of the two: 99.75-100%%, docs/deployment.md)")
+    p.add_argument("--layer-bits", action="store_true",
+                   help="add a ridge-penalized correction per layer and bit-width (docs/accuracy_model.md, "
+                        "\"Per-layer corrections\"); the ridge is chosen by 10-fold cross-validation on the fit set")
+    p.add_argument("--ridges", default="1,3,10,30,100,300,1000", help="the ridge grid of --layer-bits")
     p.add_argument("--smoke", action="store_true", help="tiny settings for CI")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
@@ -182,10 +204,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     etag = tag + ("|float" if a.float_eval else "")  # architecture terms are always float32 (loss differences)
     fit_rows = _cached_eval(space, net, fit_c, calib, val_b, out / "fit_val.jsonl", etag, progress, exact)
     fit_y = np.array([r["accuracy"] for r in fit_rows])
-    groups = build_term_groups(space, table, ArchTerms.load(out / "arch_terms.json"))
-    model = CalibratedAccuracyModel(space, groups).fit(fit_c, fit_y)
+    groups = build_term_groups(space, table, ArchTerms.load(out / "arch_terms.json"), layer_bits=a.layer_bits)
+    ridge_cv = choose_ridge(space, groups, fit_c, fit_y, [float(r) for r in a.ridges.split(",")], a.seed) \
+        if a.layer_bits else None
+    model = CalibratedAccuracyModel(space, groups, **({"ridge": ridge_cv["ridge"]} if ridge_cv else {}))
+    model.fit(fit_c, fit_y)
     model.info = {"fit_seed": a.fit_seed, "n_fit": a.n_fit, "fitted_on": f"{len(val)} validation images held out "
-                  "of the training split", "checkpoint": str(folder)}
+                  "of the training split", "checkpoint": str(folder), "ridge_cv": ridge_cv}
     shutil.copy(folder / "sensitivity.json", out / "sensitivity.json")
     model.save(out)
     # 4. report on held-out seeds, test split
@@ -197,7 +222,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     pred, sd = model.predict(test_c)
     base = baselines(space, table, fit_c, fit_y, test_c, a.seed)
     report: dict[str, Any] = {"settings": vars(a), "groups": groups.names, "alpha": model.alpha_.tolist(),
-                              "intercept": model.intercept_, "sigma": model.sigma_}
+                              "intercept": model.intercept_, "sigma": model.sigma_, "ridge_cv": ridge_cv}
     for kind in ("joint", "bits", "arch"):
         m = kinds == kind
         if m.sum() < 3:

@@ -51,14 +51,22 @@ def model_folder(space_name: str, folder: str | os.PathLike | None = None) -> Pa
 
 
 class TermGroups:
-    """Named additive terms: ``tables[g][u][i]`` is group ``g``'s value for unit ``u`` taking option ``i``."""
+    """Named additive terms: ``tables[g][u][i]`` is group ``g``'s value for unit ``u`` taking option ``i``.
 
-    def __init__(self, space: SearchSpace, names: Sequence[str], tables: Sequence[Sequence[np.ndarray]]) -> None:
+    ``penalized[g]``: group ``g`` is a *detail* term (a per-layer bit-width indicator) whose weight the fit
+    shrinks towards 0 by its ``ridge`` penalty; the others are the model's coarse terms, fitted unpenalized."""
+
+    def __init__(self, space: SearchSpace, names: Sequence[str], tables: Sequence[Sequence[np.ndarray]],
+                 penalized: Sequence[bool] | None = None) -> None:
         self.space, self.names = space, list(names)
         self.tables = [[np.asarray(t, dtype=np.float64) for t in g] for g in tables]
         n_units = len(space.units())
         if any(len(g) != n_units for g in self.tables):
             raise ConfigError(f"every term group needs one table per unit ({n_units}).")
+        self.penalized = np.zeros(len(self.names), bool) if penalized is None else np.asarray(penalized, bool)
+        if self.penalized.shape != (len(self.names),):
+            raise ConfigError(f"penalized needs one flag per term group ({len(self.names)}), got "
+                              f"{self.penalized.shape}.")
 
     def matrix(self, candidates: Sequence[Candidate]) -> np.ndarray:
         """``(n, n_groups)``: each candidate's value of each term group."""
@@ -76,9 +84,14 @@ def _stage(unit_name: str) -> str:
     return unit_name.split(".")[0]
 
 
-def build_term_groups(space: SearchSpace, table: Any, arch: Any = None) -> TermGroups:
+def build_term_groups(space: SearchSpace, table: Any, arch: Any = None, layer_bits: bool = False) -> TermGroups:
     """The term groups of ``space`` from a :class:`~hao.proxy.SensitivityTable` and, if given, measured
-    :class:`~hao.proxy.arch_terms.ArchTerms` (else the Hessian removed-weight term stands in for it)."""
+    :class:`~hao.proxy.arch_terms.ArchTerms` (else the Hessian removed-weight term stands in for it).
+
+    ``layer_bits=True`` adds one penalized detail group per layer and bit-width below the layer's highest option
+    (``<layer path>:w2``, ``<layer path>:a4``, ...): 1 when a candidate keeps that layer at that width, else 0.
+    Fitted with a ridge penalty, they learn what the Hessian terms get wrong about single layers from the
+    measured candidates, and stay additive (docs/accuracy_model.md, "Per-layer corrections")."""
     units = space.units()
     stages = list(dict.fromkeys(_stage(u.name) for u in units))
     arch_tables = arch.unit_tables(space)[0] if arch is not None else None
@@ -98,7 +111,25 @@ def build_term_groups(space: SearchSpace, table: Any, arch: Any = None) -> TermG
                                                           for p in layers)
             if table.activations:
                 tables[s * len(parts) + 2][j][i] = 0.5 * sum(table.omega_act(p) for p in layers)
-    return TermGroups(space, names, tables)
+    if not layer_bits:
+        return TermGroups(space, names, tables)
+    detail: dict[tuple[str, str, int], list[np.ndarray]] = {}  # (layer path, "w"/"a", bits) -> tables
+    for j, u in enumerate(units):
+        for i, opt in enumerate(space.unit_options(u)):
+            for p in space.unit_layers(u.name, opt):
+                if p.removed:
+                    continue
+                for kind, b in (("w", p.w_bits), ("a", p.a_bits)):
+                    if (p.path, kind, b) not in detail:
+                        detail[p.path, kind, b] = [np.zeros(len(space.unit_options(v))) for v in units]
+                    detail[p.path, kind, b][j][i] = 1.0
+    widest: dict[tuple[str, str], int] = {}  # each layer's highest width of each kind is the reference: no term
+    for path, kind, b in detail:
+        widest[path, kind] = max(widest.get((path, kind), 0), b)
+    order = {path: n for n, path in enumerate(dict.fromkeys(k[0] for k in detail))}
+    keep = sorted((k for k in detail if k[2] < widest[k[0], k[1]]), key=lambda k: (order[k[0]], k[1] != "w", k[2]))
+    return TermGroups(space, names + [f"{path}:{kind}{b}" for path, kind, b in keep],
+                      tables + [detail[k] for k in keep], penalized=[False] * len(names) + [True] * len(keep))
 
 
 @register_accuracy_model("calibrated")
@@ -112,36 +143,53 @@ class CalibratedAccuracyModel(BaseAccuracyProxy):
 
     is_additive = True
 
-    def __init__(self, space: SearchSpace, groups: TermGroups) -> None:
+    def __init__(self, space: SearchSpace, groups: TermGroups, ridge: float = 10.0) -> None:
         super().__init__(space)
         if not isinstance(groups, TermGroups):
             raise ConfigError(f"CalibratedAccuracyModel needs TermGroups (build_term_groups), got "
                               f"{type(groups).__name__}.")
-        self.groups = groups
+        if not (isinstance(ridge, (int, float)) and np.isfinite(ridge) and ridge > 0):
+            raise ConfigError(f"CalibratedAccuracyModel ridge must be a number > 0 (the weight of each per-layer "
+                              "detail term's α² against the squared fit errors, both in accuracy points), got "
+                              f"{ridge!r}; see docs/accuracy_model.md, \"Per-layer corrections\".")
+        self.groups, self.ridge = groups, float(ridge)
 
     # ---- fitting ------------------------------------------------------------------------------------------
     def fit(self, candidates: Sequence[Candidate], accuracy: Sequence[float]) -> "CalibratedAccuracyModel":
-        """Fit on measured ``accuracy`` (percent) of ``candidates`` (never the candidates you score)."""
+        """Fit on measured ``accuracy`` (percent) of ``candidates`` (never the candidates you score).
+
+        Bounded least squares (every α ≥ 0, the intercept free); the penalized detail groups (per-layer
+        indicators, :func:`build_term_groups` ``layer_bits=True``) add ``ridge · α_g²`` each, so a layer's own
+        term moves away from 0 only as far as the measurements support it."""
         from scipy.optimize import lsq_linear
 
         y = np.asarray(accuracy, dtype=np.float64).reshape(-1)
         if len(candidates) != len(y):
             raise ConfigError(f"fit() got {len(candidates)} candidates and {len(y)} accuracies; give one each.")
-        G = len(self.groups.names)
-        if len(y) < G + 2:
-            raise ConfigError(f"fit() needs at least {G + 2} measured candidates for {G} term groups, got "
+        G, pen = len(self.groups.names), self.groups.penalized
+        n_free = int(np.sum(~pen))
+        if len(y) < n_free + 2:
+            raise ConfigError(f"fit() needs at least {n_free + 2} measured candidates for {n_free} term groups, got "
                               f"{len(y)}; measure more (hao evaluate).")
         if not np.all(np.isfinite(y)) or np.any((y < 0) | (y > 100)):
             raise ConfigError("fit() needs accuracies in percent, each in [0, 100].")
         X = self.groups.matrix(candidates)
         scale = np.maximum(np.abs(X).max(axis=0), 1e-300)  # columns to O(1), for the solver's tolerances
+        scale[pen] = 1.0  # detail terms are 0/1 indicators: their α is in accuracy points, and so is the penalty
         A = np.column_stack([np.ones(len(y)), -X / scale])
+        rows = np.flatnonzero(pen)
+        if len(rows):
+            P = np.zeros((len(rows), G + 1))
+            P[np.arange(len(rows)), 1 + rows] = np.sqrt(self.ridge)
+            A, y_aug = np.vstack([A, P]), np.r_[y, np.zeros(len(rows))]
+        else:
+            y_aug = y
         lo = np.r_[-np.inf, np.zeros(G)]
-        res = lsq_linear(A, y, bounds=(lo, np.full(G + 1, np.inf)), method="bvls")
+        res = lsq_linear(A, y_aug, bounds=(lo, np.full(G + 1, np.inf)), method="bvls")
         self.intercept_ = float(res.x[0])
         self.alpha_ = np.maximum(res.x[1:], 0.0) / scale  # (BVLS can return -1e-16 for a bound at 0)
         resid = y - (self.intercept_ - X @ self.alpha_)
-        dof = max(1, len(y) - 1 - int(np.sum(self.alpha_ > 0)))
+        dof = max(1, len(y) - 1 - int(np.sum(self.alpha_[~pen] > 0)))
         self.sigma_ = float(np.sqrt(np.sum(resid ** 2) / dof))
         self.n_fit_ = int(len(y))
         self._costs = None
@@ -189,7 +237,8 @@ class CalibratedAccuracyModel(BaseAccuracyProxy):
         self._check_fitted()
         return {"format": "hao-accuracy-model-1", "space": self.space.name, "groups": self.groups.names,
                 "intercept": self.intercept_, "alpha": [float(a) for a in self.alpha_], "sigma": self.sigma_,
-                "n_fit": self.n_fit_, "info": getattr(self, "info", {})}
+                "n_fit": self.n_fit_, "ridge": self.ridge, "layer_bits": bool(self.groups.penalized.any()),
+                "info": getattr(self, "info", {})}
 
     def save(self, folder: str | os.PathLike) -> Path:
         """Write ``folder/accuracy_model.json`` (the term tables are rebuilt from the folder's other files)."""
@@ -222,11 +271,11 @@ class CalibratedAccuracyModel(BaseAccuracyProxy):
                               f"{d.get('format')!r}, space {d.get('space')!r}).")
         table = SensitivityTable.load(folder / SENSITIVITY_FILE, space=space)
         arch = ArchTerms.load(folder / ARCH_TERMS_FILE) if any(g.endswith(":arch") for g in d["groups"]) else None
-        groups = build_term_groups(space, table, arch)
+        groups = build_term_groups(space, table, arch, layer_bits=bool(d.get("layer_bits", False)))
         if groups.names != d["groups"]:
             raise ConfigError(f"{mfile} was fitted on term groups {d['groups']}, but the folder's files give "
                               f"{groups.names}; refit the model.")
-        m = cls(space, groups)
+        m = cls(space, groups, ridge=float(d.get("ridge", 10.0)))
         m.intercept_, m.alpha_, m.sigma_ = float(d["intercept"]), np.asarray(d["alpha"], float), float(d["sigma"])
         m.n_fit_, m.info = int(d["n_fit"]), d.get("info", {})
         m._costs = None

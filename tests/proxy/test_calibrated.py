@@ -163,3 +163,41 @@ def test_hao_score_writes_one_row_per_line_in_order(space, supernet, terms, tmp_
     assert main(args) == 2 and "already exists" in capsys.readouterr().err
     src.write_text(cands[0].to_json() + "\n{not json\n")
     assert main(args[:-2] + ["--force"]) == 2 and "line 2" in capsys.readouterr().err
+
+
+def test_per_layer_corrections_find_a_layer_the_coarse_terms_miss(space, supernet, terms, tmp_path):
+    """Accuracies with one layer 2 points worse at 2-bit weights than any coarse term says: the per-layer detail
+    term of that layer takes the 2 points (the others stay near 0), a huge ridge gives back the coarse fit, and the
+    fitted model round-trips through its folder and passes the battery."""
+    table = _table(space, supernet)
+    coarse = build_term_groups(space, table, terms)
+    groups = build_term_groups(space, table, terms, layer_bits=True)
+    assert groups.names[:len(coarse.names)] == coarse.names and not groups.penalized[:len(coarse.names)].any()
+    detail = groups.names[len(coarse.names):]
+    assert detail and all(n.endswith(":w2") for n in detail) and groups.penalized[len(coarse.names):].all()
+    bad = detail[1]
+    rng = np.random.default_rng(4)
+    cands = [space.sample(rng) for _ in range(150)]
+    X = groups.matrix(cands)
+    j = groups.names.index(bad)
+    assert set(np.unique(X[:, j])) == {0.0, 1.0}
+    y = 90.0 - X[:, :len(coarse.names)] @ (np.array([2.0, 0.5, 1.0, 0.5]) / X[:, :len(coarse.names)].std(0)) \
+        - 2.0 * X[:, j] + rng.normal(0, 0.05, len(cands))
+    m = CalibratedAccuracyModel(space, groups, ridge=1.0).fit(cands, y)
+    assert m.alpha_[j] == pytest.approx(2.0, abs=0.15)
+    others = np.delete(m.alpha_[len(coarse.names):], detail.index(bad))
+    assert np.all(others < 0.3)
+    plain = CalibratedAccuracyModel(space, coarse).fit(cands, y)
+    assert m.sigma_ < 0.5 * plain.sigma_
+    stiff = CalibratedAccuracyModel(space, groups, ridge=1e9).fit(cands, y)
+    assert np.all(stiff.alpha_[len(coarse.names):] < 1e-6)
+    np.testing.assert_allclose(stiff.predict(cands)[0], plain.predict(cands)[0], atol=1e-3)
+    table.save(tmp_path / "sensitivity.json")
+    terms.save(tmp_path / "arch_terms.json")
+    m.save(tmp_path)
+    back = CalibratedAccuracyModel.from_checkpoint(space, tmp_path)
+    assert back.ridge == 1.0 and back.groups.names == groups.names
+    np.testing.assert_allclose(back.predict(cands)[0], m.predict(cands)[0])
+    check_accuracy_model(m, space)
+    with pytest.raises(ConfigError, match="ridge must be a number > 0"):
+        CalibratedAccuracyModel(space, groups, ridge=0)
