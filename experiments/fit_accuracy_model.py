@@ -146,7 +146,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--layer-bits", action="store_true",
                    help="add a ridge-penalized correction per layer and bit-width (docs/accuracy_model.md, "
                         "\"Per-layer corrections\"); the ridge is chosen by 10-fold cross-validation on the fit set")
-    p.add_argument("--ridges", default="1,3,10,30,100,300,1000", help="the ridge grid of --layer-bits")
+    p.add_argument("--arch-options", action="store_true",
+                   help="add a ridge-penalized correction per block and architecture value (kernel, expand ratio, "
+                        "switched off), alone or with --layer-bits")
+    p.add_argument("--ridges", default="1,3,10,30,100,300,1000",
+                   help="the ridge grid of --layer-bits / --arch-options")
     p.add_argument("--smoke", action="store_true", help="tiny settings for CI")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
@@ -204,9 +208,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     etag = tag + ("|float" if a.float_eval else "")  # architecture terms are always float32 (loss differences)
     fit_rows = _cached_eval(space, net, fit_c, calib, val_b, out / "fit_val.jsonl", etag, progress, exact)
     fit_y = np.array([r["accuracy"] for r in fit_rows])
-    groups = build_term_groups(space, table, ArchTerms.load(out / "arch_terms.json"), layer_bits=a.layer_bits)
+    groups = build_term_groups(space, table, ArchTerms.load(out / "arch_terms.json"), layer_bits=a.layer_bits,
+                               arch_options=a.arch_options)
     ridge_cv = choose_ridge(space, groups, fit_c, fit_y, [float(r) for r in a.ridges.split(",")], a.seed) \
-        if a.layer_bits else None
+        if groups.penalized.any() else None
     model = CalibratedAccuracyModel(space, groups, **({"ridge": ridge_cv["ridge"]} if ridge_cv else {}))
     model.fit(fit_c, fit_y)
     model.info = {"fit_seed": a.fit_seed, "n_fit": a.n_fit, "fitted_on": f"{len(val)} validation images held out "

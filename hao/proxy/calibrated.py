@@ -64,6 +64,7 @@ class TermGroups:
         if any(len(g) != n_units for g in self.tables):
             raise ConfigError(f"every term group needs one table per unit ({n_units}).")
         self.penalized = np.zeros(len(self.names), bool) if penalized is None else np.asarray(penalized, bool)
+        self.detail: dict[str, bool] = {}  # the detail options build_term_groups was given (saved with a model)
         if self.penalized.shape != (len(self.names),):
             raise ConfigError(f"penalized needs one flag per term group ({len(self.names)}), got "
                               f"{self.penalized.shape}.")
@@ -84,14 +85,20 @@ def _stage(unit_name: str) -> str:
     return unit_name.split(".")[0]
 
 
-def build_term_groups(space: SearchSpace, table: Any, arch: Any = None, layer_bits: bool = False) -> TermGroups:
+def build_term_groups(space: SearchSpace, table: Any, arch: Any = None, layer_bits: bool = False,
+                      arch_options: bool = False) -> TermGroups:
     """The term groups of ``space`` from a :class:`~hao.proxy.SensitivityTable` and, if given, measured
     :class:`~hao.proxy.arch_terms.ArchTerms` (else the Hessian removed-weight term stands in for it).
 
-    ``layer_bits=True`` adds one penalized detail group per layer and bit-width below the layer's highest option
-    (``<layer path>:w2``, ``<layer path>:a4``, ...): 1 when a candidate keeps that layer at that width, else 0.
-    Fitted with a ridge penalty, they learn what the Hessian terms get wrong about single layers from the
-    measured candidates, and stay additive (docs/accuracy_model.md, "Per-layer corrections")."""
+    Two kinds of penalized detail groups, 0/1 indicators fitted with a ridge penalty (docs/accuracy_model.md,
+    "Per-layer corrections"): they learn from the measured candidates what the coarse terms get wrong about a
+    single layer or block, and keep the model additive.
+
+    * ``layer_bits=True``: one per layer and bit-width below the layer's highest option (``<layer path>:w2``,
+      ``<layer path>:a4``, ...): 1 when a candidate keeps that layer at that width;
+    * ``arch_options=True``: one per unit and architecture value below its decision's largest (``s0.b1:kernel=3``,
+      ``s0.b1:ratio=4``), 1 when the unit is kept with that value, and one per unit that can be switched off
+      (``s0.b3:off``)."""
     units = space.units()
     stages = list(dict.fromkeys(_stage(u.name) for u in units))
     arch_tables = arch.unit_tables(space)[0] if arch is not None else None
@@ -111,25 +118,56 @@ def build_term_groups(space: SearchSpace, table: Any, arch: Any = None, layer_bi
                                                           for p in layers)
             if table.activations:
                 tables[s * len(parts) + 2][j][i] = 0.5 * sum(table.omega_act(p) for p in layers)
-    if not layer_bits:
-        return TermGroups(space, names, tables)
-    detail: dict[tuple[str, str, int], list[np.ndarray]] = {}  # (layer path, "w"/"a", bits) -> tables
-    for j, u in enumerate(units):
+    penalized = [False] * len(names)
+    for flag, make in ((layer_bits, _layer_bit_indicators), (arch_options, _arch_option_indicators)):
+        if flag:
+            extra = make(space)
+            names, tables = names + list(extra), tables + list(extra.values())
+            penalized += [True] * len(extra)
+    groups = TermGroups(space, names, tables, penalized=penalized)
+    groups.detail = {"layer_bits": bool(layer_bits), "arch_options": bool(arch_options)}
+    return groups
+
+
+def _indicator(space: SearchSpace) -> list[np.ndarray]:
+    return [np.zeros(len(space.unit_options(v))) for v in space.units()]
+
+
+def _layer_bit_indicators(space: SearchSpace) -> dict[str, list[np.ndarray]]:
+    """``<layer path>:w<b>`` / ``:a<b>`` for every width below the layer's highest, in layer order."""
+    found: dict[tuple[str, str, int], list[np.ndarray]] = {}  # (layer path, "w"/"a", bits) -> tables
+    for j, u in enumerate(space.units()):
         for i, opt in enumerate(space.unit_options(u)):
             for p in space.unit_layers(u.name, opt):
                 if p.removed:
                     continue
                 for kind, b in (("w", p.w_bits), ("a", p.a_bits)):
-                    if (p.path, kind, b) not in detail:
-                        detail[p.path, kind, b] = [np.zeros(len(space.unit_options(v))) for v in units]
-                    detail[p.path, kind, b][j][i] = 1.0
+                    found.setdefault((p.path, kind, b), _indicator(space))[j][i] = 1.0
     widest: dict[tuple[str, str], int] = {}  # each layer's highest width of each kind is the reference: no term
-    for path, kind, b in detail:
+    for path, kind, b in found:
         widest[path, kind] = max(widest.get((path, kind), 0), b)
-    order = {path: n for n, path in enumerate(dict.fromkeys(k[0] for k in detail))}
-    keep = sorted((k for k in detail if k[2] < widest[k[0], k[1]]), key=lambda k: (order[k[0]], k[1] != "w", k[2]))
-    return TermGroups(space, names + [f"{path}:{kind}{b}" for path, kind, b in keep],
-                      tables + [detail[k] for k in keep], penalized=[False] * len(names) + [True] * len(keep))
+    order = {path: n for n, path in enumerate(dict.fromkeys(k[0] for k in found))}
+    keep = sorted((k for k in found if k[2] < widest[k[0], k[1]]), key=lambda k: (order[k[0]], k[1] != "w", k[2]))
+    return {f"{path}:{kind}{b}": found[path, kind, b] for path, kind, b in keep}
+
+
+def _arch_option_indicators(space: SearchSpace) -> dict[str, list[np.ndarray]]:
+    """``<unit>:<decision>=<value>`` for every architecture value below its decision's largest, kept units only,
+    and ``<unit>:off`` for units that can be switched off."""
+    kinds = {d.name: d.kind for d in space.decisions()}
+    out: dict[str, list[np.ndarray]] = {}
+    for j, u in enumerate(space.units()):
+        arch_decs = [d for d in u.decisions if kinds.get(d) not in ("w_bits", "a_bits", "groups")]
+        largest = {d: max(o[d] for o in space.unit_options(u) if o is not None and d in o) for d in arch_decs}
+        for i, opt in enumerate(space.unit_options(u)):
+            if opt is None or all(p.removed for p in space.unit_layers(u.name, opt)):
+                out.setdefault(f"{u.name}:off", _indicator(space))[j][i] = 1.0
+                continue
+            for d in arch_decs:
+                if d in opt and opt[d] < largest[d]:
+                    unit, what = d.rsplit(".", 1)
+                    out.setdefault(f"{unit}:{what}={opt[d]}", _indicator(space))[j][i] = 1.0
+    return out
 
 
 @register_accuracy_model("calibrated")
@@ -237,7 +275,8 @@ class CalibratedAccuracyModel(BaseAccuracyProxy):
         self._check_fitted()
         return {"format": "hao-accuracy-model-1", "space": self.space.name, "groups": self.groups.names,
                 "intercept": self.intercept_, "alpha": [float(a) for a in self.alpha_], "sigma": self.sigma_,
-                "n_fit": self.n_fit_, "ridge": self.ridge, "layer_bits": bool(self.groups.penalized.any()),
+                "n_fit": self.n_fit_, "ridge": self.ridge,
+                **self.groups.detail,
                 "info": getattr(self, "info", {})}
 
     def save(self, folder: str | os.PathLike) -> Path:
@@ -271,7 +310,8 @@ class CalibratedAccuracyModel(BaseAccuracyProxy):
                               f"{d.get('format')!r}, space {d.get('space')!r}).")
         table = SensitivityTable.load(folder / SENSITIVITY_FILE, space=space)
         arch = ArchTerms.load(folder / ARCH_TERMS_FILE) if any(g.endswith(":arch") for g in d["groups"]) else None
-        groups = build_term_groups(space, table, arch, layer_bits=bool(d.get("layer_bits", False)))
+        groups = build_term_groups(space, table, arch, layer_bits=bool(d.get("layer_bits", False)),
+                                   arch_options=bool(d.get("arch_options", False)))
         if groups.names != d["groups"]:
             raise ConfigError(f"{mfile} was fitted on term groups {d['groups']}, but the folder's files give "
                               f"{groups.names}; refit the model.")

@@ -201,3 +201,28 @@ def test_per_layer_corrections_find_a_layer_the_coarse_terms_miss(space, superne
     check_accuracy_model(m, space)
     with pytest.raises(ConfigError, match="ridge must be a number > 0"):
         CalibratedAccuracyModel(space, groups, ridge=0)
+
+
+def test_arch_option_corrections_name_every_smaller_value_and_find_a_costly_one(space, supernet, terms):
+    """One indicator per block and architecture value below the largest, one per block that can be switched off;
+    a block whose kernel 1 costs 1.5 points more than the measured terms say is found."""
+    table = _table(space, supernet)
+    groups = build_term_groups(space, table, terms, arch_options=True)
+    names = [n for n, p in zip(groups.names, groups.penalized) if p]
+    # 4 blocks x (kernel=1, ratio=1) + the gated second block of each stage
+    assert sorted(names) == sorted([f"s{s}.b{b}:{k}" for s in (0, 1) for b in (0, 1) for k in ("kernel=1", "ratio=1")]
+                                   + ["s0.b1:off", "s1.b1:off"])
+    assert groups.detail == {"layer_bits": False, "arch_options": True}
+    rng = np.random.default_rng(5)
+    cands = [space.sample(rng) for _ in range(150)]
+    X = groups.matrix(cands)
+    j = groups.names.index(names[0])
+    assert set(np.unique(X[:, j])) == {0.0, 1.0}
+    off = groups.names.index("s1.b1:off")
+    same = [groups.names.index(n) for n in ("s1.b1:kernel=1", "s1.b1:ratio=1")]
+    assert 0 < X[:, off].sum() < len(cands) and not np.any((X[:, off] == 1) & (X[:, same].sum(1) > 0))
+    n0 = int(np.sum(~groups.penalized))
+    y = 90.0 - X[:, :n0] @ (np.ones(n0) / X[:, :n0].std(0)) - 1.5 * X[:, j] + rng.normal(0, 0.05, len(cands))
+    m = CalibratedAccuracyModel(space, groups, ridge=1.0).fit(cands, y)
+    assert m.alpha_[j] == pytest.approx(1.5, abs=0.2)
+    assert np.all(np.delete(m.alpha_[n0:], j - n0) < 0.3)
