@@ -11,8 +11,10 @@ Protocol (every step cached in ``--out``, so an interrupted run resumes where it
 2. **Architecture terms** (``hao.proxy.arch_terms``): one validation measurement per architecture option of
    every unit and per depth, against the reference (the largest architecture at 8 bits).
 3. **Fit** (``hao.proxy.CalibratedAccuracyModel``): ``--n-fit`` joint candidates from seed ``--fit-seed``, their
-   validation accuracy, bounded least squares for the intercept and α ≥ 0. Written to ``--out`` with the files it
-   needs (``accuracy_model.json``, ``arch_terms.json``, ``sensitivity.json``), so ``hao score --checkpoint OUT``
+   validation accuracy, bounded least squares for the intercept and α ≥ 0; with ``--layer-bits`` /
+   ``--arch-options`` also the ridge-penalized per-layer and per-block corrections, their ridge chosen by 10-fold
+   cross-validation on the fit set alone (the report then also scores the model without them). Written to
+   ``--out`` with the files it needs (``accuracy_model.json``, ``arch_terms.json``, ``sensitivity.json``), so ``hao score --checkpoint OUT``
    and ``hao.search(proxy="calibrated", checkpoint=OUT, objectives=["accuracy", ...])`` use it.
 4. **Report** on candidates of seeds never used in fitting (``--test-seed``): ``--n-test`` joint, ``--n-sub``
    bits-only (largest architecture) and ``--n-sub`` arch-only (8/8 bits), measured on the test split. Kendall τ of
@@ -228,11 +230,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     base = baselines(space, table, fit_c, fit_y, test_c, a.seed)
     report: dict[str, Any] = {"settings": vars(a), "groups": groups.names, "alpha": model.alpha_.tolist(),
                               "intercept": model.intercept_, "sigma": model.sigma_, "ridge_cv": ridge_cv}
+    coarse = None
+    if groups.penalized.any():  # what the detail terms add: the same fit without them
+        cg = build_term_groups(space, table, ArchTerms.load(out / "arch_terms.json"))
+        coarse = CalibratedAccuracyModel(space, cg).fit(fit_c, fit_y).predict(test_c)[0]
     for kind in ("joint", "bits", "arch"):
         m = kinds == kind
         if m.sum() < 3:
             continue
         r = {"model": kendall_tau(pred[m], y[m], seed=a.seed)}
+        if coarse is not None:
+            r["model without detail terms"] = kendall_tau(coarse[m], y[m], seed=a.seed)
         for name, s in base.items():
             r[name] = kendall_tau(s[m], y[m], seed=a.seed)
         best = max((n for n in base if n != "random"), key=lambda n: r[n]["tau"] if r[n]["tau"] is not None else -2)

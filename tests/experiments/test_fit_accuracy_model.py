@@ -17,9 +17,10 @@ def test_fit_accuracy_model_smoke(tmp_path):
         pytest.skip(f"no trained supernet in {E2E}")
     load_script("fit_accuracy_model").main(["--checkpoint-dir", str(E2E), "--out", str(tmp_path), "--smoke",
                                             "--float-eval", "--threads", "1", "--no-progress", "--layer-bits",
-                                            "--ridges", "10,100"])
+                                            "--arch-options", "--ridges", "10,100"])
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["tau_joint"]["model"]["n"] == 8 and "best_baseline" in report["tau_joint"]
+    assert "model without detail terms" in report["tau_joint"]
     assert report["ridge_cv"]["ridge"] in (10.0, 100.0) and set(report["ridge_cv"]["cv_tau"]) == {"10.0", "100.0"}
     assert report["ceiling"]["n"] == 4 and len(report["tau_within_latency_bins"]["per_bin"]) == 2
     import hao
