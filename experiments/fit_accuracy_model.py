@@ -14,8 +14,9 @@ Protocol (every step cached in ``--out``, so an interrupted run resumes where it
    validation accuracy, bounded least squares for the intercept and α ≥ 0; with ``--layer-bits`` /
    ``--arch-options`` also the ridge-penalized per-layer and per-block corrections, their ridge chosen by 10-fold
    cross-validation on the fit set alone (the report then also scores the model without them). Written to
-   ``--out`` with the files it needs (``accuracy_model.json``, ``arch_terms.json``, ``sensitivity.json``), so ``hao score --checkpoint OUT``
-   and ``hao.search(proxy="calibrated", checkpoint=OUT, objectives=["accuracy", ...])`` use it.
+   ``--out`` with the files it needs (``accuracy_model.json``, ``arch_terms.json``, ``sensitivity.json``), so
+   ``hao score --checkpoint OUT`` and ``hao.search(proxy="calibrated", checkpoint=OUT, objectives=["accuracy",
+   ...])`` use it.
 4. **Report** on candidates of seeds never used in fitting (``--test-seed``): ``--n-test`` joint, ``--n-sub``
    bits-only (largest architecture) and ``--n-sub`` arch-only (8/8 bits), measured on the test split. Kendall τ of
    the predicted against the measured accuracy, with bootstrap SE, next to the baselines (−BOPs, −MACs,
