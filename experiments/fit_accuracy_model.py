@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import hao.paths
     from hao.data import fashion_mnist, loader
     from hao.proxy import SensitivityTable, build_term_groups, default_checkpoint_dir
-    from hao.proxy.arch_terms import ArchTerms, measure_arch_terms
+    from hao.proxy.arch_terms import measure_arch_terms
     from hao.proxy.calibrated import CalibratedAccuracyModel
     from hao.stats import kendall_tau
     from hao.train import load_supernet
@@ -211,11 +211,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     etag = tag + ("|float" if a.float_eval else "")  # architecture terms are always float32 (loss differences)
     fit_rows = _cached_eval(space, net, fit_c, calib, val_b, out / "fit_val.jsonl", etag, progress, exact)
     fit_y = np.array([r["accuracy"] for r in fit_rows])
-    groups = build_term_groups(space, table, ArchTerms.load(out / "arch_terms.json"), layer_bits=a.layer_bits,
-                               arch_options=a.arch_options)
-    ridge_cv = choose_ridge(space, groups, fit_c, fit_y, [float(r) for r in a.ridges.split(",")], a.seed) \
-        if groups.penalized.any() else None
-    model = CalibratedAccuracyModel(space, groups, **({"ridge": ridge_cv["ridge"]} if ridge_cv else {}))
+    groups = build_term_groups(space, table, arch, layer_bits=a.layer_bits, arch_options=a.arch_options)
+    ridge_cv = None
+    model = CalibratedAccuracyModel(space, groups)
+    if groups.penalized.any():
+        ridge_cv = choose_ridge(space, groups, fit_c, fit_y, [float(r) for r in a.ridges.split(",")], a.seed)
+        model = CalibratedAccuracyModel(space, groups, ridge=ridge_cv["ridge"])
     model.fit(fit_c, fit_y)
     model.info = {"fit_seed": a.fit_seed, "n_fit": a.n_fit, "fitted_on": f"{len(val)} validation images held out "
                   "of the training split", "checkpoint": str(folder), "ridge_cv": ridge_cv}
@@ -233,8 +234,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                               "intercept": model.intercept_, "sigma": model.sigma_, "ridge_cv": ridge_cv}
     coarse = None
     if groups.penalized.any():  # what the detail terms add: the same fit without them
-        cg = build_term_groups(space, table, ArchTerms.load(out / "arch_terms.json"))
-        coarse = CalibratedAccuracyModel(space, cg).fit(fit_c, fit_y).predict(test_c)[0]
+        coarse = CalibratedAccuracyModel(space, build_term_groups(space, table, arch)).fit(fit_c, fit_y).predict(
+            test_c)[0]
     for kind in ("joint", "bits", "arch"):
         m = kinds == kind
         if m.sum() < 3:

@@ -53,18 +53,19 @@ def model_folder(space_name: str, folder: str | os.PathLike | None = None) -> Pa
 class TermGroups:
     """Named additive terms: ``tables[g][u][i]`` is group ``g``'s value for unit ``u`` taking option ``i``.
 
-    ``penalized[g]``: group ``g`` is a *detail* term (a per-layer bit-width indicator) whose weight the fit
-    shrinks towards 0 by its ``ridge`` penalty; the others are the model's coarse terms, fitted unpenalized."""
+    ``penalized[g]``: group ``g`` is a *detail* term (a per-layer or per-block indicator) whose weight the fit
+    shrinks towards 0 by its ``ridge`` penalty; the others are the model's coarse terms, fitted unpenalized.
+    ``detail``: the detail options :func:`build_term_groups` was given (saved with a fitted model)."""
 
     def __init__(self, space: SearchSpace, names: Sequence[str], tables: Sequence[Sequence[np.ndarray]],
-                 penalized: Sequence[bool] | None = None) -> None:
+                 penalized: Sequence[bool] | None = None, detail: dict[str, bool] | None = None) -> None:
         self.space, self.names = space, list(names)
         self.tables = [[np.asarray(t, dtype=np.float64) for t in g] for g in tables]
         n_units = len(space.units())
         if any(len(g) != n_units for g in self.tables):
             raise ConfigError(f"every term group needs one table per unit ({n_units}).")
         self.penalized = np.zeros(len(self.names), bool) if penalized is None else np.asarray(penalized, bool)
-        self.detail: dict[str, bool] = {}  # the detail options build_term_groups was given (saved with a model)
+        self.detail = dict(detail or {})
         if self.penalized.shape != (len(self.names),):
             raise ConfigError(f"penalized needs one flag per term group ({len(self.names)}), got "
                               f"{self.penalized.shape}.")
@@ -124,9 +125,8 @@ def build_term_groups(space: SearchSpace, table: Any, arch: Any = None, layer_bi
             extra = make(space)
             names, tables = names + list(extra), tables + list(extra.values())
             penalized += [True] * len(extra)
-    groups = TermGroups(space, names, tables, penalized=penalized)
-    groups.detail = {"layer_bits": bool(layer_bits), "arch_options": bool(arch_options)}
-    return groups
+    return TermGroups(space, names, tables, penalized=penalized,
+                      detail={"layer_bits": bool(layer_bits), "arch_options": bool(arch_options)})
 
 
 def _indicator(space: SearchSpace) -> list[np.ndarray]:
@@ -187,8 +187,8 @@ class CalibratedAccuracyModel(BaseAccuracyProxy):
             raise ConfigError(f"CalibratedAccuracyModel needs TermGroups (build_term_groups), got "
                               f"{type(groups).__name__}.")
         if not (isinstance(ridge, (int, float)) and np.isfinite(ridge) and ridge > 0):
-            raise ConfigError(f"CalibratedAccuracyModel ridge must be a number > 0 (the weight of each per-layer "
-                              "detail term's α² against the squared fit errors, both in accuracy points), got "
+            raise ConfigError(f"CalibratedAccuracyModel ridge must be a number > 0 (the weight of each detail "
+                              "term's α² against the squared fit errors, both in accuracy points), got "
                               f"{ridge!r}; see docs/accuracy_model.md, \"Per-layer corrections\".")
         self.groups, self.ridge = groups, float(ridge)
 
@@ -196,9 +196,9 @@ class CalibratedAccuracyModel(BaseAccuracyProxy):
     def fit(self, candidates: Sequence[Candidate], accuracy: Sequence[float]) -> "CalibratedAccuracyModel":
         """Fit on measured ``accuracy`` (percent) of ``candidates`` (never the candidates you score).
 
-        Bounded least squares (every α ≥ 0, the intercept free); the penalized detail groups (per-layer
-        indicators, :func:`build_term_groups` ``layer_bits=True``) add ``ridge · α_g²`` each, so a layer's own
-        term moves away from 0 only as far as the measurements support it."""
+        Bounded least squares (every α ≥ 0, the intercept free); the penalized detail groups (per-layer and
+        per-block indicators, :func:`build_term_groups` ``layer_bits`` / ``arch_options``) add ``ridge · α_g²``
+        each, so a layer's or block's own term moves away from 0 only as far as the measurements support it."""
         from scipy.optimize import lsq_linear
 
         y = np.asarray(accuracy, dtype=np.float64).reshape(-1)
@@ -275,9 +275,7 @@ class CalibratedAccuracyModel(BaseAccuracyProxy):
         self._check_fitted()
         return {"format": "hao-accuracy-model-1", "space": self.space.name, "groups": self.groups.names,
                 "intercept": self.intercept_, "alpha": [float(a) for a in self.alpha_], "sigma": self.sigma_,
-                "n_fit": self.n_fit_, "ridge": self.ridge,
-                **self.groups.detail,
-                "info": getattr(self, "info", {})}
+                "n_fit": self.n_fit_, "ridge": self.ridge, **self.groups.detail, "info": getattr(self, "info", {})}
 
     def save(self, folder: str | os.PathLike) -> Path:
         """Write ``folder/accuracy_model.json`` (the term tables are rebuilt from the folder's other files)."""
