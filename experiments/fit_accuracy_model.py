@@ -67,6 +67,34 @@ def _cached_eval(space, net, cands, calib, batches, path: Path, tag: str, progre
                                exact=exact)
 
 
+def make_corner_candidates(space, n: int, seed: int) -> list:
+    """Uniform-precision candidates for the fit set: the largest and the smallest architecture at every uniform
+    (weight, activation) bit-width pair, then random architectures, each at one uniformly drawn pair. Random joint
+    candidates almost never have every layer at the same width, so without these the model's percent is
+    extrapolated at the corners the search ends on (all-8-bit networks, the smallest network)."""
+    if n <= 0:
+        return []
+    decs = space.decisions()
+    w_opts = sorted({int(o) for d in decs if d.kind == "w_bits" for o in d.options})
+    a_opts = sorted({int(o) for d in decs if d.kind == "a_bits" for o in d.options})
+    pairs = [(w, x) for w in w_opts for x in a_opts]
+
+    def at(arch: dict, w: int, x: int):
+        d = dict(arch)
+        for dec in decs:
+            if dec.kind in ("w_bits", "a_bits"):
+                want = w if dec.kind == "w_bits" else x
+                d[dec.name] = max((int(o) for o in dec.options if int(o) <= want), default=min(dec.options))
+        return space.make(d)
+
+    out = [at(base.as_dict(), w, x) for base in (space.largest(), space.smallest()) for w, x in pairs]
+    rng = np.random.default_rng([seed, 1])
+    while len(out) < n:
+        w, x = pairs[rng.integers(len(pairs))]
+        out.append(at(space.sample(rng).as_dict(), w, x))
+    return out[:n]
+
+
 def paired_tau_gap(a: np.ndarray, b: np.ndarray, y: np.ndarray, boot: int = 500, seed: int = 0) -> dict[str, float]:
     """τ(a, y) − τ(b, y) and its bootstrap SE over the same resamples (paired)."""
     from scipy.stats import kendalltau
@@ -138,6 +166,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--n-sub", type=int, default=20, help="bits-only and arch-only test candidates (each)")
     p.add_argument("--n-ceiling", type=int, default=20)
     p.add_argument("--bins", type=int, default=4)
+    p.add_argument("--n-corner", type=int, default=0,
+                   help="uniform-precision fit candidates (largest, smallest, random architectures) added to the "
+                        "--n-fit joint ones, so the percent is not extrapolated at the all-8-bit corner")
     p.add_argument("--fit-seed", type=int, default=100)
     p.add_argument("--test-seed", type=int, default=200)
     p.add_argument("--seed", type=int, default=0, help="split and calibration seed")
@@ -152,6 +183,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--arch-options", action="store_true",
                    help="add a ridge-penalized correction per block and architecture value (kernel, expand ratio, "
                         "switched off), alone or with --layer-bits")
+    p.add_argument("--block-pairs", action="store_true",
+                   help="add the within-block interaction groups (pairs of lowest-width layers in one block)")
     p.add_argument("--ridges", default="1,3,10,30,100,300,1000",
                    help="the ridge grid of --layer-bits / --arch-options")
     p.add_argument("--smoke", action="store_true", help="tiny settings for CI")
@@ -208,10 +241,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     arch.save(out / "arch_terms.json")
     # 3. fit on validation accuracies of the fit seeds
     fit_c = [c for _, c in make_candidates(space, a.n_fit, 0, 0, a.fit_seed)]
+    fit_c += make_corner_candidates(space, a.n_corner, a.fit_seed)
     etag = tag + ("|float" if a.float_eval else "")  # architecture terms are always float32 (loss differences)
     fit_rows = _cached_eval(space, net, fit_c, calib, val_b, out / "fit_val.jsonl", etag, progress, exact)
     fit_y = np.array([r["accuracy"] for r in fit_rows])
-    groups = build_term_groups(space, table, arch, layer_bits=a.layer_bits, arch_options=a.arch_options)
+    groups = build_term_groups(space, table, arch, layer_bits=a.layer_bits, arch_options=a.arch_options,
+                               block_pairs=a.block_pairs)
     ridge_cv = None
     model = CalibratedAccuracyModel(space, groups)
     if groups.penalized.any():

@@ -87,7 +87,7 @@ def _stage(unit_name: str) -> str:
 
 
 def build_term_groups(space: SearchSpace, table: Any, arch: Any = None, layer_bits: bool = False,
-                      arch_options: bool = False) -> TermGroups:
+                      arch_options: bool = False, block_pairs: bool = False) -> TermGroups:
     """The term groups of ``space`` from a :class:`~hao.proxy.SensitivityTable` and, if given, measured
     :class:`~hao.proxy.arch_terms.ArchTerms` (else the Hessian removed-weight term stands in for it).
 
@@ -99,7 +99,12 @@ def build_term_groups(space: SearchSpace, table: Any, arch: Any = None, layer_bi
       ``<layer path>:a4``, ...): 1 when a candidate keeps that layer at that width;
     * ``arch_options=True``: one per unit and architecture value below its decision's largest (``s0.b1:kernel=3``,
       ``s0.b1:ratio=4``), 1 when the unit is kept with that value, and one per unit that can be switched off
-      (``s0.b3:off``)."""
+      (``s0.b3:off``).
+
+    ``block_pairs=True`` adds two coarse (unpenalized) interaction groups per stage, still additive over units:
+    ``<stage>:w_lowest_pairs`` counts the pairs of layers *within one unit* that are both at their lowest weight
+    width, ``<stage>:wa_lowest`` the layers at their lowest weight and lowest activation width at once (only where
+    some layer has two activation widths). Low-bit layers of one block hurt more together than one at a time."""
     units = space.units()
     stages = list(dict.fromkeys(_stage(u.name) for u in units))
     arch_tables = arch.unit_tables(space)[0] if arch is not None else None
@@ -120,13 +125,44 @@ def build_term_groups(space: SearchSpace, table: Any, arch: Any = None, layer_bi
             if table.activations:
                 tables[s * len(parts) + 2][j][i] = 0.5 * sum(table.omega_act(p) for p in layers)
     penalized = [False] * len(names)
+    if block_pairs:
+        extra = _block_pair_groups(space, stages)
+        names, tables, penalized = names + list(extra), tables + list(extra.values()), penalized + [False] * len(extra)
     for flag, make in ((layer_bits, _layer_bit_indicators), (arch_options, _arch_option_indicators)):
         if flag:
             extra = make(space)
             names, tables = names + list(extra), tables + list(extra.values())
             penalized += [True] * len(extra)
     return TermGroups(space, names, tables, penalized=penalized,
-                      detail={"layer_bits": bool(layer_bits), "arch_options": bool(arch_options)})
+                      detail={"layer_bits": bool(layer_bits), "arch_options": bool(arch_options),
+                              "block_pairs": bool(block_pairs)})
+
+
+def _block_pair_groups(space: SearchSpace, stages: list[str]) -> dict[str, list[np.ndarray]]:
+    """``<stage>:w_lowest_pairs`` and ``<stage>:wa_lowest`` (see :func:`build_term_groups`), per stage."""
+    units = space.units()
+    lowest: dict[tuple[str, str], int] = {}  # (layer path, "w"/"a") -> lowest width; and the count of widths
+    widths: dict[tuple[str, str], set[int]] = {}
+    for u in units:
+        for opt in space.unit_options(u):
+            for p in space.unit_layers(u.name, opt):
+                if not p.removed:
+                    widths.setdefault((p.path, "w"), set()).add(p.w_bits)
+                    widths.setdefault((p.path, "a"), set()).add(p.a_bits)
+    for key, ws in widths.items():
+        lowest[key] = min(ws) if len(ws) > 1 else -1  # a layer with one width is never "at its lowest"
+    kinds = ["w_lowest_pairs"] + (["wa_lowest"] if any(lowest[k] > 0 for k in lowest if k[1] == "a") else [])
+    out = {f"{s}:{k}": _indicator(space) for s in stages for k in kinds}
+    for j, u in enumerate(units):
+        s = _stage(u.name)
+        for i, opt in enumerate(space.unit_options(u)):
+            kept = [p for p in space.unit_layers(u.name, opt) if not p.removed]
+            low_w = [p.w_bits == lowest[p.path, "w"] for p in kept]
+            n = sum(low_w)
+            out[f"{s}:w_lowest_pairs"][j][i] = n * (n - 1) / 2
+            if "wa_lowest" in kinds:
+                out[f"{s}:wa_lowest"][j][i] = sum(w and p.a_bits == lowest[p.path, "a"] for w, p in zip(low_w, kept))
+    return out
 
 
 def _indicator(space: SearchSpace) -> list[np.ndarray]:
@@ -309,7 +345,8 @@ class CalibratedAccuracyModel(BaseAccuracyProxy):
         table = SensitivityTable.load(folder / SENSITIVITY_FILE, space=space)
         arch = ArchTerms.load(folder / ARCH_TERMS_FILE) if any(g.endswith(":arch") for g in d["groups"]) else None
         groups = build_term_groups(space, table, arch, layer_bits=bool(d.get("layer_bits", False)),
-                                   arch_options=bool(d.get("arch_options", False)))
+                                   arch_options=bool(d.get("arch_options", False)),
+                                   block_pairs=bool(d.get("block_pairs", False)))
         if groups.names != d["groups"]:
             raise ConfigError(f"{mfile} was fitted on term groups {d['groups']}, but the folder's files give "
                               f"{groups.names}; refit the model.")

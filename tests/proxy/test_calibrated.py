@@ -212,7 +212,7 @@ def test_arch_option_corrections_name_every_smaller_value_and_find_a_costly_one(
     # 4 blocks x (kernel=1, ratio=1) + the gated second block of each stage
     assert sorted(names) == sorted([f"s{s}.b{b}:{k}" for s in (0, 1) for b in (0, 1) for k in ("kernel=1", "ratio=1")]
                                    + ["s0.b1:off", "s1.b1:off"])
-    assert groups.detail == {"layer_bits": False, "arch_options": True}
+    assert groups.detail == {"layer_bits": False, "arch_options": True, "block_pairs": False}
     rng = np.random.default_rng(5)
     cands = [space.sample(rng) for _ in range(150)]
     X = groups.matrix(cands)
@@ -226,3 +226,40 @@ def test_arch_option_corrections_name_every_smaller_value_and_find_a_costly_one(
     m = CalibratedAccuracyModel(space, groups, ridge=1.0).fit(cands, y)
     assert m.alpha_[j] == pytest.approx(1.5, abs=0.2)
     assert np.all(np.delete(m.alpha_[n0:], j - n0) < 0.3)
+
+
+def test_block_pairs_count_low_bit_pairs_within_a_block_and_find_an_interaction(space, supernet, terms, tmp_path):
+    """``block_pairs``: per stage, the pairs of 2-bit layers inside one kept block (counted here from each
+    candidate's own layer list); with one activation width there is no ``wa_lowest`` group. Accuracies that
+    drop 0.8 points per such pair, on top of the coarse terms, give that stage's pair term its 0.8, and the
+    model round-trips with the flag."""
+    table = _table(space, supernet)
+    coarse = build_term_groups(space, table, terms)
+    groups = build_term_groups(space, table, terms, block_pairs=True)
+    n0 = len(coarse.names)
+    assert groups.names[:n0] == coarse.names and groups.names[n0:] == ["s0:w_lowest_pairs", "s1:w_lowest_pairs"]
+    assert not groups.penalized.any() and groups.detail["block_pairs"]
+    rng = np.random.default_rng(6)
+    cands = [space.sample(rng) for _ in range(200)]
+    truth = np.zeros((len(cands), 2))
+    for k, c in enumerate(cands):
+        low: dict[str, int] = {}
+        for p in space.perturbations(c):
+            if p.path.startswith("stages.") and not p.removed:
+                block = ".".join(p.path.split(".")[:3])
+                low[block] = low.get(block, 0) + (p.w_bits == 2)
+        for block, n in low.items():
+            truth[k, int(block.split(".")[1])] += n * (n - 1) / 2
+    X = groups.matrix(cands)
+    np.testing.assert_array_equal(X[:, n0:], truth)
+    assert truth[:, 1].max() >= 3
+    y = 90.0 - X[:, :n0] @ (np.ones(n0) / X[:, :n0].std(0)) - 0.8 * truth[:, 1] + rng.normal(0, 0.05, len(cands))
+    m = CalibratedAccuracyModel(space, groups).fit(cands, y)
+    assert m.alpha_[n0 + 1] == pytest.approx(0.8, abs=0.1) and m.alpha_[n0] < 0.1
+    table.save(tmp_path / "sensitivity.json")
+    terms.save(tmp_path / "arch_terms.json")
+    m.save(tmp_path)
+    back = CalibratedAccuracyModel.from_checkpoint(space, tmp_path)
+    assert back.groups.names == groups.names
+    np.testing.assert_allclose(back.predict(cands)[0], m.predict(cands)[0])
+    check_accuracy_model(m, space)
