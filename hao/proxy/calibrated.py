@@ -141,16 +141,15 @@ def build_term_groups(space: SearchSpace, table: Any, arch: Any = None, layer_bi
 def _block_pair_groups(space: SearchSpace, stages: list[str]) -> dict[str, list[np.ndarray]]:
     """``<stage>:w_lowest_pairs`` and ``<stage>:wa_lowest`` (see :func:`build_term_groups`), per stage."""
     units = space.units()
-    lowest: dict[tuple[str, str], int] = {}  # (layer path, "w"/"a") -> lowest width; and the count of widths
-    widths: dict[tuple[str, str], set[int]] = {}
+    widths: dict[tuple[str, str], set[int]] = {}  # (layer path, "w"/"a") -> the widths the layer can take
     for u in units:
         for opt in space.unit_options(u):
             for p in space.unit_layers(u.name, opt):
                 if not p.removed:
                     widths.setdefault((p.path, "w"), set()).add(p.w_bits)
                     widths.setdefault((p.path, "a"), set()).add(p.a_bits)
-    for key, ws in widths.items():
-        lowest[key] = min(ws) if len(ws) > 1 else -1  # a layer with one width is never "at its lowest"
+    # a layer's lowest width; -1 for a layer with a single width, which is never "lowered"
+    lowest = {key: min(ws) if len(ws) > 1 else -1 for key, ws in widths.items()}
     kinds = ["w_lowest_pairs"] + (["wa_lowest"] if any(lowest[k] > 0 for k in lowest if k[1] == "a") else [])
     out = {f"{s}:{k}": _indicator(space) for s in stages for k in kinds}
     for j, u in enumerate(units):
