@@ -13,7 +13,9 @@ Protocol (every step cached in ``--out``, so an interrupted run resumes where it
 3. **Fit** (``hao.proxy.CalibratedAccuracyModel``): ``--n-fit`` joint candidates from seed ``--fit-seed``, their
    validation accuracy, bounded least squares for the intercept and α ≥ 0; with ``--layer-bits`` /
    ``--arch-options`` also the ridge-penalized per-layer and per-block corrections, their ridge chosen by 10-fold
-   cross-validation on the fit set alone (the report then also scores the model without them). Written to
+   cross-validation on the fit set alone (the report then also scores the model without them);
+   ``--n-corner`` adds uniform-precision candidates to the fit set and ``--block-pairs`` the within-block pair
+   groups (docs/accuracy_model.md, "Corners and within-block pairs": measured, not in the committed model). Written to
    ``--out`` with the files it needs (``accuracy_model.json``, ``arch_terms.json``, ``sensitivity.json``), so
    ``hao score --checkpoint OUT`` and ``hao.search(proxy="calibrated", checkpoint=OUT, objectives=["accuracy",
    ...])`` use it.
