@@ -81,13 +81,10 @@ def make_corner_candidates(space, n: int, seed: int) -> list:
     a_opts = sorted({int(o) for d in decs if d.kind == "a_bits" for o in d.options})
     pairs = [(w, x) for w in w_opts for x in a_opts]
 
-    def at(arch: dict, w: int, x: int):
-        d = dict(arch)
-        for dec in decs:
-            if dec.kind in ("w_bits", "a_bits"):
-                want = w if dec.kind == "w_bits" else x
-                d[dec.name] = max((int(o) for o in dec.options if int(o) <= want), default=min(dec.options))
-        return space.make(d)
+    bit_names = {d.name for d in decs if d.kind in ("w_bits", "a_bits", "bits")}
+
+    def at(arch: dict, w: int, x: int):  # arch's architecture, the bits of space.uniform(w, x)
+        return space.make({**arch, **{k: v for k, v in space.uniform(w, x).as_dict().items() if k in bit_names}})
 
     out = [at(base.as_dict(), w, x) for base in (space.largest(), space.smallest()) for w, x in pairs]
     rng = np.random.default_rng([seed, 1])
