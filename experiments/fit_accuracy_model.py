@@ -94,6 +94,26 @@ def make_corner_candidates(space, n: int, seed: int) -> list:
     return out[:n]
 
 
+def front_picks(space, model, hardware: str, budgets=None, k: int = 0, exclude=(),
+                unique: bool = True) -> tuple[list, np.ndarray]:
+    """The candidates the search returns with ``model``: the exact front of predicted accuracy against latency on
+    ``hardware``, queried at each latency budget (ms) — ``budgets``, or ``k`` budgets at the front's own latency
+    quantiles 0.1 … 0.9. Returns ``(picks, budgets)`` in budget order; with ``unique`` duplicates and candidates
+    whose JSON is in ``exclude`` are dropped (else one pick per budget)."""
+    import hao
+    from hao.space.base import Candidate
+    front = hao.search(space, hardware, solver="front", objectives=["accuracy", "latency_ms"], proxy=model)
+    if budgets is None:
+        budgets = np.quantile(front.df["latency_ms"], np.linspace(0.1, 0.9, k))
+    seen, picks = set(exclude), []
+    for b in budgets:
+        c = Candidate.from_json(front.query({"latency_ms": float(b)})["config"])
+        if not unique or c.to_json() not in seen:
+            seen.add(c.to_json())
+            picks.append(c)
+    return picks, np.asarray(budgets, dtype=float)
+
+
 def paired_tau_gap(a: np.ndarray, b: np.ndarray, y: np.ndarray, boot: int = 500, seed: int = 0) -> dict[str, float]:
     """τ(a, y) − τ(b, y) and its bootstrap SE over the same resamples (paired)."""
     from scipy.stats import kendalltau
@@ -168,6 +188,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--n-corner", type=int, default=0,
                    help="uniform-precision fit candidates (largest, smallest, random architectures) added to the "
                         "--n-fit joint ones, so the percent is not extrapolated at the all-8-bit corner")
+    p.add_argument("--loop-rounds", type=int, default=0,
+                   help="closed loop: after the fit, this many rounds of search → measure the picks → refit")
+    p.add_argument("--loop-picks", type=int, default=6, help="front picks measured per loop round")
+    p.add_argument("--judge-budgets", default="",
+                   help="latency budgets (ms, comma-separated): the picks of the model (and of the model before the "
+                        "loop) at each, measured on the test split")
     p.add_argument("--fit-seed", type=int, default=100)
     p.add_argument("--test-seed", type=int, default=200)
     p.add_argument("--seed", type=int, default=0, help="split and calibration seed")
@@ -192,6 +218,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if a.smoke:
         a.val_images, a.calib_images, a.test_images = 64, 32, 64
         a.n_fit, a.n_test, a.n_sub, a.n_ceiling, a.bins = 16, 8, 2, 4, 2
+        a.loop_picks = min(a.loop_picks, 2)
     t0, load0 = time.perf_counter(), os.getloadavg()
     import torch
 
@@ -252,7 +279,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ridge_cv = choose_ridge(space, groups, fit_c, fit_y, [float(r) for r in a.ridges.split(",")], a.seed)
         model = CalibratedAccuracyModel(space, groups, ridge=ridge_cv["ridge"])
     model.fit(fit_c, fit_y)
-    model.info = {"fit_seed": a.fit_seed, "n_fit": a.n_fit, "fitted_on": f"{len(val)} validation images held out "
+    hw = a.hardware or next((p.name for p in sorted(Path(hao.paths.builtin_dir("latency_models")).glob("cpu-*"))
+                             if (p / "table.csv").is_file()), None)
+    # 3b. closed loop: the search's own picks, measured on the validation images, join the fit set
+    initial, loop = model, []
+    for r in range(a.loop_rounds):
+        picks, budgets = front_picks(space, model, hw, k=a.loop_picks, exclude={c.to_json() for c in fit_c})
+        if not picks:
+            break
+        ym = np.array([x["accuracy"] for x in _cached_eval(space, net, picks, calib, val_b, out / "fit_val.jsonl",
+                                                             etag, progress, exact)])
+        yp = model.predict(picks)[0]
+        loop.append({"round": r, "budgets_ms": budgets.tolist(), "predicted": yp.tolist(), "measured": ym.tolist(),
+                     "mean_optimism_points": float(np.mean(yp - ym))})
+        print(f"loop round {r}: {len(picks)} picks, predicted − measured {np.mean(yp - ym):+.2f} points", flush=True)
+        fit_c, fit_y = fit_c + picks, np.r_[fit_y, ym]
+        model = CalibratedAccuracyModel(space, groups, ridge=model.ridge).fit(fit_c, fit_y)
+    model.info = {"fit_seed": a.fit_seed, "n_fit": a.n_fit, "n_corner": a.n_corner, "loop_rounds": len(loop),
+                  "n_fit_total": len(fit_c), "fitted_on": f"{len(val)} validation images held out "
                   "of the training split", "checkpoint": str(folder), "ridge_cv": ridge_cv}
     shutil.copy(folder / "sensitivity.json", out / "sensitivity.json")
     model.save(out)
@@ -275,6 +319,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if m.sum() < 3:
             continue
         r = {"model": kendall_tau(pred[m], y[m], seed=a.seed)}
+        if loop:
+            r["model before loop"] = kendall_tau(initial.predict(test_c)[0][m], y[m], seed=a.seed)
         if coarse is not None:
             r["model without detail terms"] = kendall_tau(coarse[m], y[m], seed=a.seed)
         for name, s in base.items():
@@ -284,8 +330,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         r["gap_to_best_baseline"] = paired_tau_gap(pred[m], base[best][m], y[m], seed=a.seed)
         report[f"tau_{kind}"] = r
     # τ within latency bins (the choice the search makes): joint candidates, bins of predicted latency
-    hw = a.hardware or next((p.name for p in sorted(Path(hao.paths.builtin_dir("latency_models")).glob("cpu-*"))
-                             if (p / "table.csv").is_file()), None)
+    report["loop"] = loop
     if hw:
         from hao.latency.predictor import LatencyPredictor
         from hao.search.objectives import latency_objective
@@ -304,6 +349,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ceil_c = test_c[: a.n_ceiling]
     again = _cached_eval(space, net, ceil_c, calib2, test_b, out / "retest.jsonl", etag + "|calib2", progress, exact)
     report["ceiling"] = kendall_tau(y[: a.n_ceiling], np.array([r["accuracy"] for r in again]), seed=a.seed)
+    # the search's own picks at fixed budgets, measured on the test split: what a user of the front gets
+    judge = [float(b) for b in a.judge_budgets.split(",") if b.strip()]
+    if judge and hw:
+        report["front_picks"] = []
+        for name, m in (("model", model), ("before loop", initial))[: 2 if loop else 1]:
+            picks, _ = front_picks(space, m, hw, budgets=judge, unique=False)
+            ym = _cached_eval(space, net, picks, calib, test_b, out / "test.jsonl", etag, progress, exact)
+            for b, c, pp, mm in zip(judge, picks, m.predict(picks)[0], ym):
+                report["front_picks"].append({"model": name, "budget_ms": b, "predicted": float(pp),
+                                              "measured": mm["accuracy"], "candidate": c.to_json()})
     report["prediction_error"] = {"mae_points": float(np.mean(np.abs(pred - y))),
                                   "share_within_1_sigma": float(np.mean(np.abs(pred - y) <= sd))}
     report["wall_s"], report["loadavg"] = time.perf_counter() - t0, [load0, os.getloadavg()]
