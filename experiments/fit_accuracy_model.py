@@ -18,14 +18,18 @@ Protocol (every step cached in ``--out``, so an interrupted run resumes where it
    groups (docs/accuracy_model.md, "Corners and within-block pairs": measured, not in the committed model). Written to
    ``--out`` with the files it needs (``accuracy_model.json``, ``arch_terms.json``, ``sensitivity.json``), so
    ``hao score --checkpoint OUT`` and ``hao.search(proxy="calibrated", checkpoint=OUT, objectives=["accuracy",
-   ...])`` use it.
+   ...])`` use it. With ``--loop-rounds R`` the fit **closes the loop**: R rounds of search (the exact front of
+   predicted accuracy × latency on the first committed CPU table), ``--loop-picks`` front picks measured on the
+   validation images and added to the fit set, refit (same groups and ridge) — docs/accuracy_model.md, "Closing
+   the loop".
 4. **Report** on candidates of seeds never used in fitting (``--test-seed``): ``--n-test`` joint, ``--n-sub``
    bits-only (largest architecture) and ``--n-sub`` arch-only (8/8 bits), measured on the test split. Kendall τ of
    the predicted against the measured accuracy, with bootstrap SE, next to the baselines (−BOPs, −MACs,
    −‖ΔW‖², −share of 2-bit layers, a count model fitted on the fit set, the Hessian ΔL proxy, random), the paired
    bootstrap of τ(model) − τ(best baseline), τ *within latency bins* (``--bins`` bins of predicted latency on the
    committed CPU table), and the **test–retest ceiling**: the first ``--n-ceiling`` joint candidates measured again
-   with another calibration seed, τ between the two measurements.
+   with another calibration seed, τ between the two measurements. ``--judge-budgets`` adds the search's own picks
+   at those latency budgets (ms), of the model and of the model before the loop, measured on the test split.
 
 Writes ``report.json`` (every figure, settings, wall time, load) and ``candidates.csv``.
 """
