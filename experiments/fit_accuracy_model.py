@@ -286,6 +286,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     hw = a.hardware or next((p.name for p in sorted(Path(hao.paths.builtin_dir("latency_models")).glob("cpu-*"))
                              if (p / "table.csv").is_file()), None)
     # 3b. closed loop: the search's own picks, measured on the validation images, join the fit set
+    if (a.loop_rounds or a.judge_budgets.strip()) and not hw:
+        raise SystemExit("--loop-rounds and --judge-budgets search on a CPU latency table and found none: pass "
+                         "--hardware NAME (a folder of latency_models/ with a table.csv; `hao latency list` "
+                         "lists them). See docs/accuracy_model.md, \"Closing the loop\".")
     initial, loop = model, []
     for r in range(a.loop_rounds):
         picks, budgets = front_picks(space, model, hw, k=a.loop_picks, exclude={c.to_json() for c in fit_c})
