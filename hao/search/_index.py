@@ -14,6 +14,7 @@ import numpy as np
 
 from hao.errors import ConfigError
 from hao.space.base import Candidate, SearchSpace
+from hao.space.candidate import BIT_KINDS
 
 __all__ = ["IndexedSpace"]
 
@@ -52,6 +53,12 @@ class IndexedSpace:
             else:
                 vals = self.gate_values[gpos[u.gate.decision]]
                 self.active.append(np.array([v in u.gate.active_values for v in vals], dtype=bool))
+        bit_names = {d.name for d in st["decisions"] if d.kind in BIT_KINDS}
+        #: per unit, the total bit-width of each option (sum over its bit decisions; "off" = 0): the order in
+        #: which exact ties between options are broken (more bits first; see :func:`hao.search.front.pareto_dp`)
+        self.option_bits: list[np.ndarray] = [
+            np.array([0 if o is None else sum(int(o[d]) for d in u.decisions if d in bit_names) for o in opts],
+                     dtype=np.int64) for u, opts in zip(self.units, self.options)]
         self._defaults = {d.name: d.options[0] for d in st["decisions"]}
         self._lookup = [{None if o is None else tuple(o[d] for d in u.decisions): i for i, o in enumerate(opts)}
                         for u, opts in zip(self.units, self.options)]

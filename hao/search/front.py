@@ -15,6 +15,10 @@ than one box, so every point of the exact front is weakly dominated by a returne
 ``epsilon * range`` per objective (:attr:`FrontDP.eps_abs`). That gives a computable bound on what is lost:
 ``HV(exact) <= HV(returned - eps_abs)``, reported as :attr:`FrontDP.hv_ratio_lower_bound`.
 
+**Ties.** Options of one unit with identical objective values are one point of the front; the one with the most
+bits is kept (e.g. a table with int8 kernels only prices a 4-bit layer like an 8-bit one, and an accuracy model
+may price both at the same loss: the front then holds the 8-bit layer).
+
 Budgets on the front's objectives are exact filters (a Pareto point of the feasible region is a Pareto point of
 the space), applied early: a partial sum that cannot meet a budget even with the cheapest choice of every
 remaining component is dropped.
@@ -40,8 +44,9 @@ _CHUNK_ROWS = 4_000_000
 
 
 def nd_first(F: np.ndarray) -> np.ndarray:
-    """Indices of the non-dominated rows of ``F`` (every column minimised), one per distinct vector, sorted by
-    the first column. Two columns: O(n log n); three: a blocked sweep over a 2-D staircase."""
+    """Indices of the non-dominated rows of ``F`` (every column minimised), one per distinct vector (the first
+    of equal rows), sorted by the first column. Two columns: O(n log n); three: a blocked sweep over a 2-D
+    staircase."""
     n, m = F.shape
     if n == 0:
         return np.zeros(0, dtype=np.int64)
@@ -217,6 +222,10 @@ def pareto_dp(problem: SearchProblem, objectives: Sequence[str], *,
         bud[names.index(name)] = sign[names.index(name)] * float(b)
 
     def unit_leaf(j: int, opts: np.ndarray) -> _UnitLeaf:
+        # options with identical objective values keep the one with the most bits (nd_first keeps the first of
+        # equal rows): on a table without low-bit kernels a 4-bit layer costs what an 8-bit one does, and a
+        # model that prices both alike has not shown the 4-bit one to be as good
+        opts = opts[np.argsort(-ix.option_bits[j][opts], kind="stable")]
         V = np.column_stack([t[opts] for t in tables[j]])
         keep = nd_first(V)
         return _UnitLeaf(V[keep], j, opts[keep])
