@@ -10,7 +10,9 @@
 2. **Baselines at equal evaluation counts** (``--n-verify`` networks each): ``random`` — seeded random candidates
    of the space (a random search that measures every network it draws); ``uniform`` — each front pick's own
    architecture with every layer at one bit-width, the widest of 8/4/2 whose predicted latency fits that pick's
-   budget (the narrowest when none does; activations stay at 4 bits where the space has no 2-bit ones).
+   budget (the narrowest when none does; activations stay at 4 bits where the space has no 2-bit ones). A pick
+   that is already uniform is its own baseline (``same_as_front``; not fine-tuned twice, never counted as
+   dominated).
 3. Every network is **fine-tuned** with one recipe (:class:`hao.train.finetuning.FinetuneConfig`,
    ``--finetune-steps``) from the supernet of ``--checkpoint-dir`` and evaluated as it deploys on the test
    split (before and after fine-tuning).
@@ -173,6 +175,14 @@ def main(argv: list[str] | None = None) -> int:
         if key in done:
             rows.append(done[key])
             continue
+        twin = next((r for r in rows if r["role"] == "front" and r["candidate"] == key[1]), None)
+        if role == "uniform" and twin is not None:
+            # the pick is already uniform: the same network, recipe and seed; not fine-tuned twice
+            row = {**twin, "role": "uniform", "same_as_front": True}
+            rows.append(row)
+            with rows_p.open("a") as fh:
+                fh.write(json.dumps(row) + "\n")
+            continue
         v = predict([cand])[0]
         row = {"role": role, "candidate": cand.to_json(), "budget_ms": None if np.isnan(budget) else budget,
                "predicted_accuracy": float(v[0]), "predicted_latency_ms": float(v[1]),
@@ -207,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         "dominated_by_front": {role: {"n": int(len(pts[role])), "dominated": int(dominated(pts[role],
                                                                                            pts["front"]).sum())}
                                for role in ("uniform", "random")},
+        "uniform_same_as_front": int(sum(bool(r.get("same_as_front")) for r in rows)),
         "front_points_dominated_by_baselines": int(dominated(pts["front"],
                                                              np.vstack([pts["uniform"], pts["random"]])).sum()),
         "hypervolume": {role: hypervolume(p, ref) for role, p in pts.items()}, "hypervolume_reference": ref,

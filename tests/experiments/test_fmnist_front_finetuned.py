@@ -64,6 +64,14 @@ def test_front_finetuned_smoke(tmp_path, mod):
     assert d["summary"]["latency_axis"] == "predicted_latency_ms" and d["timing"]["timed"] is False
     # the front's picks meet their budgets on the predictor
     assert all(r["predicted_latency_ms"] <= r["budget_ms"] * (1 + 1e-9) for r in rows if r["role"] == "front")
+    # a uniform baseline that is the front pick itself is the same row, never fine-tuned twice
+    front = {r["candidate"]: r for r in rows if r["role"] == "front"}
+    for r in rows:
+        if r["role"] == "uniform":
+            assert bool(r.get("same_as_front")) == (r["candidate"] in front)
+            if r["candidate"] in front:
+                assert r["accuracy"] == front[r["candidate"]]["accuracy"]
+    assert d["summary"]["uniform_same_as_front"] == sum(bool(r.get("same_as_front")) for r in rows)
     assert (tmp_path / "front_finetuned.png").stat().st_size > 0
     assert mod.main(args) == 0                     # resumable: every finished network is reused
     assert len((tmp_path / "rows.jsonl").read_text().splitlines()) == 6
