@@ -21,7 +21,8 @@ Protocol (every step cached in ``--out``, so an interrupted run resumes where it
    ...])`` use it. With ``--loop-rounds R`` the fit **closes the loop**: R rounds of search (the exact front of
    predicted accuracy × latency on the first committed CPU table), ``--loop-picks`` front picks measured on the
    validation images and added to the fit set, refit (same groups and ridge) — docs/accuracy_model.md, "Closing
-   the loop".
+   the loop". ``--loss pairwise`` refits the final model (after any loop, on the same fit set) with the pairwise
+   ranking loss, its ridge chosen by the same cross-validation; the report then also scores the squared-loss model.
 4. **Report** on candidates of seeds never used in fitting (``--test-seed``): ``--n-test`` joint, ``--n-sub``
    bits-only (largest architecture) and ``--n-sub`` arch-only (8/8 bits), measured on the test split. Kendall τ of
    the predicted against the measured accuracy, with bootstrap SE, next to the baselines (−BOPs, −MACs,
@@ -157,7 +158,11 @@ def baselines(space, table, fit_c, fit_y, test_c, seed: int) -> dict[str, np.nda
             "random": np.random.default_rng(seed).random(len(test_c))}
 
 
-def choose_ridge(space, groups, cands, y: np.ndarray, grid: list[float], seed: int, folds: int = 10) -> dict:
+_RIDGES = {"squared": "1,3,10,30,100,300,1000", "pairwise": "0.0003,0.001,0.003,0.01,0.03"}
+
+
+def choose_ridge(space, groups, cands, y: np.ndarray, grid: list[float], seed: int, folds: int = 10,
+                 loss: str = "squared") -> dict:
     """The ridge of the per-layer corrections with the best Kendall τ of out-of-fold predictions on the fit set
     (``folds``-fold, seeded); the fit set only, so the held-out report stays untouched."""
     from hao.proxy.calibrated import CalibratedAccuracyModel
@@ -168,7 +173,7 @@ def choose_ridge(space, groups, cands, y: np.ndarray, grid: list[float], seed: i
         oof = np.zeros(len(y))
         for k in range(folds):
             tr = np.flatnonzero(fold != k)
-            m = CalibratedAccuracyModel(space, groups, ridge=r).fit([cands[i] for i in tr], y[tr])
+            m = CalibratedAccuracyModel(space, groups, ridge=r, loss=loss).fit([cands[i] for i in tr], y[tr])
             oof[fold == k] = m.predict([cands[i] for i in np.flatnonzero(fold == k)])[0]
         taus[r] = kendall_tau(oof, y, boot=0)["tau"]
     best = max(grid, key=lambda r: (taus[r], r))  # ties: the stiffer model
@@ -214,8 +219,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         "switched off), alone or with --layer-bits")
     p.add_argument("--block-pairs", action="store_true",
                    help="add the within-block interaction groups (pairs of lowest-width layers in one block)")
-    p.add_argument("--ridges", default="1,3,10,30,100,300,1000",
-                   help="the ridge grid of --layer-bits / --arch-options")
+    p.add_argument("--ridges", default=None,
+                   help="the ridge grid of --layer-bits / --arch-options (default 1,3,...,1000 for the squared loss, "
+                        "0.0003,0.001,...,0.03 for the pairwise loss)")
+    p.add_argument("--loss", choices=("squared", "pairwise"), default="squared",
+                   help="the final fit's loss (docs/accuracy_model.md, \"Fitting α\"); the loop's rounds always refit "
+                        "with the squared loss, so a loop is replayed from the cache whatever the final loss")
     p.add_argument("--smoke", action="store_true", help="tiny settings for CI")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
@@ -280,7 +289,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ridge_cv = None
     model = CalibratedAccuracyModel(space, groups)
     if groups.penalized.any():
-        ridge_cv = choose_ridge(space, groups, fit_c, fit_y, [float(r) for r in a.ridges.split(",")], a.seed)
+        ridge_cv = choose_ridge(space, groups, fit_c, fit_y, [float(r) for r in (a.ridges or
+                                _RIDGES["squared"]).split(",")], a.seed)
         model = CalibratedAccuracyModel(space, groups, ridge=ridge_cv["ridge"])
     model.fit(fit_c, fit_y)
     hw = a.hardware or next((p.name for p in sorted(Path(hao.paths.builtin_dir("latency_models")).glob("cpu-*"))
@@ -303,9 +313,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"loop round {r}: {len(picks)} picks, predicted − measured {np.mean(yp - ym):+.2f} points", flush=True)
         fit_c, fit_y = fit_c + picks, np.r_[fit_y, ym]
         model = CalibratedAccuracyModel(space, groups, ridge=model.ridge).fit(fit_c, fit_y)
+    squared, loss_cv = model, None
+    if a.loss != "squared":  # the final fit with another loss, on the same fit set (loop picks included)
+        grid = [float(r) for r in (a.ridges or _RIDGES[a.loss]).split(",")]
+        loss_cv = choose_ridge(space, groups, fit_c, fit_y, grid, a.seed, loss=a.loss)
+        model = CalibratedAccuracyModel(space, groups, ridge=loss_cv["ridge"], loss=a.loss).fit(fit_c, fit_y)
     model.info = {"fit_seed": a.fit_seed, "n_fit": a.n_fit, "n_corner": a.n_corner, "loop_rounds": len(loop),
                   "n_fit_total": len(fit_c), "fitted_on": f"{len(val)} validation images held out "
-                  "of the training split", "checkpoint": str(folder), "ridge_cv": ridge_cv}
+                  "of the training split", "checkpoint": str(folder), "ridge_cv": ridge_cv,
+                  "loss": a.loss, "loss_ridge_cv": loss_cv}
     shutil.copy(folder / "sensitivity.json", out / "sensitivity.json")
     model.save(out)
     # 4. report on held-out seeds, test split
@@ -329,6 +345,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         r = {"model": kendall_tau(pred[m], y[m], seed=a.seed)}
         if loop:
             r["model before loop"] = kendall_tau(initial.predict(test_c)[0][m], y[m], seed=a.seed)
+        if squared is not model:
+            r["model, squared loss"] = kendall_tau(squared.predict(test_c)[0][m], y[m], seed=a.seed)
         if coarse is not None:
             r["model without detail terms"] = kendall_tau(coarse[m], y[m], seed=a.seed)
         for name, s in base.items():
@@ -361,7 +379,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     judge = [float(b) for b in a.judge_budgets.split(",") if b.strip()]
     if judge and hw:
         report["front_picks"] = []
-        for name, m in (("model", model), ("before loop", initial))[: 2 if loop else 1]:
+        judged = [("model", model)] + ([("squared loss", squared)] if squared is not model else []) + \
+            ([("before loop", initial)] if loop else [])
+        for name, m in judged:
             picks, _ = front_picks(space, m, hw, budgets=judge, unique=False)
             ym = _cached_eval(space, net, picks, calib, test_b, out / "test.jsonl", etag, progress, exact)
             for b, c, pp, mm in zip(judge, picks, m.predict(picks)[0], ym):

@@ -11,8 +11,10 @@ Each term group ``T_g`` is additive over the space's units, so the whole model i
 * ``<stage>:a_bits`` — the activation-quantization term, where the sensitivity table has it.
 
 ``<stage>`` is the unit name's first dotted part (``s0`` for ``s0.b1``). :meth:`CalibratedAccuracyModel.fit`
-estimates the intercept (free) and α (non-negative; bounded least squares, ``scipy.optimize.lsq_linear``) from
-measured accuracies of candidates that must never be used for scoring (the caller's protocol keeps them apart);
+estimates the intercept (free) and α (non-negative) from measured accuracies of candidates that must never be
+used for scoring (the caller's protocol keeps them apart), by bounded least squares (``loss="squared"``,
+``scipy.optimize.lsq_linear``) or by a pairwise ranking loss (``loss="pairwise"``: α minimise the mean logistic
+loss of every measured pair's order, then one scale and the intercept put the score in percent by least squares);
 ``sigma_`` is the residual standard deviation of that fit, reported as the uncertainty of a prediction. As a
 :class:`~hao.proxy.BaseAccuracyProxy`, ``score`` is the predicted accuracy *drop* Σ α·T (lower is better); the
 ``accuracy`` objective (``hao.search``) is the predicted accuracy itself, maximised.
@@ -35,6 +37,8 @@ __all__ = ["TermGroups", "build_term_groups", "CalibratedAccuracyModel", "MODEL_
            "model_folder"]
 
 MODEL_FILE = "accuracy_model.json"
+#: The fit's loss functions (:class:`CalibratedAccuracyModel` ``loss``).
+LOSSES = ("squared", "pairwise")
 #: Where a checkpoint folder keeps its calibrated model (with the measurements of its fit), when not beside it.
 MODEL_SUBFOLDER = "accmodel"
 
@@ -216,7 +220,8 @@ class CalibratedAccuracyModel(BaseAccuracyProxy):
 
     is_additive = True
 
-    def __init__(self, space: SearchSpace, groups: TermGroups, ridge: float = 10.0) -> None:
+    def __init__(self, space: SearchSpace, groups: TermGroups, ridge: float = 10.0, loss: str = "squared",
+                 max_pairs: int = 500_000) -> None:
         super().__init__(space)
         if not isinstance(groups, TermGroups):
             raise ConfigError(f"CalibratedAccuracyModel needs TermGroups (build_term_groups), got "
@@ -225,15 +230,25 @@ class CalibratedAccuracyModel(BaseAccuracyProxy):
             raise ConfigError(f"CalibratedAccuracyModel ridge must be a number > 0 (the weight of each detail "
                               "term's α² against the squared fit errors, both in accuracy points), got "
                               f"{ridge!r}; see docs/accuracy_model.md, \"Per-layer corrections\".")
-        self.groups, self.ridge = groups, float(ridge)
+        if loss not in LOSSES:
+            raise ConfigError(f"CalibratedAccuracyModel loss must be one of {LOSSES}, got {loss!r} "
+                              "(docs/accuracy_model.md, \"Fitting α\").")
+        if not isinstance(max_pairs, int) or isinstance(max_pairs, bool) or max_pairs < 1:
+            raise ConfigError(f"CalibratedAccuracyModel max_pairs must be an int >= 1 (pairs sampled, seeded, when "
+                              f"the fit set has more), got {max_pairs!r}.")
+        self.groups, self.ridge, self.loss, self.max_pairs = groups, float(ridge), loss, max_pairs
 
     # ---- fitting ------------------------------------------------------------------------------------------
     def fit(self, candidates: Sequence[Candidate], accuracy: Sequence[float]) -> "CalibratedAccuracyModel":
         """Fit on measured ``accuracy`` (percent) of ``candidates`` (never the candidates you score).
 
-        Bounded least squares (every α ≥ 0, the intercept free); the penalized detail groups (per-layer and
-        per-block indicators, :func:`build_term_groups` ``layer_bits`` / ``arch_options``) add ``ridge · α_g²``
-        each, so a layer's or block's own term moves away from 0 only as far as the measurements support it."""
+        ``loss="squared"``: bounded least squares (every α ≥ 0, the intercept free); the penalized detail groups
+        (per-layer and per-block indicators, :func:`build_term_groups` ``layer_bits`` / ``arch_options``) add
+        ``ridge · α_g²`` each, so a layer's or block's own term moves away from 0 only as far as the measurements
+        support it. ``loss="pairwise"``: α ≥ 0 minimise the mean logistic loss of the predicted order of every
+        pair of candidates with different accuracies (at most ``max_pairs``, sampled with a fixed seed) plus the
+        same ``ridge · α_g²`` (here against a mean pair loss, so typical ridges are ~1e-3, not ~10); then one
+        non-negative scale and the intercept map the score to percent by least squares."""
         from scipy.optimize import lsq_linear
 
         y = np.asarray(accuracy, dtype=np.float64).reshape(-1)
@@ -257,12 +272,21 @@ class CalibratedAccuracyModel(BaseAccuracyProxy):
             A, y_aug = np.vstack([A, P]), np.r_[y, np.zeros(len(rows))]
         else:
             y_aug = y
-        lo = np.r_[-np.inf, np.zeros(G)]
-        res = lsq_linear(A, y_aug, bounds=(lo, np.full(G + 1, np.inf)), method="bvls")
-        self.intercept_ = float(res.x[0])
-        self.alpha_ = np.maximum(res.x[1:], 0.0) / scale  # (BVLS can return -1e-16 for a bound at 0)
+        if self.loss == "pairwise":
+            a = _pairwise_alpha(X / scale, y, pen, self.ridge, self.max_pairs)
+            s = X / scale @ a
+            k = max(0.0, -float(np.cov(s, y)[0, 1]) / float(np.var(s, ddof=1))) if np.ptp(s) > 0 else 0.0
+            self.intercept_ = float(np.mean(y) + k * np.mean(s))
+            self.alpha_ = k * a / scale
+            dof_used = 2
+        else:
+            lo = np.r_[-np.inf, np.zeros(G)]
+            res = lsq_linear(A, y_aug, bounds=(lo, np.full(G + 1, np.inf)), method="bvls")
+            self.intercept_ = float(res.x[0])
+            self.alpha_ = np.maximum(res.x[1:], 0.0) / scale  # (BVLS can return -1e-16 for a bound at 0)
+            dof_used = 1 + int(np.sum(self.alpha_[~pen] > 0))
         resid = y - (self.intercept_ - X @ self.alpha_)
-        dof = max(1, len(y) - 1 - int(np.sum(self.alpha_[~pen] > 0)))
+        dof = max(1, len(y) - dof_used)
         self.sigma_ = float(np.sqrt(np.sum(resid ** 2) / dof))
         self.n_fit_ = int(len(y))
         self._costs = None
@@ -310,7 +334,8 @@ class CalibratedAccuracyModel(BaseAccuracyProxy):
         self._check_fitted()
         return {"format": "hao-accuracy-model-1", "space": self.space.name, "groups": self.groups.names,
                 "intercept": self.intercept_, "alpha": [float(a) for a in self.alpha_], "sigma": self.sigma_,
-                "n_fit": self.n_fit_, "ridge": self.ridge, **self.groups.detail, "info": getattr(self, "info", {})}
+                "n_fit": self.n_fit_, "ridge": self.ridge, "loss": self.loss, **self.groups.detail,
+                "info": getattr(self, "info", {})}
 
     def save(self, folder: str | os.PathLike) -> Path:
         """Write ``folder/accuracy_model.json`` (the term tables are rebuilt from the folder's other files)."""
@@ -349,8 +374,40 @@ class CalibratedAccuracyModel(BaseAccuracyProxy):
         if groups.names != d["groups"]:
             raise ConfigError(f"{mfile} was fitted on term groups {d['groups']}, but the folder's files give "
                               f"{groups.names}; refit the model.")
-        m = cls(space, groups, ridge=float(d.get("ridge", 10.0)))
+        m = cls(space, groups, ridge=float(d.get("ridge", 10.0)), loss=str(d.get("loss", "squared")))
         m.intercept_, m.alpha_, m.sigma_ = float(d["intercept"]), np.asarray(d["alpha"], float), float(d["sigma"])
         m.n_fit_, m.info = int(d["n_fit"]), d.get("info", {})
         m._costs = None
         return m
+
+
+def _pairwise_alpha(Xs: np.ndarray, y: np.ndarray, pen: np.ndarray, ridge: float, max_pairs: int) -> np.ndarray:
+    """α ≥ 0 minimising mean softplus(±(c_i − c_j)) over the pairs with y_i ≠ y_j (c = Xs·α, the predicted drop;
+    the sign makes the loss small when the better-measured candidate is predicted to lose less) + ridge·Σ α²
+    over the penalized columns. Convex; L-BFGS-B from α = 0, the gradient through the n-vector c (no pair x term
+    matrix), so memory is O(pairs + n·groups)."""
+    from scipy.optimize import minimize
+    from scipy.special import expit
+
+    n = len(y)
+    i, j = np.triu_indices(n, 1)
+    keep = y[i] != y[j]
+    i, j = i[keep], j[keep]
+    if len(i) > max_pairs:
+        sel = np.sort(np.random.default_rng(0).choice(len(i), max_pairs, replace=False))
+        i, j = i[sel], j[sel]
+    if len(i) == 0:
+        return np.zeros(Xs.shape[1])
+    sgn = np.sign(y[i] - y[j])
+    w = pen.astype(np.float64)
+
+    def f(a: np.ndarray) -> tuple[float, np.ndarray]:
+        c = Xs @ a
+        z = sgn * (c[i] - c[j])
+        g = sgn * expit(z) / len(z)
+        gc = np.bincount(i, g, n) - np.bincount(j, g, n)
+        return float(np.logaddexp(0.0, z).mean() + ridge * np.sum(w * a * a)), Xs.T @ gc + 2.0 * ridge * w * a
+
+    res = minimize(f, np.zeros(Xs.shape[1]), jac=True, method="L-BFGS-B", bounds=[(0.0, None)] * Xs.shape[1],
+                   options={"maxiter": 3000})
+    return np.maximum(res.x, 0.0)

@@ -18,24 +18,27 @@ def test_fit_accuracy_model_smoke(tmp_path):
     load_script("fit_accuracy_model").main(["--checkpoint-dir", str(E2E), "--out", str(tmp_path), "--smoke",
                                             "--float-eval", "--threads", "1", "--no-progress", "--layer-bits",
                                             "--arch-options", "--block-pairs", "--n-corner", "12", "--ridges",
-                                            "10,100", "--loop-rounds", "1", "--judge-budgets", "0.25,0.35"])
+                                            "10,100", "--loop-rounds", "1", "--judge-budgets", "0.25,0.35",
+                                            "--loss", "pairwise"])
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["tau_joint"]["model"]["n"] == 8 and "best_baseline" in report["tau_joint"]
-    assert "model without detail terms" in report["tau_joint"]
+    assert "model without detail terms" in report["tau_joint"] and "model, squared loss" in report["tau_joint"]
     assert report["ridge_cv"]["ridge"] in (10.0, 100.0) and set(report["ridge_cv"]["cv_tau"]) == {"10.0", "100.0"}
     (loop,) = report["loop"]  # one closed-loop round: the front's picks measured and added to the fit set
     n_picks = len(loop["measured"])
     assert 1 <= n_picks <= 2 and len(loop["predicted"]) == n_picks and "model before loop" in report["tau_joint"]
     picks = report["front_picks"]
-    assert [(p["model"], p["budget_ms"]) for p in picks] == [("model", 0.25), ("model", 0.35),
-                                                            ("before loop", 0.25), ("before loop", 0.35)]
+    assert [(p["model"], p["budget_ms"]) for p in picks] == [
+        (m, b) for m in ("model", "squared loss", "before loop") for b in (0.25, 0.35)]
     assert all(0 <= p["measured"] <= 100 for p in picks)
     assert report["ceiling"]["n"] == 4 and len(report["tau_within_latency_bins"]["per_bin"]) == 2
     import hao
     from hao.proxy import CalibratedAccuracyModel
     space = hao.get_space("mbconv-fmnist")
     model = CalibratedAccuracyModel.from_checkpoint(space, tmp_path)
-    assert model.ridge == report["ridge_cv"]["ridge"] and model.groups.penalized.sum() > 0
+    # the loop refits with the squared loss (its ridge: ridge_cv); the final model with the pairwise loss
+    assert model.loss == "pairwise" and model.info["loss_ridge_cv"]["ridge"] == model.ridge
+    assert model.ridge in (10.0, 100.0) and model.groups.penalized.sum() > 0
     assert model.groups.detail["block_pairs"] and model.n_fit_ == 16 + 12 + n_picks
     pred, sd = model.predict([space.largest(), space.smallest()])
     assert pred.shape == (2,) and (sd > 0).all()
