@@ -21,8 +21,11 @@ Protocol (every step cached in ``--out``, so an interrupted run resumes where it
    ...])`` use it. With ``--loop-rounds R`` the fit **closes the loop**: R rounds of search (the exact front of
    predicted accuracy × latency on the first committed CPU table), ``--loop-picks`` front picks measured on the
    validation images and added to the fit set, refit (same groups and ridge) — docs/accuracy_model.md, "Closing
-   the loop". ``--loss pairwise`` refits the final model (after any loop, on the same fit set) with the pairwise
-   ranking loss, its ridge chosen by the same cross-validation; the report then also scores the squared-loss model.
+   the loop". Every loop writes its picks to ``OUT/loop_picks.jsonl``; ``--fit-also FILE`` adds such a list to
+   the fit set without searching again (the loop's rounds depend on the front solver's choices, so a replay after
+   a solver change would measure new picks). ``--loss pairwise`` refits the final model (after any loop, on the
+   same fit set) with the pairwise ranking loss, its ridge chosen by the same cross-validation; the report then
+   also scores the squared-loss model.
 4. **Report** on candidates of seeds never used in fitting (``--test-seed``): ``--n-test`` joint, ``--n-sub``
    bits-only (largest architecture) and ``--n-sub`` arch-only (8/8 bits), measured on the test split. Kendall τ of
    the predicted against the measured accuracy, with bootstrap SE, next to the baselines (−BOPs, −MACs,
@@ -200,6 +203,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--loop-rounds", type=int, default=0,
                    help="closed loop: after the fit, this many rounds of search → measure the picks → refit")
     p.add_argument("--loop-picks", type=int, default=6, help="front picks measured per loop round")
+    p.add_argument("--fit-also", default=None,
+                   help="JSON lines, one Candidate.to_json() each (e.g. an earlier loop's OUT/loop_picks.jsonl): "
+                        "measured on the validation images and added to the fit set after the ridge is chosen, "
+                        "as the loop adds its picks")
     p.add_argument("--judge-budgets", default="",
                    help="latency budgets (ms, comma-separated): the picks of the model (and of the model before the "
                         "loop) at each, measured on the test split")
@@ -300,6 +307,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise SystemExit("--loop-rounds and --judge-budgets search on a CPU latency table and found none: pass "
                          "--hardware NAME (a folder of latency_models/ with a table.csv; `hao latency list` "
                          "lists them). See docs/accuracy_model.md, \"Closing the loop\".")
+    if a.fit_also:
+        from hao.space import Candidate
+        extra = [Candidate.from_json(x) for x in Path(a.fit_also).read_text().splitlines() if x.strip()]
+        ye = np.array([x["accuracy"] for x in _cached_eval(space, net, extra, calib, val_b, out / "fit_val.jsonl",
+                                                             etag, progress, exact)])
+        fit_c, fit_y = fit_c + extra, np.r_[fit_y, ye]
+        model = CalibratedAccuracyModel(space, groups, ridge=model.ridge).fit(fit_c, fit_y)
     initial, loop = model, []
     for r in range(a.loop_rounds):
         picks, budgets = front_picks(space, model, hw, k=a.loop_picks, exclude={c.to_json() for c in fit_c})
@@ -312,6 +326,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                      "mean_optimism_points": float(np.mean(yp - ym))})
         print(f"loop round {r}: {len(picks)} picks, predicted − measured {np.mean(yp - ym):+.2f} points", flush=True)
         fit_c, fit_y = fit_c + picks, np.r_[fit_y, ym]
+        with open(out / "loop_picks.jsonl", "w" if r == 0 else "a") as fh:
+            fh.writelines(c.to_json() + "\n" for c in picks)
         model = CalibratedAccuracyModel(space, groups, ridge=model.ridge).fit(fit_c, fit_y)
     squared, loss_cv = model, None
     if a.loss != "squared":  # the final fit with another loss, on the same fit set (loop picks included)
@@ -319,6 +335,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         loss_cv = choose_ridge(space, groups, fit_c, fit_y, grid, a.seed, loss=a.loss)
         model = CalibratedAccuracyModel(space, groups, ridge=loss_cv["ridge"], loss=a.loss).fit(fit_c, fit_y)
     model.info = {"fit_seed": a.fit_seed, "n_fit": a.n_fit, "n_corner": a.n_corner, "loop_rounds": len(loop),
+                  "fit_also": a.fit_also,
                   "n_fit_total": len(fit_c), "fitted_on": f"{len(val)} validation images held out "
                   "of the training split", "checkpoint": str(folder), "ridge_cv": ridge_cv,
                   "loss": a.loss, "loss_ridge_cv": loss_cv}
