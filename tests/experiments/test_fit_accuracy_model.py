@@ -42,6 +42,21 @@ def test_fit_accuracy_model_smoke(tmp_path):
     assert model.groups.detail["block_pairs"] and model.n_fit_ == 16 + 12 + n_picks
     pred, sd = model.predict([space.largest(), space.smallest()])
     assert pred.shape == (2,) and (sd > 0).all()
+    # the loop's picks are listed; --fit-also adds them back without a loop (every measurement cached)
+    listed = (tmp_path / "loop_picks.jsonl").read_text().splitlines()
+    assert len(listed) == n_picks
+    out2 = tmp_path / "again"
+    out2.mkdir()
+    for f in ("fit_val.jsonl", "test.jsonl", "retest.jsonl", "arch_terms.partial.jsonl"):
+        (out2 / f).write_text((tmp_path / f).read_text())
+    load_script("fit_accuracy_model").main(["--checkpoint-dir", str(E2E), "--out", str(out2), "--smoke",
+                                            "--float-eval", "--threads", "1", "--no-progress", "--layer-bits",
+                                            "--arch-options", "--block-pairs", "--n-corner", "12", "--ridges",
+                                            "10,100", "--fit-also", str(tmp_path / "loop_picks.jsonl")])
+    again = CalibratedAccuracyModel.from_checkpoint(space, out2)
+    assert again.n_fit_ == 16 + 12 + n_picks and again.loss == "squared"
+    assert len((out2 / "fit_val.jsonl").read_text().splitlines()) == len(
+        (tmp_path / "fit_val.jsonl").read_text().splitlines())  # nothing measured again
 
 
 def test_corner_candidates_are_uniform_and_start_with_the_extremes():
