@@ -237,7 +237,9 @@ def _plot(path: Path, rows: list, lat_key: str) -> None:
     plt = lazy_import("matplotlib.pyplot")
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4.2))
     for role, mk in (("front", "o"), ("uniform", "s"), ("random", "^")):
-        rs = [r for r in rows if r["role"] == role]
+        rs = [r for r in rows if r["role"] == role and not r.get("same_as_front")]  # drawn once, as front
+        if not rs:
+            continue
         a.scatter([r[lat_key] for r in rs], [r["accuracy"] for r in rs], marker=mk, label=role)
         b.scatter([r["predicted_accuracy"] for r in rs], [r["accuracy"] for r in rs], marker=mk, label=role)
     a.set_xlabel(lat_key.replace("_", " "))
