@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         "0.0003,0.001,...,0.03 for the pairwise loss)")
     p.add_argument("--loss", choices=("squared", "pairwise"), default="squared",
                    help="the final fit's loss (docs/accuracy_model.md, \"Fitting α\"); the loop's rounds always refit "
-                        "with the squared loss, so a loop is replayed from the cache whatever the final loss")
+                        "with the squared loss, so the final loss does not change the loop's picks")
     p.add_argument("--smoke", action="store_true", help="tiny settings for CI")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)

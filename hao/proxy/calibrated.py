@@ -264,14 +264,6 @@ class CalibratedAccuracyModel(BaseAccuracyProxy):
         X = self.groups.matrix(candidates)
         scale = np.maximum(np.abs(X).max(axis=0), 1e-300)  # columns to O(1), for the solver's tolerances
         scale[pen] = 1.0  # detail terms are 0/1 indicators: their α is in accuracy points, and so is the penalty
-        A = np.column_stack([np.ones(len(y)), -X / scale])
-        rows = np.flatnonzero(pen)
-        if len(rows):
-            P = np.zeros((len(rows), G + 1))
-            P[np.arange(len(rows)), 1 + rows] = np.sqrt(self.ridge)
-            A, y_aug = np.vstack([A, P]), np.r_[y, np.zeros(len(rows))]
-        else:
-            y_aug = y
         if self.loss == "pairwise":
             a = _pairwise_alpha(X / scale, y, pen, self.ridge, self.max_pairs)
             s = X / scale @ a
@@ -280,6 +272,14 @@ class CalibratedAccuracyModel(BaseAccuracyProxy):
             self.alpha_ = k * a / scale
             dof_used = 2
         else:
+            A = np.column_stack([np.ones(len(y)), -X / scale])
+            rows = np.flatnonzero(pen)
+            if len(rows):
+                P = np.zeros((len(rows), G + 1))
+                P[np.arange(len(rows)), 1 + rows] = np.sqrt(self.ridge)
+                A, y_aug = np.vstack([A, P]), np.r_[y, np.zeros(len(rows))]
+            else:
+                y_aug = y
             lo = np.r_[-np.inf, np.zeros(G)]
             res = lsq_linear(A, y_aug, bounds=(lo, np.full(G + 1, np.inf)), method="bvls")
             self.intercept_ = float(res.x[0])
