@@ -12,7 +12,8 @@ Formulation (one binary per unit option and per gate value):
 Ties and pins need no extra rows: a tie group is one unit of the space, a pinned layer is part of the
 constant. Before solving, options of a unit that are dominated on (target, budgeted costs) by another option of
 the same unit are dropped; this keeps at least one optimal solution (swap any dominated option for its
-dominator) and shrinks e.g. a 1944-option MBConv block to its few dozen efficient options.
+dominator) and shrinks e.g. a 1944-option MBConv block to its few dozen efficient options. Of options with
+identical values the one with the most bits is kept, as in :mod:`hao.search.front`.
 
 Sweeping a budget gives points of the exact front of the additive problem; ``exact_front=True`` enumerates the
 whole front (target vs the swept cost) by the epsilon-constraint method.
@@ -77,8 +78,11 @@ class CompiledILP:
         for j in range(ix.n_units):
             n_on = int(ix.n_on[j])
             if reduce:
-                C = np.column_stack([T[j][:n_on]] + [ct[j][:n_on] for ct in CT])
-                keep = np.flatnonzero(non_dominated(C, keep="first"))
+                # of options with identical values, the one with the most bits stays (the front solver's rule:
+                # on a table without low-bit kernels a 4-bit layer costs what an 8-bit one does)
+                order = np.argsort(-ix.option_bits[j][:n_on], kind="stable")
+                C = np.column_stack([T[j][order]] + [ct[j][order] for ct in CT])
+                keep = np.sort(order[np.flatnonzero(non_dominated(C, keep="first"))])
             else:
                 keep = np.arange(n_on)
             opts = [int(o) for o in keep] + ([int(ix.off_index[j])] if ix.gated[j] else [])

@@ -59,3 +59,29 @@ def random_instance(seed: int, n_costs: int = 1, gates: bool = True, ints: bool 
         objs.append(AdditiveObjective(space, name, tables, constant=float(rng.random()) * (k > 0) * n_pinned))
     info = {"groups": groups, "pinned": sorted(pinned), "n_gated": n_gated}
     return SearchProblem(space, objs), info
+
+
+def tie_low_bits(problem: SearchProblem) -> SearchProblem:
+    """``problem`` with every all-4-bit option given the values of its all-8-bit twin on every objective (what an
+    int8-only latency table and a model that prices both alike give a search)."""
+    ix = problem.index
+    objs = []
+    for o in problem.objectives:
+        tables = []
+        for j, t in enumerate(o.tables):
+            t = np.array(t, dtype=float)
+            for i, opt in enumerate(ix.options[j]):
+                if opt is not None and ix.option_bits[j][i] == 4 * sum(d.endswith("_bits") for d in opt):
+                    twin = {d: (8 if d.endswith("_bits") else v) for d, v in opt.items()}
+                    t[i] = t[ix.local_index(j, twin)]
+            tables.append(t)
+        objs.append(AdditiveObjective(problem.space, o.name, tables, constant=o.constant))
+    return SearchProblem(problem.space, objs)
+
+
+def has_tied_low_bits(problem: SearchProblem, candidates) -> bool:
+    """Whether any of ``candidates`` keeps a unit (with bit decisions) at the all-4-bit option."""
+    ix = problem.index
+    _, U = ix.from_candidates(candidates)
+    n_bits = [sum(d.endswith("_bits") for d in ix.units[j].decisions) for j in range(ix.n_units)]
+    return any(k > 0 and np.any(ix.option_bits[j][U[:, j]] == 4 * k) for j, k in enumerate(n_bits))

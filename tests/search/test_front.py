@@ -16,7 +16,7 @@ from hao.search.ilp import CompiledILP
 from hao.search.objectives import AdditiveObjective, bops_objective, macs_objective, size_objective
 from hao.space import get_space, list_spaces
 
-from ._instances import random_instance
+from ._instances import has_tied_low_bits, random_instance, tie_low_bits
 
 
 def _all_values(problem: SearchProblem) -> np.ndarray:
@@ -199,22 +199,7 @@ def test_exact_ties_keep_the_option_with_more_bits(seed: int) -> None:
     """When a unit's 4-bit and 8-bit options cost exactly the same on every objective (an int8-only table and a
     model that prices both alike), the front holds the 8-bit one, and the front itself is unchanged."""
     problem, _ = random_instance(1700 + seed, n_costs=1)
-    ix = problem.index
-    objs = []
-    for o in (problem.objective("proxy"), problem.objective("cost1")):
-        tables = []
-        for j, t in enumerate(o.tables):
-            t = np.array(t, dtype=float)
-            for i, opt in enumerate(ix.options[j]):
-                if opt is not None and ix.option_bits[j][i] == 4 * sum(d.endswith("_bits") for d in opt):
-                    twin = {d: (8 if d.endswith("_bits") else v) for d, v in opt.items()}
-                    t[i] = t[ix.local_index(j, twin)]
-            tables.append(t)
-        objs.append(AdditiveObjective(problem.space, o.name, tables, constant=o.constant))
-    tied = SearchProblem(problem.space, objs)
+    tied = tie_low_bits(problem)
     res = FrontSolver().solve(tied)
     _same_front(pareto_front(res.df[["proxy", "cost1"]].to_numpy()), pareto_front(_all_values(tied)), exact=False)
-    _, U = ix.from_candidates(res.candidates(pareto_only=False))
-    bits4 = [ix.option_bits[j][U[:, j]] for j in range(ix.n_units)]
-    n_bit_decisions = [sum(d.endswith("_bits") for d in ix.units[j].decisions) for j in range(ix.n_units)]
-    assert not any(np.any((b == 4 * k) & (k > 0)) for b, k in zip(bits4, n_bit_decisions)), res.df
+    assert not has_tied_low_bits(tied, res.candidates(pareto_only=False)), res.df

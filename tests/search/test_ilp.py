@@ -9,7 +9,7 @@ from hao.pareto import pareto_front
 from hao.search.base import SearchProblem
 from hao.search.baselines import ExhaustiveSolver
 from hao.search.ilp import CompiledILP, ILPSolver, InfeasibleError
-from tests.search._instances import random_instance
+from tests.search._instances import has_tied_low_bits, random_instance, tie_low_bits
 
 
 @pytest.mark.parametrize("seed", range(60))
@@ -61,6 +61,17 @@ def test_option_reduction_is_exact() -> None:
             v1 = problem.evaluate_indices(*[x[None] for x in full.solve({"cost1": b})])[0, 0]
             v2 = problem.evaluate_indices(*[x[None] for x in red.solve({"cost1": b})])[0, 0]
             assert v1 == pytest.approx(v2, abs=1e-9)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_exact_ties_keep_the_option_with_more_bits(seed: int) -> None:
+    """The front solver's tie rule: of a unit's options with identical values on the target and every budgeted
+    objective, the ILP keeps the one with the most bits; its exact front is unchanged."""
+    tied = tie_low_bits(random_instance(1700 + seed, n_costs=1)[0])
+    truth = pareto_front(ExhaustiveSolver(keep="all").solve(tied).df[["proxy", "cost1"]].to_numpy())
+    res = ILPSolver(exact_front=True).solve(tied)
+    np.testing.assert_allclose(pareto_front(res.df[["proxy", "cost1"]].to_numpy()), truth, rtol=1e-9, atol=1e-9)
+    assert not has_tied_low_bits(tied, res.candidates(pareto_only=False)), res.df
 
 
 def test_sweep_respects_budget_and_gives_front_points() -> None:
