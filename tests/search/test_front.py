@@ -13,7 +13,7 @@ from hao.search.base import SearchProblem
 from hao.search.baselines import ExhaustiveSolver
 from hao.search.front import FrontSolver, nd_first, pareto_dp
 from hao.search.ilp import CompiledILP
-from hao.search.objectives import AdditiveObjective, bops_objective, macs_objective, size_objective
+from hao.search.objectives import bops_objective, macs_objective, size_objective
 from hao.space import get_space, list_spaces
 
 from ._instances import has_tied_low_bits, random_instance, tie_low_bits
