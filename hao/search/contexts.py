@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from hao.errors import ConfigError, InfeasibleBudgetError
@@ -70,7 +71,11 @@ def with_context_terms(space: SearchSpace, objectives: list[Objective], checkpoi
 def _shifted(o: Objective, offset: float) -> Objective:
     if isinstance(o, AdditiveObjective):
         s = copy.copy(o)
-        s.constant = o.constant + offset
+        if o.link is None:
+            s.constant = o.constant + offset
+        else:  # the offset is in the value's unit: add it after the link
+            fn, inv = o.link
+            s.link = (lambda z, _f=fn: _f(z) + offset, lambda v, _i=inv: _i(np.asarray(v) - offset))
         return s
     if isinstance(o, CallableObjective):
         s = copy.copy(o)

@@ -144,6 +144,16 @@ class _GateLeaf(_Node):
         G[rows, self.gate] = self.value
 
 
+class _Nothing(_Node):
+    """One empty partial assignment (sums 0): the start of a chain of merges; decodes to nothing."""
+
+    def __init__(self, m: int) -> None:
+        super().__init__(np.zeros((1, m)))
+
+    def decode(self, idx, rows, G, U):  # type: ignore[no-untyped-def]
+        pass
+
+
 class _Merge(_Node):
     def __init__(self, F: np.ndarray, a: _Node, b: _Node, ia: np.ndarray, ib: np.ndarray) -> None:
         super().__init__(F)
@@ -213,13 +223,13 @@ def pareto_dp(problem: SearchProblem, objectives: Sequence[str], *,
     ix: IndexedSpace = problem.index
     tables = [[sign[k] * np.asarray(o.tables[j], dtype=float) for k, o in enumerate(objs)] for j in range(ix.n_units)]
     const = np.array([sign[k] * o.constant for k, o in enumerate(objs)])
-    bounds = [o.bounds() for o in objs]
+    bounds = [o.score_bounds() for o in objs]  # the solver sums additive scores (a link maps them after)
     rng = np.array([hi - lo for lo, hi in bounds])
     bud = np.full(m, np.inf)
     for name, b in (budgets or {}).items():
         if name not in names:
             raise ConfigError(f"Budget on {name!r}, which is not one of the front's objectives {names}.")
-        bud[names.index(name)] = sign[names.index(name)] * float(b)
+        bud[names.index(name)] = sign[names.index(name)] * objs[names.index(name)].to_score(float(b))
 
     def unit_leaf(j: int, opts: np.ndarray) -> _UnitLeaf:
         # options with identical objective values keep the one with the most bits (nd_first keeps the first of
@@ -297,10 +307,10 @@ def pareto_dp(problem: SearchProblem, objectives: Sequence[str], *,
     # cheapest possible remainder after each position, per objective (for the budget pruning)
     mins = np.array([nd.F.min(axis=0) for nd in nodes]) if nodes else np.zeros((0, m))
     rest = np.concatenate([np.cumsum(mins[::-1], axis=0)[::-1][1:], np.zeros((1, m))]) + const
-    acc: _Node = _GateLeaf(m, -1, 0) if not nodes else nodes[0]
+    acc: _Node = _Nothing(m) if not nodes else nodes[0]
     if nodes and np.isfinite(bud).any():
         ok = np.all(acc.F + rest[0] <= bud + 1e-9 * np.maximum(1.0, np.abs(bud)), axis=1)
-        acc = _Merge(acc.F[ok], acc, _GateLeaf(m, -1, 0), np.flatnonzero(ok), np.zeros(int(ok.sum()), int))
+        acc = _Merge(acc.F[ok], acc, _Nothing(m), np.flatnonzero(ok), np.zeros(int(ok.sum()), int))
     for i in range(1, len(nodes)):
         acc = merge(acc, nodes[i], rest[i] if np.isfinite(bud).any() else None)
     F = acc.F + const
@@ -317,7 +327,7 @@ def pareto_dp(problem: SearchProblem, objectives: Sequence[str], *,
     eps_abs = (eps * rng).tolist()
     hv_lb: float | None = 1.0
     if np.any(eps > 0) and len(idx) and m in (2, 3) and (m == 2 or len(idx) <= 3000):
-        S = values * sign
+        S = np.column_stack([o.score_indices(U) for o in objs]) * sign
         ref = np.array([max(lo * s, hi * s) for (lo, hi), s in zip(bounds, sign)]) + np.maximum(rng, 1e-12) * 1e-3
         hv, hv_shift = hypervolume(S, ref), hypervolume(S - eps * rng, ref)
         hv_lb = hv / hv_shift if hv_shift > 0 else 1.0

@@ -280,7 +280,8 @@ class CompiledILP:
             raise ConfigError(f"Budgets {unknown} were not declared when the ILP was compiled "
                               f"(constrained={self.constrained}).")
         ks = [self.constrained.index(k) for k in budgets]
-        b = np.array([self.csign[k] * (float(budgets[self.constrained[k]]) - self.cons[k].constant)
+        b = np.array([self.csign[k] * (self.cons[k].to_score(budgets[self.constrained[k]])
+                                       - self.cons[k].constant)
                       / self.row_scale[k] for k in ks])
         A = self.cost_rows[ks] if ks else None
         for _attempt in range(6):

@@ -85,12 +85,19 @@ class AdditiveObjective(Objective):
         constant: cost present in every candidate (fixed kernels, pinned layers, per-network overhead).
         unit: unit label for plots.
         direction: ``"minimize"`` (default) or ``"maximize"``.
+        link: optional ``(fn, inverse)``, both monotone increasing and vectorized: the objective's value is then
+            ``fn(constant + sum ...)`` (e.g. a calibrated accuracy model fitted on the log of the error rate,
+            whose additive score maps to percent by :meth:`hao.proxy.CalibratedAccuracyModel.to_accuracy`). The
+            exact solvers work on the additive *score* (:meth:`score_indices`; budgets are carried to it by
+            ``inverse``), which orders candidates as the value does; values, bounds and budgets are in the
+            value's unit.
     """
 
     additive = True
 
     def __init__(self, space: SearchSpace, name: str, tables: Sequence[np.ndarray], constant: float = 0.0,
-                 unit: str = "", direction: str = "minimize") -> None:
+                 unit: str = "", direction: str = "minimize",
+                 link: tuple[Callable, Callable] | None = None) -> None:
         if not isinstance(name, str) or not name:
             raise ConfigError(f"Objective name must be a non-empty string, got {name!r}.")
         self.name = name
@@ -124,6 +131,13 @@ class AdditiveObjective(Objective):
         self._flat = self._dense.ravel()
         self._offsets = np.arange(len(self.tables), dtype=np.int64) * width
         self._space = space
+        if link is not None and not (isinstance(link, tuple) and len(link) == 2 and all(map(callable, link))):
+            raise ConfigError(f"Objective {name!r}: link must be (fn, inverse), two callables, got {link!r}.")
+        self.link = link
+
+    def to_score(self, value: float) -> float:
+        """A value (e.g. a budget) as the additive score the exact solvers sum: ``inverse(value)`` with a link."""
+        return float(value) if self.link is None else float(self.link[1](float(value)))
 
     # ---- builders -------------------------------------------------------------------------------------
     @classmethod
@@ -137,6 +151,12 @@ class AdditiveObjective(Objective):
     # ---- scoring --------------------------------------------------------------------------------------
     def evaluate_indices(self, unit_idx: np.ndarray) -> np.ndarray:
         """Vectorized score of an ``(n, n_units)`` array of option indices."""
+        score = self.score_indices(unit_idx)
+        return score if self.link is None else np.asarray(self.link[0](score), dtype=np.float64)
+
+    def score_indices(self, unit_idx: np.ndarray) -> np.ndarray:
+        """The additive score ``constant + Σ tables`` of an ``(n, n_units)`` array of option indices (the value
+        itself unless the objective has a ``link``)."""
         U = np.asarray(unit_idx, dtype=np.int64)
         if U.ndim != 2 or U.shape[1] != len(self.tables):
             raise ConfigError(f"unit_idx must have shape (n, {len(self.tables)}), got {U.shape}.")
@@ -146,7 +166,15 @@ class AdditiveObjective(Objective):
         return self.evaluate_indices(self._space.unit_indices(list(candidates)))
 
     def bounds(self) -> tuple[float, float]:
-        """Exact (min, max) over the space: gates are independent, units given gate values are too."""
+        """Exact (min, max) of the value over the space."""
+        lo, hi = self.score_bounds()
+        if self.link is None:
+            return lo, hi
+        return float(self.link[0](lo)), float(self.link[0](hi))
+
+    def score_bounds(self) -> tuple[float, float]:
+        """Exact (min, max) of the additive score over the space: gates are independent, units given gate values
+        are too."""
         from hao.search._index import IndexedSpace
         ix = IndexedSpace(self._space)
         lo = hi = self.constant
@@ -175,6 +203,9 @@ class AdditiveObjective(Objective):
     def scaled(self, factor: float, name: str | None = None, unit: str | None = None,
                direction: str | None = None) -> "AdditiveObjective":
         """``factor * self`` (a negative factor with ``direction="maximize"`` turns a loss into a score)."""
+        if self.link is not None:
+            raise ConfigError(f"Objective {self.name!r} has a link (its value is not its additive score), so it "
+                              "cannot be scaled; scale the model's terms instead.")
         return AdditiveObjective(self._space, name or self.name, [t * factor for t in self.tables],
                                  self.constant * factor, self.unit if unit is None else unit,
                                  direction or self.direction)
@@ -347,8 +378,12 @@ def accuracy_objective(space: SearchSpace, model: Any, name: str = "accuracy") -
                           "predicted loss increase) with other accuracy models.")
     if model.space.name != space.name:
         raise ConfigError(f"The accuracy model was built for space {model.space.name!r}, not {space.name!r}.")
+    link = None
+    if getattr(model, "target", "accuracy") != "accuracy":  # fitted on another scale: to_accuracy maps it
+        link = (model.to_accuracy, model.from_accuracy)
     return AdditiveObjective(space, name, [-np.asarray(c) for c in model.unit_costs()],
-                             float(model.intercept_) - float(model.constant), unit="%", direction="maximize")
+                             float(model.intercept_) - float(model.constant), unit="%", direction="maximize",
+                             link=link)
 
 
 # ---- registry: objectives by name ------------------------------------------------------------------------

@@ -143,3 +143,23 @@ def test_cli_skips_a_context_that_cannot_meet_the_budget(tmp_path):
     meta = json.loads((out / "result.json").read_text())["meta"]
     assert {"resolution": 28} in [s["context"] for s in meta["contexts_without_solution"]]
     assert {m["context"]["resolution"] for m in meta["contexts"]} >= {20}
+
+
+def test_a_resolution_offset_shifts_a_linked_objective_after_its_link():
+    """An accuracy objective whose value is a link of its additive score (a model fitted on the log error rate):
+    the resolution term, in the value's unit, is added to the value, and budgets carry back through both."""
+    from hao.search.contexts import _shifted
+    from hao.search.objectives import AdditiveObjective
+    space = tiny().condition({"resolution": 8})  # one conditioned space, as hao.search indexes it
+    rng = np.random.default_rng(0)
+    tables = [rng.random(len(space.unit_options(u))) for u in space.units()]
+    link = (lambda z: 100.0 - 10.0 * np.exp(-np.asarray(z)), lambda v: -np.log((100.0 - np.asarray(v)) / 10.0))
+    obj = AdditiveObjective(space, "accuracy", tables, constant=1.0, unit="%", direction="maximize", link=link)
+    cands = [space.sample(np.random.default_rng(s)) for s in range(20)]
+    moved = _shifted(obj, -3.0)
+    np.testing.assert_allclose(moved.evaluate(cands), obj.evaluate(cands) - 3.0)
+    np.testing.assert_allclose(obj.evaluate(cands), 100.0 - 10.0 * np.exp(-obj.score_indices(
+        space.unit_indices(cands))))
+    v = float(moved.evaluate(cands[:1])[0])
+    assert moved.to_score(v) == pytest.approx(float(obj.score_indices(space.unit_indices(cands[:1]))[0]))
+    assert moved.bounds()[1] == pytest.approx(obj.bounds()[1] - 3.0)

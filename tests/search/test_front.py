@@ -13,7 +13,7 @@ from hao.search.base import SearchProblem
 from hao.search.baselines import ExhaustiveSolver
 from hao.search.front import FrontSolver, nd_first, pareto_dp
 from hao.search.ilp import CompiledILP
-from hao.search.objectives import bops_objective, macs_objective, size_objective
+from hao.search.objectives import AdditiveObjective, bops_objective, macs_objective, size_objective
 from hao.space import get_space, list_spaces
 
 from ._instances import has_tied_low_bits, random_instance, tie_low_bits
@@ -91,7 +91,7 @@ def test_epsilon_front_covers_the_exact_front_within_the_stated_bound(seed: int)
         assert ratio >= hypervolume(A, ref) / hypervolume(A - slack, ref) - 1e-12
 
 
-@pytest.mark.parametrize("seed", range(10))
+@pytest.mark.parametrize("seed", range(40))
 def test_budgets_filter_the_exact_front(seed: int) -> None:
     problem, _ = random_instance(900 + seed, n_costs=2)
     V = _all_values(problem)
@@ -101,6 +101,10 @@ def test_budgets_filter_the_exact_front(seed: int) -> None:
     assert res.pareto_on == ["proxy", "cost1", "cost2"]
     ok = (V[:, 1] <= b[0] + 1e-12) & (V[:, 2] <= b[1] + 1e-12)
     _same_front(pareto_front(res.df[budgeted.names].to_numpy()), pareto_front(V[ok]), exact=False)
+    # every row decodes to the candidate it reports (a budget once decoded the last depth gate as 0)
+    cands = res.candidates(pareto_only=False)
+    got = np.column_stack([o.evaluate(cands) for o in budgeted.objectives])
+    np.testing.assert_allclose(got, res.df[budgeted.names].to_numpy(), rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("seed", range(8))
@@ -203,3 +207,41 @@ def test_exact_ties_keep_the_option_with_more_bits(seed: int) -> None:
     res = FrontSolver().solve(tied)
     _same_front(pareto_front(res.df[["proxy", "cost1"]].to_numpy()), pareto_front(_all_values(tied)), exact=False)
     assert not has_tied_low_bits(tied, res.candidates(pareto_only=False)), res.df
+
+
+def _linked(problem: SearchProblem) -> tuple[SearchProblem, AdditiveObjective]:
+    """``acc = 100 − 10·exp(−score)`` of ``score = −proxy``, maximised: a monotone link, as a calibrated model
+    fitted on the log of the error rate gives the search."""
+    proxy = problem.objective("proxy")
+    link = (lambda z: 100.0 - 10.0 * np.exp(-np.asarray(z)), lambda v: -np.log((100.0 - np.asarray(v)) / 10.0))
+    acc = AdditiveObjective(problem.space, "acc", [-t for t in proxy.tables], constant=-proxy.constant,
+                            unit="%", direction="maximize", link=link)
+    return SearchProblem(problem.space, [acc, problem.objective("cost1")]), acc
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_linked_objective_front_budgets_and_ilp_use_its_values(seed: int) -> None:
+    """An objective whose value is a monotone link of its additive score: values, bounds, the front, budgets on
+    it (front solver and ILP, in the value's unit) all equal brute force on the linked values."""
+    problem, _ = random_instance(1700 + seed, n_costs=1)
+    p2, acc = _linked(problem)
+    V = _all_values(p2)
+    assert acc.bounds() == pytest.approx((V[:, 0].min(), V[:, 0].max()), abs=1e-12)
+    np.testing.assert_allclose(V[:, 0], 100.0 - 10.0 * np.exp(_all_values(problem)[:, 0]))  # score = −proxy
+    truth = pareto_front(V, directions=["maximize", "minimize"])
+    res = FrontSolver().solve(p2)
+    _same_front(pareto_front(res.df[["acc", "cost1"]].to_numpy(), directions=["maximize", "minimize"]), truth,
+                exact=False)
+    lo = float(np.quantile(V[:, 0], 0.6))
+    cheapest = V[V[:, 0] >= lo - 1e-12, 1].min()
+    assert res.query({"acc": lo}, objective="cost1")["cost1"] == pytest.approx(cheapest, abs=1e-12)
+    budgeted = FrontSolver().solve(SearchProblem(p2.space, list(p2.objectives), budgets={"acc": lo}))
+    assert (budgeted.df["acc"] >= lo - 1e-9).all() and budgeted.df["cost1"].min() == pytest.approx(cheapest)
+    G, U = CompiledILP(SearchProblem(p2.space, list(p2.objectives), target="cost1"), ["acc"]).solve({"acc": lo})
+    assert p2.objective("cost1").evaluate_indices(U[None, :])[0] == pytest.approx(cheapest, abs=1e-9)
+    assert acc.evaluate_indices(U[None, :])[0] >= lo - 1e-9
+    b = float(np.quantile(V[:, 1], 0.5))
+    G, U = CompiledILP(p2, ["cost1"]).solve({"cost1": b})
+    assert acc.evaluate_indices(U[None, :])[0] == pytest.approx(V[V[:, 1] <= b + 1e-12, 0].max(), abs=1e-9)
+    with pytest.raises(ConfigError, match="link"):
+        acc.scaled(2.0)
