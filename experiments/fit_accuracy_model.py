@@ -165,7 +165,7 @@ _RIDGES = {"squared": "1,3,10,30,100,300,1000", "pairwise": "0.0003,0.001,0.003,
 
 
 def choose_ridge(space, groups, cands, y: np.ndarray, grid: list[float], seed: int, folds: int = 10,
-                 loss: str = "squared") -> dict:
+                 loss: str = "squared", target: str = "accuracy") -> dict:
     """The ridge of the per-layer corrections with the best Kendall τ of out-of-fold predictions on the fit set
     (``folds``-fold, seeded); the fit set only, so the held-out report stays untouched."""
     from hao.proxy.calibrated import CalibratedAccuracyModel
@@ -176,7 +176,8 @@ def choose_ridge(space, groups, cands, y: np.ndarray, grid: list[float], seed: i
         oof = np.zeros(len(y))
         for k in range(folds):
             tr = np.flatnonzero(fold != k)
-            m = CalibratedAccuracyModel(space, groups, ridge=r, loss=loss).fit([cands[i] for i in tr], y[tr])
+            m = CalibratedAccuracyModel(space, groups, ridge=r, loss=loss, target=target)
+            m.fit([cands[i] for i in tr], y[tr])
             oof[fold == k] = m.predict([cands[i] for i in np.flatnonzero(fold == k)])[0]
         taus[r] = kendall_tau(oof, y, boot=0)["tau"]
     best = max(grid, key=lambda r: (taus[r], r))  # ties: the stiffer model
@@ -232,6 +233,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--loss", choices=("squared", "pairwise"), default="squared",
                    help="the final fit's loss (docs/accuracy_model.md, \"Fitting α\"); the loop's rounds always refit "
                         "with the squared loss, so the final loss does not change the loop's picks")
+    p.add_argument("--target", choices=("accuracy", "log_error"), default="accuracy",
+                   help="what the additive form is fitted on (docs/accuracy_model.md, \"The log-error target\"): "
+                        "the accuracy, or the log of the error rate (each term multiplies the error rate)")
     p.add_argument("--smoke", action="store_true", help="tiny settings for CI")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
@@ -294,11 +298,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     groups = build_term_groups(space, table, arch, layer_bits=a.layer_bits, arch_options=a.arch_options,
                                block_pairs=a.block_pairs)
     ridge_cv = None
-    model = CalibratedAccuracyModel(space, groups)
+    model = CalibratedAccuracyModel(space, groups, target=a.target)
     if groups.penalized.any():
         ridge_cv = choose_ridge(space, groups, fit_c, fit_y, [float(r) for r in (a.ridges or
-                                _RIDGES["squared"]).split(",")], a.seed)
-        model = CalibratedAccuracyModel(space, groups, ridge=ridge_cv["ridge"])
+                                _RIDGES["squared"]).split(",")], a.seed, target=a.target)
+        model = CalibratedAccuracyModel(space, groups, ridge=ridge_cv["ridge"], target=a.target)
     model.fit(fit_c, fit_y)
     hw = a.hardware or next((p.name for p in sorted(Path(hao.paths.builtin_dir("latency_models")).glob("cpu-*"))
                              if (p / "table.csv").is_file()), None)
@@ -313,7 +317,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ye = np.array([x["accuracy"] for x in _cached_eval(space, net, extra, calib, val_b, out / "fit_val.jsonl",
                                                              etag, progress, exact)])
         fit_c, fit_y = fit_c + extra, np.r_[fit_y, ye]
-        model = CalibratedAccuracyModel(space, groups, ridge=model.ridge).fit(fit_c, fit_y)
+        model = CalibratedAccuracyModel(space, groups, ridge=model.ridge, target=a.target).fit(fit_c, fit_y)
     initial, loop = model, []
     for r in range(a.loop_rounds):
         picks, budgets = front_picks(space, model, hw, k=a.loop_picks, exclude={c.to_json() for c in fit_c})
@@ -328,14 +332,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         fit_c, fit_y = fit_c + picks, np.r_[fit_y, ym]
         with open(out / "loop_picks.jsonl", "w" if r == 0 else "a") as fh:
             fh.writelines(c.to_json() + "\n" for c in picks)
-        model = CalibratedAccuracyModel(space, groups, ridge=model.ridge).fit(fit_c, fit_y)
+        model = CalibratedAccuracyModel(space, groups, ridge=model.ridge, target=a.target).fit(fit_c, fit_y)
     squared, loss_cv = model, None
     if a.loss != "squared":  # the final fit with another loss, on the same fit set (loop picks included)
         grid = [float(r) for r in (a.ridges or _RIDGES[a.loss]).split(",")]
-        loss_cv = choose_ridge(space, groups, fit_c, fit_y, grid, a.seed, loss=a.loss)
-        model = CalibratedAccuracyModel(space, groups, ridge=loss_cv["ridge"], loss=a.loss).fit(fit_c, fit_y)
-    model.info = {"fit_seed": a.fit_seed, "n_fit": a.n_fit, "n_corner": a.n_corner, "loop_rounds": len(loop),
-                  "fit_also": a.fit_also,
+        loss_cv = choose_ridge(space, groups, fit_c, fit_y, grid, a.seed, loss=a.loss, target=a.target)
+        model = CalibratedAccuracyModel(space, groups, ridge=loss_cv["ridge"], loss=a.loss,
+                                        target=a.target).fit(fit_c, fit_y)
+    model.info = {"target": a.target, "fit_seed": a.fit_seed, "n_fit": a.n_fit, "n_corner": a.n_corner,
+                  "loop_rounds": len(loop), "fit_also": a.fit_also,
                   "n_fit_total": len(fit_c), "fitted_on": f"{len(val)} validation images held out "
                   "of the training split", "checkpoint": str(folder), "ridge_cv": ridge_cv,
                   "loss": a.loss, "loss_ridge_cv": loss_cv}
@@ -353,8 +358,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                               "intercept": model.intercept_, "sigma": model.sigma_, "ridge_cv": ridge_cv}
     coarse = None
     if groups.penalized.any():  # what the detail terms add: the same fit without them
-        coarse = CalibratedAccuracyModel(space, build_term_groups(space, table, arch)).fit(fit_c, fit_y).predict(
-            test_c)[0]
+        coarse_m = CalibratedAccuracyModel(space, build_term_groups(space, table, arch), target=a.target)
+        coarse = coarse_m.fit(fit_c, fit_y).predict(test_c)[0]
     for kind in ("joint", "bits", "arch"):
         m = kinds == kind
         if m.sum() < 3:

@@ -15,7 +15,14 @@ estimates the intercept (free) and α (non-negative) from measured accuracies of
 used for scoring (the caller's protocol keeps them apart), by bounded least squares (``loss="squared"``,
 ``scipy.optimize.lsq_linear``) or by a pairwise ranking loss (``loss="pairwise"``: α minimise the mean logistic
 loss of every measured pair's order, then one scale and the intercept put the score in percent by least squares);
-``sigma_`` is the residual standard deviation of that fit, reported as the uncertainty of a prediction. As a
+``sigma_`` is the residual standard deviation of that fit, reported as the uncertainty of a prediction.
+
+``target="log_error"`` takes the same additive form on the log of the error rate instead of on the accuracy: each
+term multiplies the error rate by a factor, so a quantized layer costs more points in a network that already errs
+more. The additive score is then ``z = 100 − c·(1 + ln(err/c))`` (err = 100 − accuracy in percent, ``c`` =
+``error_scale_``, the fit set's median error), which equals the accuracy where err = c and is in "points at the
+fit set's typical error"; :meth:`CalibratedAccuracyModel.to_accuracy` maps it back to percent (monotone, so every
+exact solver still works on the additive score). docs/accuracy_model.md, "The log-error target". As a
 :class:`~hao.proxy.BaseAccuracyProxy`, ``score`` is the predicted accuracy *drop* Σ α·T (lower is better); the
 ``accuracy`` objective (``hao.search``) is the predicted accuracy itself, maximised.
 """
@@ -39,6 +46,8 @@ __all__ = ["TermGroups", "build_term_groups", "CalibratedAccuracyModel", "MODEL_
 MODEL_FILE = "accuracy_model.json"
 #: The fit's loss functions (:class:`CalibratedAccuracyModel` ``loss``).
 LOSSES = ("squared", "pairwise")
+#: What the additive form is fitted on (:class:`CalibratedAccuracyModel` ``target``).
+TARGETS = ("accuracy", "log_error")
 #: Where a checkpoint folder keeps its calibrated model (with the measurements of its fit), when not beside it.
 MODEL_SUBFOLDER = "accmodel"
 
@@ -221,7 +230,7 @@ class CalibratedAccuracyModel(BaseAccuracyProxy):
     is_additive = True
 
     def __init__(self, space: SearchSpace, groups: TermGroups, ridge: float = 10.0, loss: str = "squared",
-                 max_pairs: int = 500_000) -> None:
+                 max_pairs: int = 500_000, target: str = "accuracy") -> None:
         super().__init__(space)
         if not isinstance(groups, TermGroups):
             raise ConfigError(f"CalibratedAccuracyModel needs TermGroups (build_term_groups), got "
@@ -236,7 +245,11 @@ class CalibratedAccuracyModel(BaseAccuracyProxy):
         if not isinstance(max_pairs, int) or isinstance(max_pairs, bool) or max_pairs < 1:
             raise ConfigError(f"CalibratedAccuracyModel max_pairs must be an int >= 1 (pairs sampled, seeded, when "
                               f"the fit set has more), got {max_pairs!r}.")
+        if target not in TARGETS:
+            raise ConfigError(f"CalibratedAccuracyModel target must be one of {TARGETS}, got {target!r} "
+                              "(docs/accuracy_model.md, \"The log-error target\").")
         self.groups, self.ridge, self.loss, self.max_pairs = groups, float(ridge), loss, max_pairs
+        self.target = target
 
     # ---- fitting ------------------------------------------------------------------------------------------
     def fit(self, candidates: Sequence[Candidate], accuracy: Sequence[float]) -> "CalibratedAccuracyModel":
@@ -261,6 +274,13 @@ class CalibratedAccuracyModel(BaseAccuracyProxy):
                               f"{len(y)}; measure more (hao evaluate).")
         if not np.all(np.isfinite(y)) or np.any((y < 0) | (y > 100)):
             raise ConfigError("fit() needs accuracies in percent, each in [0, 100].")
+        scale_c = None
+        if self.target == "log_error":
+            if np.any(y >= 100):
+                raise ConfigError(f"fit() with target='log_error' needs accuracies below 100% (a zero error rate "
+                                  f"has no logarithm), got {float(y.max())!r}; use target='accuracy'.")
+            scale_c = float(np.median(100.0 - y))
+            y = 100.0 - scale_c * (1.0 + np.log((100.0 - y) / scale_c))
         X = self.groups.matrix(candidates)
         scale = np.maximum(np.abs(X).max(axis=0), 1e-300)  # columns to O(1), for the solver's tolerances
         scale[pen] = 1.0  # detail terms are 0/1 indicators: their α is in accuracy points, and so is the penalty
@@ -289,6 +309,7 @@ class CalibratedAccuracyModel(BaseAccuracyProxy):
         dof = max(1, len(y) - dof_used)
         self.sigma_ = float(np.sqrt(np.sum(resid ** 2) / dof))
         self.n_fit_ = int(len(y))
+        self.error_scale_ = scale_c
         self._costs = None
         return self
 
@@ -299,19 +320,45 @@ class CalibratedAccuracyModel(BaseAccuracyProxy):
 
     # ---- prediction -----------------------------------------------------------------------------------
     def predict(self, candidates: Sequence[Candidate]) -> tuple[np.ndarray, np.ndarray]:
-        """``(predicted accuracy in percent, its uncertainty sigma_)`` per candidate."""
+        """``(predicted accuracy in percent, its uncertainty)`` per candidate: ``sigma_``, or with
+        ``target="log_error"`` ``sigma_`` carried to percent at the predicted error rate."""
         self._check_fitted()
-        acc = self.intercept_ - self.groups.matrix(candidates) @ self.alpha_
+        acc = self.to_accuracy(self.intercept_ - self.groups.matrix(candidates) @ self.alpha_)
+        if self.target == "log_error":
+            return acc, self.sigma_ * (100.0 - acc) / self.error_scale_
         return acc, np.full(len(acc), self.sigma_)
 
+    def to_accuracy(self, z: Any) -> Any:
+        """The additive score ``intercept_ − Σ α·T`` in percent: itself (``target="accuracy"``), or
+        ``100 − c·exp((100 − z)/c − 1)`` (``target="log_error"``, c = ``error_scale_``). Monotone increasing."""
+        self._check_fitted()
+        if self.target == "accuracy":
+            return z
+        c = self.error_scale_
+        return 100.0 - c * np.exp((100.0 - np.asarray(z, dtype=np.float64)) / c - 1.0)
+
+    def from_accuracy(self, accuracy: Any) -> Any:
+        """The inverse of :meth:`to_accuracy` (accuracies below 100%): a budget in percent as an additive score."""
+        self._check_fitted()
+        if self.target == "accuracy":
+            return accuracy
+        a = np.asarray(accuracy, dtype=np.float64)
+        if np.any(a >= 100):
+            raise ConfigError(f"An accuracy of {float(np.max(a))!r}% has no score under target='log_error' (the "
+                              "model predicts error rates above 0); give a value below 100.")
+        c = self.error_scale_
+        return 100.0 - c * (1.0 + np.log((100.0 - a) / c))
+
     def terms(self, candidates: Sequence[Candidate]) -> dict[str, np.ndarray]:
-        """Each group's contribution α_g·T_g (percentage points) per candidate: what drives a prediction."""
+        """Each group's contribution α_g·T_g per candidate (percentage points; with ``target="log_error"``
+        points at the fit set's median error rate): what drives a prediction."""
         self._check_fitted()
         X = self.groups.matrix(candidates) * self.alpha_
         return {n: X[:, g] for g, n in enumerate(self.groups.names)}
 
     def score(self, candidates: Sequence[Candidate]) -> np.ndarray:
-        """Predicted accuracy drop Σ α·T in percentage points (lower is better)."""
+        """Predicted accuracy drop Σ α·T in percentage points (lower is better; with ``target="log_error"`` the
+        drop of the additive score, see the module docstring)."""
         self._check_fitted()
         return self.groups.matrix(candidates) @ self.alpha_
 
@@ -334,7 +381,8 @@ class CalibratedAccuracyModel(BaseAccuracyProxy):
         self._check_fitted()
         return {"format": "hao-accuracy-model-1", "space": self.space.name, "groups": self.groups.names,
                 "intercept": self.intercept_, "alpha": [float(a) for a in self.alpha_], "sigma": self.sigma_,
-                "n_fit": self.n_fit_, "ridge": self.ridge, "loss": self.loss, **self.groups.detail,
+                "n_fit": self.n_fit_, "ridge": self.ridge, "loss": self.loss, "target": self.target,
+                "error_scale": self.error_scale_, **self.groups.detail,
                 "info": getattr(self, "info", {})}
 
     def save(self, folder: str | os.PathLike) -> Path:
@@ -374,8 +422,10 @@ class CalibratedAccuracyModel(BaseAccuracyProxy):
         if groups.names != d["groups"]:
             raise ConfigError(f"{mfile} was fitted on term groups {d['groups']}, but the folder's files give "
                               f"{groups.names}; refit the model.")
-        m = cls(space, groups, ridge=float(d.get("ridge", 10.0)), loss=str(d.get("loss", "squared")))
+        m = cls(space, groups, ridge=float(d.get("ridge", 10.0)), loss=str(d.get("loss", "squared")),
+                target=str(d.get("target", "accuracy")))
         m.intercept_, m.alpha_, m.sigma_ = float(d["intercept"]), np.asarray(d["alpha"], float), float(d["sigma"])
+        m.error_scale_ = None if d.get("error_scale") is None else float(d["error_scale"])
         m.n_fit_, m.info = int(d["n_fit"]), d.get("info", {})
         m._costs = None
         return m

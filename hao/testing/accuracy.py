@@ -23,7 +23,9 @@ def check_accuracy_model(model: Any, space: SearchSpace, n: int = 24, seed: int 
     2. it is deterministic (twice the same values) and draws nothing from the global RNGs;
     3. scoring one candidate alone gives its value in a batch (no batch effects);
     4. an additive model (``is_additive``) decomposes exactly:
-       ``score(c) == constant + Σ_u unit_costs()[u][index of c's option of u]``.
+       ``score(c) == constant + Σ_u unit_costs()[u][index of c's option of u]``;
+    5. a calibrated model (``predict``, ``intercept_``, ``to_accuracy``) predicts
+       ``to_accuracy(intercept_ − score(c))`` percent (lower score, higher accuracy), with a positive uncertainty.
 
     Returns the model."""
     from hao.proxy import BaseAccuracyProxy, get_accuracy_model
@@ -49,4 +51,9 @@ def check_accuracy_model(model: Any, space: SearchSpace, n: int = 24, seed: int 
         idx = space.unit_indices(cands)
         recon = m.constant + sum(np.asarray(costs[u])[idx[:, u]] for u in range(len(costs)))
         assert np.allclose(recon, s1, rtol=1e-9, atol=1e-9), "score() != constant + Σ unit_costs"
+    if all(hasattr(m, k) for k in ("predict", "intercept_", "to_accuracy")):
+        acc, sd = (np.asarray(v) for v in m.predict(cands))
+        assert np.allclose(acc, m.to_accuracy(m.intercept_ - s1), rtol=1e-9, atol=1e-9), \
+            "predict() != to_accuracy(intercept_ − score())"
+        assert np.all(acc <= 100) and sd.shape == acc.shape and np.all(sd > 0), "accuracy above 100% or sd <= 0"
     return m

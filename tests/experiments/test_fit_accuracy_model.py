@@ -52,9 +52,11 @@ def test_fit_accuracy_model_smoke(tmp_path):
     load_script("fit_accuracy_model").main(["--checkpoint-dir", str(E2E), "--out", str(out2), "--smoke",
                                             "--float-eval", "--threads", "1", "--no-progress", "--layer-bits",
                                             "--arch-options", "--block-pairs", "--n-corner", "12", "--ridges",
-                                            "10,100", "--fit-also", str(tmp_path / "loop_picks.jsonl")])
+                                            "10,100", "--fit-also", str(tmp_path / "loop_picks.jsonl"),
+                                            "--target", "log_error"])
     again = CalibratedAccuracyModel.from_checkpoint(space, out2)
     assert again.n_fit_ == 16 + 12 + n_picks and again.loss == "squared"
+    assert again.target == "log_error" and again.error_scale_ > 0 and again.info["target"] == "log_error"
     assert len((out2 / "fit_val.jsonl").read_text().splitlines()) == len(
         (tmp_path / "fit_val.jsonl").read_text().splitlines())  # nothing measured again
 

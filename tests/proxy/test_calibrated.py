@@ -297,3 +297,41 @@ def test_pairwise_loss_recovers_the_order_of_a_monotone_truth(space, supernet, t
     np.testing.assert_allclose(back.predict(held)[0], m.predict(held)[0])
     with pytest.raises(ConfigError, match="loss must be one of"):
         CalibratedAccuracyModel(space, groups, loss="hinge")
+
+
+def test_log_error_target_fits_a_multiplicative_truth_and_drives_the_search(space, supernet, terms, tmp_path):
+    """Error rates that multiply (each term scales the error by a factor): the log-error fit recovers them far
+    better than the additive-in-percent one, maps score to percent by a monotone link the search applies, and
+    round-trips through its folder."""
+    table = _table(space, supernet)
+    table.save(tmp_path / "sensitivity.json")
+    terms.save(tmp_path / "arch_terms.json")
+    groups = build_term_groups(space, table, terms)
+    rng = np.random.default_rng(4)
+    cands = [space.sample(rng) for _ in range(120)]
+    X = groups.matrix(cands)
+    scale = np.maximum(X.std(axis=0), 1e-12)
+    err = 4.0 * np.exp(X @ (np.array([0.3, 0.2, 0.25, 0.15]) / scale)) * np.exp(rng.normal(0, 0.005, len(cands)))
+    y = 100.0 - err
+    assert np.ptp(err) > 10 and err.max() < 60, (err.min(), err.max())  # far from linear over this range
+    lin = CalibratedAccuracyModel(space, groups).fit(cands, y)
+    log = CalibratedAccuracyModel(space, groups, target="log_error").fit(cands, y)
+    assert log.error_scale_ == pytest.approx(np.median(err))
+    mae = {k: float(np.mean(np.abs(m.predict(cands)[0] - y))) for k, m in (("lin", lin), ("log", log))}
+    assert mae["log"] < 0.2 * mae["lin"], mae
+    acc, sd = log.predict(cands)
+    np.testing.assert_allclose(log.to_accuracy(log.from_accuracy(y)), y, rtol=1e-12)
+    assert np.corrcoef(sd, 100 - acc)[0, 1] > 0.99  # the uncertainty grows with the predicted error rate
+    check_accuracy_model(log, space)
+    log.save(tmp_path)
+    back = CalibratedAccuracyModel.from_checkpoint(space, tmp_path)
+    assert back.target == "log_error" and back.error_scale_ == log.error_scale_
+    np.testing.assert_allclose(back.predict(cands)[0], acc)
+    obj = make_objective("accuracy", ObjectiveContext(space, accuracy_model=lambda: back))
+    np.testing.assert_allclose(obj.evaluate(cands), acc, atol=1e-9)
+    res = FrontSolver().solve(SearchProblem(space, [obj, make_objective("macs_m", ObjectiveContext(space))]))
+    assert res.df["accuracy"].max() >= acc.max() - 1e-9 and (res.df["accuracy"] < 100).all()
+    with pytest.raises(ConfigError, match="target must be one of"):
+        CalibratedAccuracyModel(space, groups, target="logit")
+    with pytest.raises(ConfigError, match="below 100%"):
+        CalibratedAccuracyModel(space, groups, target="log_error").fit(cands, np.r_[100.0, y[1:]])
