@@ -371,7 +371,8 @@ def proxy_objective(space: SearchSpace, proxy: Any, name: str = "proxy") -> Obje
 
 def accuracy_objective(space: SearchSpace, model: Any, name: str = "accuracy") -> AdditiveObjective:
     """Predicted accuracy in percent, **maximised**, from a calibrated accuracy model (one with ``predict`` and
-    a fitted ``intercept_``, e.g. :class:`hao.proxy.CalibratedAccuracyModel`): ``intercept_ − Σ unit costs``."""
+    a fitted ``intercept_``, e.g. :class:`hao.proxy.CalibratedAccuracyModel`): ``intercept_ − Σ unit costs``, through
+    the model's ``to_accuracy`` as the objective's link when it was fitted on another scale (``target``)."""
     if not (getattr(model, "is_additive", False) and hasattr(model, "intercept_")):
         raise ConfigError(f"The 'accuracy' objective needs a fitted calibrated accuracy model (proxy='calibrated', "
                           f"see docs/accuracy_model.md); got {type(model).__name__}. Use the 'proxy' objective (a "
