@@ -280,7 +280,7 @@ class CalibratedAccuracyModel(BaseAccuracyProxy):
                 raise ConfigError(f"fit() with target='log_error' needs accuracies below 100% (a zero error rate "
                                   f"has no logarithm), got {float(y.max())!r}; use target='accuracy'.")
             scale_c = float(np.median(100.0 - y))
-            y = 100.0 - scale_c * (1.0 + np.log((100.0 - y) / scale_c))
+            y = _log_error_score(y, scale_c)
         X = self.groups.matrix(candidates)
         scale = np.maximum(np.abs(X).max(axis=0), 1e-300)  # columns to O(1), for the solver's tolerances
         scale[pen] = 1.0  # detail terms are 0/1 indicators: their α is in accuracy points, and so is the penalty
@@ -346,8 +346,7 @@ class CalibratedAccuracyModel(BaseAccuracyProxy):
         if np.any(a >= 100):
             raise ConfigError(f"An accuracy of {float(np.max(a))!r}% has no score under target='log_error' (the "
                               "model predicts error rates above 0); give a value below 100.")
-        c = self.error_scale_
-        return 100.0 - c * (1.0 + np.log((100.0 - a) / c))
+        return _log_error_score(a, self.error_scale_)
 
     def terms(self, candidates: Sequence[Candidate]) -> dict[str, np.ndarray]:
         """Each group's contribution α_g·T_g per candidate (percentage points; with ``target="log_error"``
@@ -429,6 +428,12 @@ class CalibratedAccuracyModel(BaseAccuracyProxy):
         m.n_fit_, m.info = int(d["n_fit"]), d.get("info", {})
         m._costs = None
         return m
+
+
+def _log_error_score(accuracy: np.ndarray, c: float) -> np.ndarray:
+    """``z = 100 − c·(1 + ln(err/c))`` of accuracies in percent below 100 (err = 100 − accuracy): the additive
+    score of ``target="log_error"``, equal to the accuracy where err = c."""
+    return 100.0 - c * (1.0 + np.log((100.0 - accuracy) / c))
 
 
 def _pairwise_alpha(Xs: np.ndarray, y: np.ndarray, pen: np.ndarray, ridge: float, max_pairs: int) -> np.ndarray:

@@ -150,7 +150,8 @@ class AdditiveObjective(Objective):
 
     # ---- scoring --------------------------------------------------------------------------------------
     def evaluate_indices(self, unit_idx: np.ndarray) -> np.ndarray:
-        """Vectorized score of an ``(n, n_units)`` array of option indices."""
+        """Vectorized value of an ``(n, n_units)`` array of option indices (the additive score, through the
+        ``link`` when there is one)."""
         score = self.score_indices(unit_idx)
         return score if self.link is None else np.asarray(self.link[0](score), dtype=np.float64)
 
