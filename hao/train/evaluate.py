@@ -7,8 +7,9 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -140,12 +141,14 @@ def prepare_subnet(model: nn.Module, batches: list, *, channels_last: bool = Fal
 
 @dataclass(frozen=True)
 class EvalResult:
-    """Top-1 accuracy with its binomial standard error, mean cross-entropy loss, and the example count."""
+    """Top-1 accuracy with its binomial standard error, mean cross-entropy loss, and the example count;
+    ``correct`` (``evaluate_full(..., per_example=True)``): one bool per example, in loader order."""
 
     accuracy: float
     accuracy_se: float
     loss: float
     n: int
+    correct: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 #: Loader batches larger than this are run in chunks of this many examples (bounded working set). Results are
@@ -163,7 +166,7 @@ def _per_example(model: nn.Module) -> bool:
 
 @torch.inference_mode()
 def evaluate_full(model: nn.Module, loader: Iterable, *, chunk: int | None = EVAL_CHUNK,
-                  exact: bool = False) -> EvalResult:
+                  exact: bool = False, per_example: bool = False) -> EvalResult:
     """Accuracy (± binomial standard error) and mean loss of ``model`` in eval mode over ``(x, y)`` batches.
 
     Runs under ``torch.inference_mode()``. A batch larger than ``chunk`` is fed to the model in pieces of
@@ -175,14 +178,17 @@ def evaluate_full(model: nn.Module, loader: Iterable, *, chunk: int | None = EVA
     not changed): accumulators of integer codes exact, the element-wise part (scale, BatchNorm, the next
     quantizer's division) in float64 — what the integer deployment computes (docs/deployment.md). About 2x the
     float32 time; on low-bit candidates the float32 path flips predictions whose pre-activations sit within
-    float32 error of a rounding boundary (measured: up to 8.7% of them on one 2/4-bit candidate)."""
+    float32 error of a rounding boundary (measured: up to 8.7% of them on one 2/4-bit candidate).
+
+    ``per_example=True`` also returns which examples were classified right (``EvalResult.correct``), for
+    :func:`hao.stats.image_sampling`."""
     if exact:
         from hao.quant import exact_copy
         with torch.inference_mode(False):  # normal tensors: the copy's weight-code cache tracks versions
             model = _contiguous_weights(exact_copy(model))
     dtype = torch.float64 if exact else None
     cl = _channels_last(model)
-    correct, total, loss_sum = 0, 0, 0.0
+    correct, total, loss_sum, hits = 0, 0, 0.0, []
     with _mode(model, False):
         split = chunk is not None and _per_example(model)
         for b in loader:
@@ -197,12 +203,16 @@ def evaluate_full(model: nn.Module, loader: Iterable, *, chunk: int | None = EVA
             else:
                 out = model(x)
             loss_sum += float(F.cross_entropy(out, y, reduction="sum"))
-            correct += int((out.argmax(1) == y).sum())
+            hit = out.argmax(1) == y
+            correct += int(hit.sum())
             total += int(y.shape[0])
+            if per_example:
+                hits.append(hit.cpu().numpy())
     if total == 0:
         raise ConfigError("evaluate got an empty loader.")
     acc = correct / total
-    return EvalResult(acc, math.sqrt(max(acc * (1 - acc), 1e-12) / total), loss_sum / total, total)
+    return EvalResult(acc, math.sqrt(max(acc * (1 - acc), 1e-12) / total), loss_sum / total, total,
+                      np.concatenate(hits) if per_example else None)
 
 
 def evaluate(model: nn.Module, loader: Iterable, *, exact: bool = False) -> float:

@@ -101,3 +101,16 @@ def test_exact_evaluation_is_the_float64_copy_and_leaves_the_model_alone():
     assert all(p.dtype == torch.float32 for p in net.parameters())  # evaluated a copy
     fast = evaluate_full(net, [(x, y)])
     assert abs(fast.accuracy - r.accuracy) <= 0.02  # the same network up to float32 rounding
+
+
+def test_per_example_hits_are_the_old_paths_predictions():
+    x, y = _data(seed=4)
+    net = _net()
+    prepare_subnet(net, [(x[:64], y[:64])])
+    batches = [(x[:250], y[:250]), (x[250:], y[250:])]
+    r = evaluate_full(net, batches, chunk=64, per_example=True)
+    with reference_kernels(), torch.no_grad(), ev._mode(net, False):
+        hits = torch.cat([net(b[0]).argmax(1) == b[1] for b in batches]).numpy()
+    assert r.correct.dtype == bool and r.correct.shape == (300,)
+    assert (r.correct == hits).all() and r.correct.mean() == r.accuracy
+    assert evaluate_full(net, batches).correct is None
