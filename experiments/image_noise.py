@@ -17,7 +17,7 @@ float32 fake-quant unless ``--exact``), and which test images it classified righ
   would reach against one measurement on these images — and with the calibration noise (``--extra-sd``,
   default: the model folder's test–retest pairs, ``retest.jsonl`` against ``test.jsonl``) added.
 
-Writes ``OUT/report.json``. docs/accuracy_model.md, "How far the test split lets τ go".
+Writes ``OUT/report.json``. docs/accuracy_model.md, "Three more fresh seeds".
 """
 from __future__ import annotations
 

@@ -5,7 +5,7 @@
 * :func:`kendall_tau` — τ-b, its p-value and a seeded bootstrap standard error;
 * :func:`image_sampling` — how much of a ranking of candidates measured on one set of images is that set: the
   per-pair noise, and the τ a perfect predictor would reach against the measurement (docs/accuracy_model.md,
-  "How far the test split lets τ go").
+  "Three more fresh seeds").
 """
 from __future__ import annotations
 
