@@ -146,16 +146,34 @@ def counts(space, cands) -> np.ndarray:
     return np.asarray(out, dtype=float)
 
 
+def share_2bit(space, cands) -> np.ndarray:
+    """Per candidate: the share of its kept layers at 2-bit weights (the strongest counting baseline here)."""
+    return np.array([np.mean([p.w_bits == 2 for p in space.perturbations(c) if not p.removed]) for c in cands])
+
+
+def held_out_splits(a):
+    """``(train, val, test, calib)`` of the protocol: ``a.val_images`` held out of the training split, the test
+    split (a seeded subset when ``a.test_images`` is smaller), ``a.calib_images`` training images in batches."""
+    from hao.data import fashion_mnist, loader
+    from hao.train.teacher import split_validation
+
+    train, val = split_validation(fashion_mnist("train", a.data), a.val_images, a.seed)
+    test = fashion_mnist("test", a.data)
+    if a.test_images < len(test):
+        test = test.subset(a.test_images, seed=a.seed + 7)
+    return train, val, test, list(loader(train.subset(a.calib_images, seed=a.seed + 1), 250))
+
+
 def baselines(space, table, fit_c, fit_y, test_c, seed: int) -> dict[str, np.ndarray]:
     """Scores where higher = predicted more accurate."""
     from sklearn.linear_model import Ridge
 
     from hao.proxy import AccuracyProxy, WeightNormProxy
     from hao.search.objectives import bops_objective, macs_objective
-    share2 = [np.mean([p.w_bits == 2 for p in space.perturbations(c) if not p.removed]) for c in test_c]
     ridge = Ridge(alpha=1.0).fit(counts(space, fit_c), fit_y)
     return {"-BOPs": -bops_objective(space).evaluate(test_c), "-MACs": -macs_objective(space).evaluate(test_c),
-            "-||dW||^2": -WeightNormProxy(space, table).score(test_c), "-share of 2-bit layers": -np.asarray(share2),
+            "-||dW||^2": -WeightNormProxy(space, table).score(test_c),
+            "-share of 2-bit layers": -share_2bit(space, test_c),
             "count model (ridge, fit set)": ridge.predict(counts(space, test_c)),
             "-Hessian proxy (dL)": -AccuracyProxy(space, table).score(test_c),
             "random": np.random.default_rng(seed).random(len(test_c))}
@@ -248,13 +266,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     import hao
     import hao.paths
-    from hao.data import fashion_mnist, loader
+    from hao.data import loader
     from hao.proxy import SensitivityTable, build_term_groups, default_checkpoint_dir
     from hao.proxy.arch_terms import measure_arch_terms
     from hao.proxy.calibrated import CalibratedAccuracyModel
     from hao.stats import kendall_tau
     from hao.train import load_supernet
-    from hao.train.teacher import split_validation
 
     torch.set_num_threads(a.threads)
     progress = not a.no_progress
@@ -264,11 +281,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     net = load_supernet(space, folder / "supernet.pt")
     table = SensitivityTable.load(folder / "sensitivity.json", space=space)
-    train, val = split_validation(fashion_mnist("train", a.data), a.val_images, a.seed)
-    test = fashion_mnist("test", a.data)
-    if a.test_images < len(test):
-        test = test.subset(a.test_images, seed=a.seed + 7)
-    calib = list(loader(train.subset(a.calib_images, seed=a.seed + 1), 250))
+    train, val, test, calib = held_out_splits(a)
     calib2 = list(loader(train.subset(a.calib_images, seed=a.seed + 2), 250))
     val_b, test_b = list(loader(val, 500)), list(loader(test, 500))
     tag = f"{(folder / 'supernet.pt').stat().st_size}|{a.seed}|{a.calib_images}|{a.val_images}"

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fit_accuracy_model import held_out_splits, share_2bit  # noqa: E402
 from proxy_fidelity import make_candidates  # noqa: E402
 
 
@@ -118,11 +119,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import torch
 
     import hao
-    from hao.data import fashion_mnist, loader
+    from hao.data import loader
     from hao.proxy import default_checkpoint_dir
     from hao.proxy.calibrated import CalibratedAccuracyModel, model_folder
     from hao.train import load_supernet
-    from hao.train.teacher import split_validation
 
     t0 = time.time()
     torch.set_num_threads(a.threads)
@@ -137,11 +137,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     net = load_supernet(space, folder / "supernet.pt")
-    train, _ = split_validation(fashion_mnist("train", a.data), a.val_images, a.seed)
-    test = fashion_mnist("test", a.data)
-    if a.test_images < len(test):
-        test = test.subset(a.test_images, seed=a.seed + 7)
-    calib = list(loader(train.subset(a.calib_images, seed=a.seed + 1), 250))
+    _, _, test, calib = held_out_splits(a)
     test_b = list(loader(test, 500))
     load = [os.getloadavg()[0]]
     seeds = [int(s) for s in str(a.test_seeds).split(",") if s.strip()]
@@ -149,8 +145,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for s in seeds:
         cands = [c for k, c in make_candidates(space, a.n_test, 0, 0, s) if k == "joint"]
         correct = measure(space, net, cands, calib, test_b, out, s, a.exact, not a.no_progress)
-        low = np.array([np.mean([q.w_bits == 2 for q in space.perturbations(c) if not q.removed]) for c in cands])
-        scores = {"model": model.predict(cands)[0], "-share of 2-bit layers": -low}
+        scores = {"model": model.predict(cands)[0], "-share of 2-bit layers": -share_2bit(space, cands)}
         per_seed[str(s)] = judge(correct, scores, extra_sd, a.boot, a.seed)
         for k in taus:
             taus[k].append(per_seed[str(s)][k]["tau"])
